@@ -1,0 +1,455 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Bus routes published signals to the subscriptions whose patterns match
+// their type. It is safe for concurrent use. The zero value is not usable;
+// make one with New and end it with Close.
+type Bus struct {
+	cfg    config
+	logger *slog.Logger
+	tracer trace.Tracer
+	// globalTracer: the tracer comes from the default global provider;
+	// noopTracer: from a provider known to record nothing.
+	globalTracer, noopTracer bool
+	prop                     propagation.TextMapPropagator
+	ins                      *instruments
+	types                    *typeInfoCache
+	router                   router
+	history                  *history
+	publish                  PublishFunc // publish middleware chain ending in route; nil without middleware
+
+	gaugeReg       metric.Registration
+	unregisterOnce sync.Once
+
+	mu     sync.Mutex
+	subs   map[*Subscription]struct{}
+	closed atomic.Bool
+
+	// stopCtx is the ctx of every handler run. It is cancelled when Close
+	// gives up waiting (its ctx ended) or has finished.
+	stopCtx context.Context
+	stop    context.CancelFunc
+}
+
+// New makes a Bus. Options: WithName, WithTracerProvider, WithMeterProvider,
+// WithPropagator, WithMiddleware, WithPublishMiddleware, WithHistory,
+// WithLogger, WithMaxDataSize. An invalid option gives an error wrapping
+// ErrInvalidOption.
+func New(opts ...Option) (*Bus, error) {
+	cfg := defaultConfig()
+	for _, opt := range opts {
+		if err := opt(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	meter := cfg.meterProvider.Meter(ScopeName)
+	ins, err := newInstruments(meter)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{
+		cfg:          cfg,
+		logger:       cfg.logger.With("bus", cfg.name),
+		tracer:       cfg.tracerProvider.Tracer(ScopeName),
+		globalTracer: cfg.tracerProvider == defaultTracerProvider,
+		prop:         cfg.propagator,
+		ins:          ins,
+		types:        newTypeInfoCache(cfg.name),
+		subs:         make(map[*Subscription]struct{}),
+	}
+	if _, ok := cfg.tracerProvider.(noop.TracerProvider); ok {
+		b.noopTracer = true
+	}
+	if cfg.history > 0 {
+		b.history = newHistory(cfg.history)
+	}
+	if len(cfg.publishMW) > 0 {
+		next := PublishFunc(b.route)
+		for i := len(cfg.publishMW) - 1; i >= 0; i-- {
+			next = cfg.publishMW[i](next)
+		}
+		b.publish = next
+	}
+	b.stopCtx, b.stop = context.WithCancel(context.Background())
+	b.gaugeReg, err = meter.RegisterCallback(b.observeQueues, ins.queueDepth)
+	if err != nil {
+		b.stop()
+		return nil, fmt.Errorf("bus: register queue depth callback: %w", err)
+	}
+	return b, nil
+}
+
+// Name returns the bus's name (WithName).
+func (b *Bus) Name() string { return b.cfg.name }
+
+// Publish validates the signals, fills what a hand-built signal lacks (ID,
+// Time, SpecVersion), and queues each one for every subscription whose
+// pattern matches its type, in the order given.
+//
+// The batch is checked as a whole first: if any signal is invalid, Publish
+// returns an error wrapping ErrInvalidSignal that names the signal's index
+// and field, and none of the batch is delivered. Once routing starts, a
+// subscription with the Block policy makes Publish wait for room until ctx
+// ends; one with the Reject policy makes Publish report ErrQueueFull for the
+// signals it refused (the others are delivered). After Close, Publish
+// returns ErrClosed.
+//
+// Publish runs inside a "send <type>" producer span, a child of ctx's span;
+// its trace context is written into each signal as the traceparent and
+// tracestate extensions.
+func (b *Bus) Publish(ctx context.Context, signals ...Signal) error {
+	if len(signals) == 0 {
+		return nil
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if b.publish == nil {
+		return b.route(ctx, signals)
+	}
+	// Middleware may modify the batch: give it the bus's own copy, filled,
+	// so the caller's slice is never written to.
+	own := make([]Signal, len(signals))
+	now := time.Now()
+	for i, s := range signals {
+		fill(&s, now)
+		own[i] = s
+	}
+	return b.publish(ctx, own)
+}
+
+var producerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+
+func fill(s *Signal, now time.Time) {
+	if s.ID == "" {
+		s.ID = NewID()
+	}
+	if s.Time.IsZero() {
+		s.Time = now
+	}
+	if s.SpecVersion == "" {
+		s.SpecVersion = SpecVersion
+	}
+}
+
+// route is the end of the publish path: validate, trace, queue.
+func (b *Bus) route(ctx context.Context, signals []Signal) error {
+	if len(signals) == 0 {
+		return nil
+	}
+	start := time.Now() // fills Time: taken even when no metric needs it
+	for i := range signals {
+		if err := signals[i].validate(b.cfg.maxDataSize); err != nil {
+			if len(signals) > 1 {
+				err = fmt.Errorf("signal %d of %d: %w", i, len(signals), err)
+			}
+			b.failedPublishSpan(ctx, err)
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+
+	info := b.types.get(signals[0].Type)
+	uniform := true
+	for i := 1; i < len(signals); i++ {
+		if signals[i].Type != signals[0].Type {
+			uniform = false
+			break
+		}
+	}
+	spanName := info.sendName
+	if !uniform {
+		spanName = "send"
+	}
+	if len(signals) == 1 && !trace.SpanContextFromContext(ctx).IsValid() {
+		if _, ok := signals[0].Extensions[extensionTraceParent]; ok {
+			// A signal that arrives carrying trace context (forwarded from
+			// another bus or process) continues that trace.
+			ctx = b.prop.Extract(ctx, extensionCarrier(signals[0].Extensions))
+		}
+	}
+	var span trace.Span
+	if b.tracingOn() {
+		ctx, span = b.tracer.Start(ctx, spanName, producerSpanOpts...)
+		if span.IsRecording() {
+			b.setSendAttributes(span, signals, uniform)
+		}
+	}
+	// Without a tracing SDK the producer context is the caller's own, as
+	// a no-op tracer would leave it: trace context still propagates.
+	producer := trace.SpanContextFromContext(ctx)
+	var traceExt map[string]any
+	if producer.IsValid() {
+		traceExt = make(map[string]any, 2)
+		b.prop.Inject(ctx, extensionCarrier(traceExt))
+	}
+	measure := b.ins.opDuration.Enabled(ctx)
+
+	var errs []error
+	routed := 0
+	for i := range signals {
+		e := envelope{sig: signals[i], producer: producer, info: info}
+		fill(&e.sig, start)
+		if !uniform {
+			e.info = b.types.get(e.sig.Type)
+		}
+		if traceExt != nil {
+			e.sig.Extensions = withTraceExtensions(e.sig.Extensions, traceExt)
+		}
+		if b.history != nil {
+			b.history.add(e.sig)
+		}
+		err := b.enqueue(ctx, &e)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				break
+			}
+		}
+		routed++
+		if !uniform {
+			b.ins.sent.Add(ctx, 1, e.info.sentOpts...)
+		}
+	}
+	if uniform {
+		b.ins.sent.Add(ctx, int64(routed), info.sentOpts...)
+	}
+	if measure {
+		b.ins.opDuration.Record(ctx, time.Since(start).Seconds(), info.opOpts...)
+	}
+	var err error
+	if len(errs) > 0 {
+		err = errors.Join(errs...)
+		if routed < len(signals) {
+			err = fmt.Errorf("publish: %d of %d signals routed: %w", routed, len(signals), err)
+		} else {
+			err = fmt.Errorf("publish: %w", err)
+		}
+	}
+	if span != nil {
+		if err != nil {
+			recordError(span, err)
+		}
+		span.End()
+	}
+	return err
+}
+
+// withTraceExtensions returns the signal's extensions with the trace
+// context added. A signal without extensions of its own shares traceExt
+// with the rest of its batch (extensions are read-only once published).
+func withTraceExtensions(own, traceExt map[string]any) map[string]any {
+	if len(own) == 0 {
+		return traceExt
+	}
+	merged := make(map[string]any, len(own)+len(traceExt))
+	for k, v := range own {
+		merged[k] = v
+	}
+	for k, v := range traceExt {
+		merged[k] = v
+	}
+	return merged
+}
+
+// enqueue queues e for every matching subscription.
+func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
+	var errs []error
+	for _, s := range b.router.route(e.sig.Type) {
+		res, err := s.queue.push(ctx, e, s.cfg.overflow)
+		switch res {
+		case pushed:
+		case pushedDropped:
+			s.countDropped(1, dropReasonQueueFull)
+			s.logDropped(slog.LevelWarn, "subscription queue full; dropped its oldest signal",
+				"subscription", s.cfg.name, "policy", DropOldest.String())
+		case pushFull:
+			if err == nil {
+				s.countDropped(1, dropReasonQueueFull)
+				err = ErrQueueFull
+			}
+			errs = append(errs, fmt.Errorf("signal %s to subscription %q: %w", e.sig.ID, s.cfg.name, err))
+			if ctx.Err() != nil {
+				return errors.Join(errs...)
+			}
+		case pushClosed:
+			if b.closed.Load() {
+				return fmt.Errorf("signal %s: %w", e.sig.ID, ErrClosed)
+			}
+			// The subscription closed while the signal was being routed:
+			// it had unsubscribed, so the signal was not for it.
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (b *Bus) setSendAttributes(span trace.Span, signals []Signal, uniform bool) {
+	span.SetAttributes(
+		attrMessagingSystem.String(messagingSystem),
+		attrOperationName.String("send"),
+		attrOperationType.String("send"),
+		attrBusName.String(b.cfg.name),
+	)
+	if uniform {
+		span.SetAttributes(attrDestinationName.String(signals[0].Type))
+	}
+	if len(signals) > 1 {
+		span.SetAttributes(attrBatchCount.Int(len(signals)))
+		return
+	}
+	s := signals[0]
+	attrs := []attribute.KeyValue{
+		attrCloudEventSource.String(s.Source),
+		attrCloudEventType.String(s.Type),
+	}
+	if s.ID != "" {
+		attrs = append(attrs, attrMessageID.String(s.ID), attrCloudEventID.String(s.ID))
+	}
+	if s.Subject != "" {
+		attrs = append(attrs, attrCloudEventSubject.String(s.Subject))
+	}
+	span.SetAttributes(attrs...)
+}
+
+func (b *Bus) failedPublishSpan(ctx context.Context, err error) {
+	if !b.tracingOn() {
+		return
+	}
+	_, span := b.tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(attrMessagingSystem.String(messagingSystem),
+			attrOperationName.String("send"), attrOperationType.String("send"),
+			attrBusName.String(b.cfg.name))
+	}
+	recordError(span, err)
+	span.End()
+}
+
+// Subscribe registers h for every signal whose type matches pattern (see
+// ValidatePattern for the grammar). The subscription gets its own queue and
+// worker; options: WithQueueSize, WithRetry, WithDeadLetter,
+// WithSubscriptionName, WithOverflow. Errors wrap ErrInvalidPattern,
+// ErrInvalidOption or ErrClosed.
+func (b *Bus) Subscribe(pattern string, h Handler, opts ...SubscribeOption) (*Subscription, error) {
+	if h == nil {
+		return nil, fmt.Errorf("subscribe %q: %w: nil handler", pattern, ErrInvalidOption)
+	}
+	segs, err := parsePattern(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	cfg := subConfig{name: pattern, queueSize: DefaultQueueSize, retry: DefaultRetryPolicy, overflow: Block}
+	for _, opt := range opts {
+		if err := opt(&cfg); err != nil {
+			return nil, fmt.Errorf("subscribe %q: %w", pattern, err)
+		}
+	}
+	for i := len(b.cfg.middleware) - 1; i >= 0; i-- {
+		h = b.cfg.middleware[i](h)
+	}
+	base := []attribute.KeyValue{
+		attrMessagingSystem.String(messagingSystem),
+		attrBusName.String(b.cfg.name),
+		attrSubscriptionName.String(cfg.name),
+	}
+	set := attribute.NewSet(base...)
+	s := &Subscription{
+		bus:          b,
+		pattern:      pattern,
+		segments:     segs,
+		cfg:          cfg,
+		handler:      h,
+		queue:        newQueue(cfg.queueSize),
+		consumedOpts: []metric.AddOption{metric.WithAttributeSet(set)},
+		recordOpts:   []metric.RecordOption{metric.WithAttributeSet(set)},
+		attrs: append(base,
+			attrOperationName.String("process"),
+			attrOperationType.String("process")),
+		done: make(chan struct{}),
+	}
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("subscribe %q: %w", pattern, ErrClosed)
+	}
+	b.subs[s] = struct{}{}
+	b.router.add(segs, s)
+	b.mu.Unlock()
+	go s.run()
+	return s, nil
+}
+
+func (b *Bus) unsubscribe(s *Subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.subs[s]; !ok {
+		return
+	}
+	delete(b.subs, s)
+	b.router.remove(s.segments, s)
+}
+
+func (b *Bus) observeQueues(_ context.Context, o metric.Observer) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		o.ObserveInt64(b.ins.queueDepth, int64(s.queue.depth()), metric.WithAttributes(
+			attrMessagingSystem.String(messagingSystem), attrBusName.String(b.cfg.name),
+			attrSubscriptionName.String(s.cfg.name)))
+	}
+	return nil
+}
+
+// Close stops the bus the way http.Server.Shutdown stops a server: Publish
+// and Subscribe return ErrClosed from now on, every subscription's queue is
+// drained (retries included), and Close returns nil once every handler has
+// finished. If ctx ends first, Close cancels the handlers' ctx, abandons
+// what is still queued (counted as dropped, reason "shutdown", and logged)
+// and returns ctx.Err(). Close may be called more than once.
+func (b *Bus) Close(ctx context.Context) error {
+	b.mu.Lock()
+	b.closed.Store(true)
+	subs := make([]*Subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+	for _, s := range subs {
+		s.queue.close()
+	}
+	for _, s := range subs {
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			b.release()
+			return fmt.Errorf("bus close: %w", ctx.Err())
+		}
+	}
+	return b.release()
+}
+
+// release cancels the handlers' ctx and unregisters the metrics callback.
+func (b *Bus) release() error {
+	b.stop()
+	var err error
+	b.unregisterOnce.Do(func() {
+		if uerr := b.gaugeReg.Unregister(); uerr != nil {
+			err = fmt.Errorf("bus close: unregister metrics callback: %w", uerr)
+		}
+	})
+	return err
+}

@@ -1,0 +1,257 @@
+package bus
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MarshalJSON encodes s in the CloudEvents structured JSON format: the
+// context attributes and extensions as top-level members, the data inline
+// under "data" when the content type is JSON (or absent) and the bytes are
+// valid JSON, and base64-encoded under "data_base64" otherwise.
+// Extension values are written as CloudEvents' canonical JSON types: []byte
+// as base64 strings, times as RFC 3339 strings, URIs as strings.
+func (s Signal) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(256 + len(s.Data)*4/3)
+	buf.WriteByte('{')
+	first := true
+	str := func(name, value string) {
+		if !first {
+			buf.WriteByte(',')
+		}
+		first = false
+		writeJSONString(&buf, name)
+		buf.WriteByte(':')
+		writeJSONString(&buf, value)
+	}
+	specVersion := s.SpecVersion
+	if specVersion == "" {
+		specVersion = SpecVersion
+	}
+	str("specversion", specVersion)
+	str("id", s.ID)
+	str("source", s.Source)
+	str("type", s.Type)
+	if s.Subject != "" {
+		str("subject", s.Subject)
+	}
+	if !s.Time.IsZero() {
+		str("time", s.Time.Format(time.RFC3339Nano))
+	}
+	if s.DataContentType != "" {
+		str("datacontenttype", s.DataContentType)
+	}
+	if s.DataSchema != "" {
+		str("dataschema", s.DataSchema)
+	}
+	names := make([]string, 0, len(s.Extensions))
+	for name := range s.Extensions {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := checkExtensionName(name); err != nil {
+			return nil, err
+		}
+		buf.WriteByte(',')
+		writeJSONString(&buf, name)
+		buf.WriteByte(':')
+		switch v := s.Extensions[name].(type) {
+		case string:
+			writeJSONString(&buf, v)
+		case bool:
+			buf.WriteString(strconv.FormatBool(v))
+		case int:
+			buf.WriteString(strconv.FormatInt(int64(v), 10))
+		case int8:
+			buf.WriteString(strconv.FormatInt(int64(v), 10))
+		case int16:
+			buf.WriteString(strconv.FormatInt(int64(v), 10))
+		case int32:
+			buf.WriteString(strconv.FormatInt(int64(v), 10))
+		case int64:
+			buf.WriteString(strconv.FormatInt(v, 10))
+		case uint8:
+			buf.WriteString(strconv.FormatUint(uint64(v), 10))
+		case uint16:
+			buf.WriteString(strconv.FormatUint(uint64(v), 10))
+		case uint32:
+			buf.WriteString(strconv.FormatUint(uint64(v), 10))
+		case []byte:
+			writeJSONString(&buf, base64.StdEncoding.EncodeToString(v))
+		case time.Time:
+			writeJSONString(&buf, v.Format(time.RFC3339Nano))
+		case *url.URL:
+			writeJSONString(&buf, v.String())
+		default:
+			return nil, checkExtensionValue(name, v)
+		}
+	}
+	if s.Data != nil {
+		if isJSONContentType(s.DataContentType) && json.Valid(s.Data) {
+			buf.WriteString(`,"data":`)
+			buf.Write(s.Data)
+		} else {
+			buf.WriteString(`,"data_base64":"`)
+			buf.WriteString(base64.StdEncoding.EncodeToString(s.Data))
+			buf.WriteByte('"')
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+func writeJSONString(buf *bytes.Buffer, s string) {
+	b, _ := json.Marshal(s) // a string always marshals
+	buf.Write(b)
+}
+
+// isJSONContentType reports whether data of this content type is JSON. An
+// absent content type means JSON in the CloudEvents JSON format.
+func isJSONContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || mt == "text/json" || strings.HasSuffix(mt, "+json")
+}
+
+// UnmarshalJSON decodes a CloudEvents structured JSON event. It enforces the
+// CloudEvents rules (specversion "1.0", id, source and type present and
+// strings, valid extension names, scalar extension values) and reports the
+// first violation with the attribute's name, wrapping ErrInvalidSignal. It
+// does not apply the bus's own type grammar or data limit: Publish does.
+// Extension numbers decode as int64, other extension values as strings or
+// bools, as the JSON format cannot tell the richer CloudEvents types apart.
+func (s *Signal) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidSignal, err)
+	}
+	if raw == nil {
+		return fmt.Errorf("%w: not a JSON object: null", ErrInvalidSignal)
+	}
+	var out Signal
+	getString := func(name string, required bool) (string, error) {
+		v, ok := raw[name]
+		if !ok {
+			if required {
+				return "", fieldError(name, "is missing")
+			}
+			return "", nil
+		}
+		var str string
+		if err := json.Unmarshal(v, &str); err != nil {
+			return "", fieldError(name, "is not a string")
+		}
+		if required && str == "" {
+			return "", fieldError(name, "is empty")
+		}
+		return str, nil
+	}
+	var err error
+	if out.SpecVersion, err = getString("specversion", true); err != nil {
+		return err
+	}
+	if out.SpecVersion != SpecVersion {
+		return fieldError("specversion", fmt.Sprintf("is %q, want %q", out.SpecVersion, SpecVersion))
+	}
+	if out.ID, err = getString("id", true); err != nil {
+		return err
+	}
+	if out.Source, err = getString("source", true); err != nil {
+		return err
+	}
+	if out.Type, err = getString("type", true); err != nil {
+		return err
+	}
+	if out.Subject, err = getString("subject", false); err != nil {
+		return err
+	}
+	if out.DataContentType, err = getString("datacontenttype", false); err != nil {
+		return err
+	}
+	if out.DataSchema, err = getString("dataschema", false); err != nil {
+		return err
+	}
+	ts, err := getString("time", false)
+	if err != nil {
+		return err
+	}
+	if ts != "" {
+		if out.Time, err = time.Parse(time.RFC3339Nano, ts); err != nil {
+			return fieldError("time", fmt.Sprintf("%q is not an RFC 3339 timestamp", ts))
+		}
+	}
+	data, hasData := raw["data"]
+	data64, hasData64 := raw["data_base64"]
+	switch {
+	case hasData && hasData64:
+		return fieldError("data", "and data_base64 are both present")
+	case hasData64:
+		var enc string
+		if err := json.Unmarshal(data64, &enc); err != nil {
+			return fieldError("data_base64", "is not a string")
+		}
+		if out.Data, err = base64.StdEncoding.DecodeString(enc); err != nil {
+			return fieldError("data_base64", "is not valid base64")
+		}
+	case hasData && !bytes.Equal(data, []byte("null")):
+		if isJSONContentType(out.DataContentType) {
+			out.Data = append([]byte(nil), data...)
+		} else {
+			// Non-JSON data carried inline must be a JSON string
+			// (CloudEvents JSON format §3.1).
+			var str string
+			if err := json.Unmarshal(data, &str); err != nil {
+				return fieldError("data", fmt.Sprintf("is not a string though datacontenttype is %q", out.DataContentType))
+			}
+			out.Data = []byte(str)
+		}
+	}
+	for name, v := range raw {
+		if reservedAttributes[name] {
+			continue
+		}
+		if err := checkExtensionName(name); err != nil {
+			return err
+		}
+		var val any
+		if err := json.Unmarshal(v, &val); err != nil {
+			return fieldError(fmt.Sprintf("extension %q", name), "is not valid JSON")
+		}
+		switch x := val.(type) {
+		case string, bool:
+			// kept as decoded
+		case float64:
+			// json.Unmarshal into any gives float64; re-read as an integer.
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			if err != nil {
+				return fieldError(fmt.Sprintf("extension %q", name), fmt.Sprintf("is %s; CloudEvents integers are whole numbers", v))
+			}
+			val = n
+		default:
+			return fieldError(fmt.Sprintf("extension %q", name), fmt.Sprintf("is a JSON %T; extensions are scalars", x))
+		}
+		if out.Extensions == nil {
+			out.Extensions = make(map[string]any)
+		}
+		out.Extensions[name] = val
+	}
+	*s = out
+	return nil
+}

@@ -1,0 +1,176 @@
+package bus
+
+import (
+	"context"
+	"sync"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// envelope is a queued signal with what the consumer side needs from the
+// publish: the producer's span context (to parent the process span without
+// re-parsing traceparent) and the cached per-type names.
+type envelope struct {
+	sig      Signal
+	producer trace.SpanContext
+	info     *typeInfo
+}
+
+// queue is a subscription's bounded FIFO. It is a ring buffer under a mutex
+// rather than a channel so that the worker takes every waiting signal in one
+// lock (amortising the hand-off under load), so that DropOldest can drop the
+// head atomically, and so that memory grows with use, not with capacity:
+// a bus with 100 000 idle subscriptions does not hold 100 000 full buffers.
+type queue struct {
+	mu       sync.Mutex
+	buf      []envelope // ring; len(buf) grows up to capacity
+	head, n  int
+	capacity int
+	closed   bool
+	// nonEmpty wakes the worker; it has room for one token, so a push
+	// to an empty queue never blocks.
+	nonEmpty chan struct{}
+	// space is closed (and replaced) to wake publishers blocked on a full
+	// queue; it is only created while someone waits.
+	space chan struct{}
+}
+
+func newQueue(capacity int) *queue {
+	initial := min(capacity, 16)
+	return &queue{buf: make([]envelope, initial), capacity: capacity, nonEmpty: make(chan struct{}, 1)}
+}
+
+type pushResult int
+
+const (
+	pushed pushResult = iota
+	pushedDropped
+	pushFull
+	pushClosed
+)
+
+// push appends e. When the queue is full it applies the policy: Block waits
+// (until ctx ends), DropOldest replaces the head, Reject reports pushFull.
+func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushResult, error) {
+	q.mu.Lock()
+	for {
+		if q.closed {
+			q.mu.Unlock()
+			return pushClosed, nil
+		}
+		if q.n < q.capacity {
+			break
+		}
+		switch policy {
+		case DropOldest:
+			q.buf[q.head] = envelope{}
+			q.head = (q.head + 1) % len(q.buf)
+			q.n--
+			q.appendLocked(e)
+			q.mu.Unlock()
+			return pushedDropped, nil
+		case Reject:
+			q.mu.Unlock()
+			return pushFull, nil
+		}
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
+		space := q.space
+		q.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return pushFull, ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	wasEmpty := q.n == 0
+	q.appendLocked(e)
+	q.mu.Unlock()
+	if wasEmpty {
+		select {
+		case q.nonEmpty <- struct{}{}:
+		default:
+		}
+	}
+	return pushed, nil
+}
+
+func (q *queue) appendLocked(e *envelope) {
+	if q.n == len(q.buf) {
+		grown := make([]envelope, min(q.capacity, 2*len(q.buf)))
+		copied := copy(grown, q.buf[q.head:])
+		copy(grown[copied:], q.buf[:q.head])
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = *e
+	q.n++
+}
+
+// maxTake bounds how many envelopes the worker takes from the queue at once.
+// Those are out of the queue, so a subscription holds at most its queue size
+// plus maxTake signals.
+const maxTake = 64
+
+// take moves up to maxTake queued envelopes into dst and returns it, waiting
+// while the queue is empty. ok is false once the queue is closed and empty.
+func (q *queue) take(dst []envelope) (out []envelope, ok bool) {
+	for {
+		q.mu.Lock()
+		if q.n > 0 {
+			for k := 0; q.n > 0 && k < maxTake; k++ {
+				dst = append(dst, q.buf[q.head])
+				q.buf[q.head] = envelope{}
+				q.head = (q.head + 1) % len(q.buf)
+				q.n--
+			}
+			if q.space != nil {
+				close(q.space)
+				q.space = nil
+			}
+			q.mu.Unlock()
+			return dst, true
+		}
+		if q.closed {
+			q.mu.Unlock()
+			return dst, false
+		}
+		q.mu.Unlock()
+		<-q.nonEmpty
+	}
+}
+
+// close stops intake; the worker still takes what is queued.
+func (q *queue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
+	select {
+	case q.nonEmpty <- struct{}{}:
+	default:
+	}
+}
+
+// discard empties the queue and returns how many envelopes it held.
+func (q *queue) discard() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.n
+	clear(q.buf)
+	q.head, q.n = 0, 0
+	return n
+}
+
+func (q *queue) depth() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}

@@ -1,0 +1,242 @@
+package bus
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"time"
+)
+
+// SpecVersion is the CloudEvents specification version every Signal carries.
+const SpecVersion = "1.0"
+
+// DefaultMaxDataSize is the largest Data a Signal may carry unless the bus is
+// configured otherwise with WithMaxDataSize.
+const DefaultMaxDataSize = 1 << 20
+
+// Signal is one CloudEvents 1.0 event. The field names follow the
+// CloudEvents context attributes; Extensions holds the extension attributes
+// (lower-case a–z0–9 names), carried through the bus untouched.
+//
+// A Signal is a value: Publish copies it. The Extensions map and the Data
+// slice of a delivered Signal may be shared with other subscriptions and
+// with the history, so handlers must treat them as read-only (use Clone to
+// get a copy to modify).
+type Signal struct {
+	ID              string
+	Source          string
+	Type            string
+	SpecVersion     string
+	Subject         string
+	DataContentType string
+	DataSchema      string
+	Time            time.Time
+	Data            []byte
+	Extensions      map[string]any
+}
+
+// SignalOption sets an optional attribute in NewSignal.
+type SignalOption func(*Signal) error
+
+// WithSubject sets the CloudEvents subject: what, within the source, the
+// signal is about (an order number, a file name).
+func WithSubject(subject string) SignalOption {
+	return func(s *Signal) error { s.Subject = subject; return nil }
+}
+
+// WithDataContentType overrides the content type NewSignal derives from the
+// data (application/json for JSON-encoded values, none for []byte).
+func WithDataContentType(contentType string) SignalOption {
+	return func(s *Signal) error { s.DataContentType = contentType; return nil }
+}
+
+// WithDataSchema sets the URI of the schema the data adheres to.
+func WithDataSchema(schema string) SignalOption {
+	return func(s *Signal) error {
+		if _, err := url.Parse(schema); err != nil {
+			return fmt.Errorf("%w: dataschema %q: %w", ErrInvalidOption, schema, err)
+		}
+		s.DataSchema = schema
+		return nil
+	}
+}
+
+// WithExtension sets one extension attribute. The name must be lower-case
+// a–z0–9; the value a string, bool, integer, []byte, time.Time or *url.URL,
+// the types CloudEvents can carry.
+func WithExtension(name string, value any) SignalOption {
+	return func(s *Signal) error {
+		if s.Extensions == nil {
+			s.Extensions = make(map[string]any, 1)
+		}
+		s.Extensions[name] = value
+		return nil
+	}
+}
+
+// WithID replaces the generated id, for callers that carry an id from
+// elsewhere (an idempotency key, an upstream event id).
+func WithID(id string) SignalOption {
+	return func(s *Signal) error { s.ID = id; return nil }
+}
+
+// WithTime replaces the creation time NewSignal records.
+func WithTime(t time.Time) SignalOption {
+	return func(s *Signal) error { s.Time = t; return nil }
+}
+
+// NewSignal builds a valid Signal of the given type and source. Data given as
+// []byte is kept as is (and carries no content type unless one is set);
+// anything else is JSON-encoded with datacontenttype application/json; nil
+// means no data. NewSignal fills ID (a UUIDv7, increasing within the
+// process), Time and SpecVersion, so the caller knows the id before
+// publishing. The returned error wraps ErrInvalidSignal or ErrInvalidOption.
+func NewSignal(typ, source string, data any, opts ...SignalOption) (Signal, error) {
+	s := Signal{
+		ID:          NewID(),
+		Source:      source,
+		Type:        typ,
+		SpecVersion: SpecVersion,
+		Time:        time.Now(),
+	}
+	switch d := data.(type) {
+	case nil:
+	case []byte:
+		s.Data = d
+	case json.RawMessage:
+		s.Data = d
+		s.DataContentType = "application/json"
+	default:
+		b, err := json.Marshal(d)
+		if err != nil {
+			return Signal{}, fmt.Errorf("%w: data: %w", ErrInvalidSignal, err)
+		}
+		s.Data = b
+		s.DataContentType = "application/json"
+	}
+	for _, opt := range opts {
+		if err := opt(&s); err != nil {
+			return Signal{}, err
+		}
+	}
+	if err := s.Validate(); err != nil {
+		return Signal{}, err
+	}
+	return s, nil
+}
+
+// DecodeData JSON-decodes the data into v.
+func (s Signal) DecodeData(v any) error {
+	if err := json.Unmarshal(s.Data, v); err != nil {
+		return fmt.Errorf("signal %s: decode data: %w", s.ID, err)
+	}
+	return nil
+}
+
+// Clone returns a deep copy of s whose Data and Extensions may be modified
+// without affecting s.
+func (s Signal) Clone() Signal {
+	c := s
+	if s.Data != nil {
+		c.Data = append([]byte(nil), s.Data...)
+	}
+	if s.Extensions != nil {
+		c.Extensions = make(map[string]any, len(s.Extensions))
+		for k, v := range s.Extensions {
+			c.Extensions[k] = v
+		}
+	}
+	return c
+}
+
+// Validate reports whether s is a CloudEvents 1.0 event the bus can carry,
+// with the default data limit (DefaultMaxDataSize). The error names the
+// field and wraps ErrInvalidSignal. An empty ID, Time or SpecVersion is
+// valid here: Publish fills them.
+func (s Signal) Validate() error { return s.validate(DefaultMaxDataSize) }
+
+func (s Signal) validate(maxData int) error {
+	if s.Type == "" {
+		return fieldError("type", "is empty")
+	}
+	if err := checkType(s.Type); err != nil {
+		return err
+	}
+	if s.Source == "" {
+		return fieldError("source", "is empty")
+	}
+	if s.SpecVersion != "" && s.SpecVersion != SpecVersion {
+		return fieldError("specversion", fmt.Sprintf("is %q, want %q", s.SpecVersion, SpecVersion))
+	}
+	if len(s.Data) > maxData {
+		return fieldError("data", fmt.Sprintf("is %d bytes, over the %d-byte limit", len(s.Data), maxData))
+	}
+	for name, v := range s.Extensions {
+		if err := checkExtensionName(name); err != nil {
+			return err
+		}
+		if err := checkExtensionValue(name, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func fieldError(field, problem string) error {
+	return fmt.Errorf("%w: %s %s", ErrInvalidSignal, field, problem)
+}
+
+// checkType checks the type grammar: dot-separated segments of [A-Za-z0-9_-]+.
+func checkType(t string) error {
+	segStart := 0
+	for i := 0; i <= len(t); i++ {
+		if i == len(t) || t[i] == '.' {
+			if i == segStart {
+				return fieldError("type", fmt.Sprintf("%q has an empty segment at offset %d", t, i))
+			}
+			segStart = i + 1
+			continue
+		}
+		if !isSegmentByte(t[i]) {
+			return fieldError("type", fmt.Sprintf("%q has %q at offset %d; segments are [A-Za-z0-9_-]+", t, t[i], i))
+		}
+	}
+	return nil
+}
+
+func isSegmentByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// reservedAttributes are the CloudEvents context attributes (and the JSON
+// format's data members) that cannot be used as extension names.
+var reservedAttributes = map[string]bool{
+	"id": true, "source": true, "type": true, "specversion": true, "subject": true,
+	"time": true, "datacontenttype": true, "dataschema": true, "data": true, "data_base64": true,
+}
+
+func checkExtensionName(name string) error {
+	if name == "" {
+		return fieldError("extension name", "is empty")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			return fieldError("extension "+fmt.Sprintf("%q", name), fmt.Sprintf("has %q at offset %d; names are lower-case [a-z0-9]", c, i))
+		}
+	}
+	if reservedAttributes[name] {
+		return fieldError("extension "+fmt.Sprintf("%q", name), "is a reserved CloudEvents attribute")
+	}
+	return nil
+}
+
+func checkExtensionValue(name string, v any) error {
+	switch v.(type) {
+	case string, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, []byte, time.Time, *url.URL:
+		return nil
+	default:
+		return fieldError(fmt.Sprintf("extension %q", name),
+			fmt.Sprintf("has a value of type %T; CloudEvents carries string, bool, integer, []byte, time.Time or *url.URL", v))
+	}
+}

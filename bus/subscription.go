@@ -1,0 +1,330 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Subscription is a pattern bound to a handler, with its own bounded queue
+// and its own worker goroutine: a slow handler delays only its own
+// subscription.
+type Subscription struct {
+	bus      *Bus
+	pattern  string
+	segments []patternSegment
+	cfg      subConfig
+	handler  Handler // with the bus's dispatch middleware applied
+	queue    *queue
+
+	consumedOpts []metric.AddOption
+	recordOpts   []metric.RecordOption
+	attrs        []attribute.KeyValue // span attributes common to every run
+
+	closeOnce sync.Once
+	done      chan struct{}
+	// dropLog limits "dropped" log lines to one per second per subscription.
+	dropLog rateLimiter
+}
+
+// Pattern returns the pattern the subscription was made with.
+func (s *Subscription) Pattern() string { return s.pattern }
+
+// Name returns the subscription's name (its pattern unless named).
+func (s *Subscription) Name() string { return s.cfg.name }
+
+// Done is closed once the subscription's worker has finished: after Close,
+// or after the bus closed, once its queue is drained.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Close unsubscribes: no further signal is routed to the subscription. The
+// signals already in its queue are still handled; Close returns once they
+// are (or, if the bus is being closed, when the bus gives up). Close is
+// idempotent and safe to call from any goroutine except the subscription's
+// own handler, which would wait for itself.
+func (s *Subscription) Close() error {
+	s.closeOnce.Do(func() {
+		s.bus.unsubscribe(s)
+		s.queue.close()
+	})
+	<-s.done
+	return nil
+}
+
+// deadLetterKey carries DeadLetter details to the dead-letter handler.
+type deadLetterKey struct{}
+
+// DeadLetter describes why a signal reached a dead-letter handler.
+type DeadLetter struct {
+	Subscription string // name of the subscription whose handler failed
+	Attempts     int    // handler runs made
+	Err          error  // the last run's error
+}
+
+// DeadLetterFromContext returns the details of the failure that sent the
+// signal to the dead-letter handler running with ctx.
+func DeadLetterFromContext(ctx context.Context) (DeadLetter, bool) {
+	dl, ok := ctx.Value(deadLetterKey{}).(DeadLetter)
+	return dl, ok
+}
+
+// run is the subscription's worker: it takes queued signals in order and
+// delivers each before the next, retries included, which is what keeps
+// per-publisher FIFO through retries.
+func (s *Subscription) run() {
+	defer close(s.done)
+	var (
+		batch []envelope
+		w     worker
+	)
+	for {
+		var ok bool
+		batch, ok = s.queue.take(batch[:0])
+		if !ok {
+			return
+		}
+		w.begin(s.bus)
+		for i := range batch {
+			if s.bus.stopCtx.Err() != nil {
+				s.abandon(len(batch) - i)
+				return
+			}
+			s.deliver(&w, &batch[i])
+			batch[i] = envelope{}
+		}
+		w.parent, w.parentCtx = trace.SpanContext{}, nil
+		s.bus.ins.consumed.Add(context.Background(), int64(len(batch)), s.consumedOpts...)
+	}
+}
+
+// worker is the state one subscription's worker keeps across the signals
+// of a batch, to spare the hot path clock reads and allocations.
+type worker struct {
+	measure bool      // a duration metric is enabled: read the clock
+	tracing bool      // spans can record
+	now     time.Time // end of the previous handler run, the start of the next
+	// parentCtx holds the producer's span context for the current run of
+	// signals from one Publish call, which share it.
+	parent    trace.SpanContext
+	parentCtx context.Context
+}
+
+func (w *worker) begin(b *Bus) {
+	w.measure = b.ins.procDur.Enabled(b.stopCtx) || b.ins.latency.Enabled(b.stopCtx)
+	w.tracing = b.tracingOn()
+	if w.measure {
+		w.now = time.Now()
+	}
+}
+
+// handlerCtx returns the ctx for a handler run of a signal produced under
+// producer: the bus's stop ctx carrying the producer span context.
+func (w *worker) handlerCtx(stopCtx context.Context, producer trace.SpanContext) context.Context {
+	if !producer.IsValid() {
+		return stopCtx
+	}
+	if w.parentCtx == nil || !producer.Equal(w.parent) {
+		w.parent = producer
+		w.parentCtx = trace.ContextWithSpanContext(stopCtx, producer)
+	}
+	return w.parentCtx
+}
+
+// abandon counts and logs signals given up when Close's deadline passed.
+func (s *Subscription) abandon(inHand int) {
+	n := inHand + s.queue.discard()
+	if n == 0 {
+		return
+	}
+	s.countDropped(n, dropReasonShutdown)
+	s.bus.logger.Error("bus closed before the subscription drained; signals not delivered",
+		"subscription", s.cfg.name, "count", n)
+}
+
+// deliver runs the handler for e until it succeeds or the retries are
+// spent.
+func (s *Subscription) deliver(w *worker, e *envelope) {
+	b := s.bus
+	if w.measure && !e.sig.Time.IsZero() {
+		b.ins.latency.Record(context.Background(), w.now.Sub(e.sig.Time).Seconds(), s.recordOpts...)
+	}
+	var bo *backoff.ExponentialBackOff
+	policy := s.cfg.retry
+	for attempt := 1; ; attempt++ {
+		err := s.attempt(w, e, attempt)
+		if err == nil {
+			return
+		}
+		if b.stopCtx.Err() != nil {
+			// Close gave up waiting: no more attempts, and the dead-letter
+			// handler would only see a cancelled ctx.
+			s.countDropped(1, dropReasonShutdown)
+			b.logger.Error("bus closed during retries; signal not delivered", "subscription", s.cfg.name,
+				"signal_id", e.sig.ID, "type", e.sig.Type, "attempts", attempt, "error", err)
+			return
+		}
+		if attempt >= policy.MaxAttempts || IsPermanent(err) {
+			s.deadLetter(e, attempt, err)
+			return
+		}
+		if bo == nil {
+			bo = &backoff.ExponentialBackOff{
+				InitialInterval:     policy.InitialBackoff,
+				RandomizationFactor: policy.Jitter,
+				Multiplier:          policy.Multiplier,
+				MaxInterval:         policy.MaxBackoff,
+			}
+			bo.Reset()
+		}
+		wait := bo.NextBackOff()
+		b.ins.retries.Add(context.Background(), 1, s.consumedOpts...)
+		b.logger.Debug("handler failed; retrying", "subscription", s.cfg.name, "signal_id", e.sig.ID,
+			"type", e.sig.Type, "attempt", attempt, "wait", wait, "error", err)
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-b.stopCtx.Done():
+				t.Stop()
+			}
+		}
+		if w.measure {
+			w.now = time.Now()
+		}
+	}
+}
+
+var consumerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+
+// attempt runs the handler once inside a process span, recovering a panic.
+func (s *Subscription) attempt(w *worker, e *envelope, attempt int) (err error) {
+	b := s.bus
+	ctx := w.handlerCtx(b.stopCtx, e.producer)
+	var span trace.Span
+	if w.tracing {
+		ctx, span = b.tracer.Start(ctx, e.info.processName, consumerSpanOpts...)
+		if span.IsRecording() {
+			s.setProcessAttributes(span, e, attempt)
+		}
+	}
+	err = callHandler(ctx, s.handler, e.sig)
+	if w.measure {
+		start := w.now
+		w.now = time.Now()
+		b.ins.procDur.Record(context.Background(), w.now.Sub(start).Seconds(), s.recordOpts...)
+	}
+	if err != nil {
+		if span != nil {
+			recordError(span, err)
+		}
+		if perr, ok := panicOf(err); ok {
+			b.logger.Error("handler panicked", "subscription", s.cfg.name, "signal_id", e.sig.ID,
+				"type", e.sig.Type, "attempt", attempt, "panic", perr.value, "stack", string(perr.stack))
+		}
+	}
+	if span != nil {
+		span.End()
+	}
+	return err
+}
+
+func (s *Subscription) setProcessAttributes(span trace.Span, e *envelope, attempt int) {
+	span.SetAttributes(s.attrs...)
+	span.SetAttributes(
+		attrDestinationName.String(e.sig.Type),
+		attrMessageID.String(e.sig.ID),
+		attrCloudEventID.String(e.sig.ID),
+		attrCloudEventSource.String(e.sig.Source),
+		attrCloudEventType.String(e.sig.Type),
+		attrAttempt.Int(attempt),
+	)
+	if e.sig.Subject != "" {
+		span.SetAttributes(attrCloudEventSubject.String(e.sig.Subject))
+	}
+}
+
+// panicError is the error a recovered panic becomes.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", ErrHandlerPanic, p.value) }
+func (p *panicError) Unwrap() error { return ErrHandlerPanic }
+
+func panicOf(err error) (*panicError, bool) {
+	p, ok := err.(*panicError)
+	return p, ok
+}
+
+// callHandler calls h, turning a panic into a *panicError that wraps
+// ErrHandlerPanic and keeps the stack.
+func callHandler(ctx context.Context, h Handler, sig Signal) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{value: v, stack: debug.Stack()}
+		}
+	}()
+	return h.Handle(ctx, sig)
+}
+
+func (s *Subscription) deadLetter(e *envelope, attempts int, lastErr error) {
+	b := s.bus
+	b.ins.deadLetters.Add(context.Background(), 1, s.consumedOpts...)
+	if s.cfg.deadLetter == nil {
+		b.logger.Error("handler failed; signal dead-lettered (no dead-letter handler)",
+			"subscription", s.cfg.name, "signal_id", e.sig.ID, "type", e.sig.Type,
+			"attempts", attempts, "error", lastErr)
+		return
+	}
+	dl := DeadLetter{Subscription: s.cfg.name, Attempts: attempts, Err: lastErr}
+	ctx := context.WithValue(b.stopCtx, deadLetterKey{}, dl)
+	if e.producer.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, e.producer)
+	}
+	if err := callHandler(ctx, s.cfg.deadLetter, e.sig); err != nil {
+		b.logger.Error("dead-letter handler failed; signal not delivered",
+			"subscription", s.cfg.name, "signal_id", e.sig.ID, "type", e.sig.Type,
+			"attempts", attempts, "error", lastErr, "dead_letter_error", err)
+		return
+	}
+	b.logger.Warn("handler failed; signal dead-lettered", "subscription", s.cfg.name,
+		"signal_id", e.sig.ID, "type", e.sig.Type, "attempts", attempts, "error", lastErr)
+}
+
+func (s *Subscription) countDropped(n int, reason string) {
+	s.bus.ins.dropped.Add(context.Background(), int64(n), metric.WithAttributes(
+		attrMessagingSystem.String(messagingSystem), attrBusName.String(s.bus.cfg.name),
+		attrSubscriptionName.String(s.cfg.name), attrReason.String(reason)))
+}
+
+// rateLimiter lets one event through per interval.
+type rateLimiter struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (r *rateLimiter) allow(every time.Duration) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if now.Sub(r.last) < every {
+		return false
+	}
+	r.last = now
+	return true
+}
+
+func (s *Subscription) logDropped(level slog.Level, msg string, args ...any) {
+	if s.dropLog.allow(time.Second) {
+		s.bus.logger.Log(context.Background(), level, msg, args...)
+	}
+}
