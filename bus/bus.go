@@ -137,7 +137,7 @@ var producerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKind
 
 func fill(s *Signal, now time.Time) {
 	if s.ID == "" {
-		s.ID = NewID()
+		s.ID = newIDAt(now)
 	}
 	if s.Time.IsZero() {
 		s.Time = now
@@ -269,7 +269,7 @@ func withTraceExtensions(own, traceExt map[string]any) map[string]any {
 // enqueue queues e for every matching subscription.
 func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 	var errs []error
-	for _, s := range b.router.route(e.sig.Type) {
+	for _, s := range b.router.route(e.info.routes, e.sig.Type) {
 		res, err := s.queue.push(ctx, e, s.cfg.overflow)
 		switch res {
 		case pushed:

@@ -16,8 +16,12 @@ var idClock atomic.Uint64
 
 // NewID returns a new UUIDv7 in its canonical 36-character form. Ids made by
 // one process sort (as strings and as bytes) in the order they were made.
-func NewID() string {
-	return formatUUIDv7(nextIDHigh(time.Now()), rand.Uint64())
+func NewID() string { return newIDAt(time.Now()) }
+
+// newIDAt makes an id for the time now, so that Publish, which reads the
+// clock once per batch for the signals' Time, need not read it again per id.
+func newIDAt(now time.Time) string {
+	return formatUUIDv7(nextIDHigh(now), rand.Uint64())
 }
 
 func nextIDHigh(now time.Time) uint64 {

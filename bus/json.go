@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
 	"net/url"
 	"sort"
@@ -16,9 +17,11 @@ import (
 // MarshalJSON encodes s in the CloudEvents structured JSON format: the
 // context attributes and extensions as top-level members, the data inline
 // under "data" when the content type is JSON (or absent) and the bytes are
-// valid JSON, and base64-encoded under "data_base64" otherwise.
-// Extension values are written as CloudEvents' canonical JSON types: []byte
-// as base64 strings, times as RFC 3339 strings, URIs as strings.
+// valid JSON that UnmarshalJSON gives back unchanged, and base64-encoded
+// under "data_base64" otherwise. Extension values are written as
+// CloudEvents' canonical JSON types: []byte as base64 strings, times as
+// RFC 3339 strings, URIs as strings. A Time outside the years 0–9999, which
+// RFC 3339 cannot express, is an error.
 func (s Signal) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(256 + len(s.Data)*4/3)
@@ -45,7 +48,18 @@ func (s Signal) MarshalJSON() ([]byte, error) {
 		str("subject", s.Subject)
 	}
 	if !s.Time.IsZero() {
-		str("time", s.Time.Format(time.RFC3339Nano))
+		t := s.Time
+		if _, offset := t.Zone(); offset%60 != 0 {
+			// RFC 3339 offsets are whole minutes; a zone such as
+			// Amsterdam's before 1937 (+00:19:32) would lose its seconds
+			// and shift the instant, so write such times in UTC.
+			t = t.UTC()
+		}
+		if y := t.Year(); y < 0 || y > 9999 {
+			// Format would write a year time.Parse cannot read back.
+			return nil, fieldError("time", fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", s.Time))
+		}
+		str("time", t.Format(time.RFC3339Nano))
 	}
 	if s.DataContentType != "" {
 		str("datacontenttype", s.DataContentType)
@@ -91,13 +105,16 @@ func (s Signal) MarshalJSON() ([]byte, error) {
 		case time.Time:
 			writeJSONString(&buf, v.Format(time.RFC3339Nano))
 		case *url.URL:
+			if v == nil {
+				return nil, checkExtensionValue(name, v)
+			}
 			writeJSONString(&buf, v.String())
 		default:
 			return nil, checkExtensionValue(name, v)
 		}
 	}
 	if s.Data != nil {
-		if isJSONContentType(s.DataContentType) && json.Valid(s.Data) {
+		if isJSONContentType(s.DataContentType) && inlineJSON(s.Data) {
 			buf.WriteString(`,"data":`)
 			buf.Write(s.Data)
 		} else {
@@ -109,6 +126,45 @@ func (s Signal) MarshalJSON() ([]byte, error) {
 	buf.WriteByte('}')
 	return buf.Bytes(), nil
 }
+
+// maxInlineDepth is the deepest nesting of arrays and objects inline data
+// may have: encoding/json refuses documents nested deeper than 10000
+// levels, and the event object is one level.
+const maxInlineDepth = 10000 - 1
+
+// inlineJSON reports whether data can be written inline under "data" and
+// read back as the same bytes: valid JSON, with no whitespace around it (a
+// decoder drops it), and not nested too deep for the decoder inside the
+// event object. Other data goes under "data_base64", which keeps any bytes.
+func inlineJSON(data []byte) bool {
+	if len(data) == 0 || isJSONSpace(data[0]) || isJSONSpace(data[len(data)-1]) || !json.Valid(data) {
+		return false
+	}
+	depth := 0
+	inString := false
+	for i := 0; i < len(data); i++ {
+		switch c := data[i]; {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			if depth > maxInlineDepth {
+				return false
+			}
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return true
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 func writeJSONString(buf *bytes.Buffer, s string) {
 	b, _ := json.Marshal(s) // a string always marshals
@@ -135,6 +191,9 @@ func isJSONContentType(ct string) bool {
 // does not apply the bus's own type grammar or data limit: Publish does.
 // Extension numbers decode as int64, other extension values as strings or
 // bools, as the JSON format cannot tell the richer CloudEvents types apart.
+// An attribute whose value is null is unset (JSON format §2.2); a null
+// "data" under a JSON content type is an explicit null payload, kept as the
+// bytes "null" (§3.1.1).
 func (s *Signal) UnmarshalJSON(b []byte) error {
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -145,10 +204,15 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 	if raw == nil {
 		return fmt.Errorf("%w: not a JSON object: null", ErrInvalidSignal)
 	}
+	// Decode stops after the first value; anything but whitespace after it
+	// is not one event (json.Unmarshal rejects it too).
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: data after the JSON object", ErrInvalidSignal)
+	}
 	var out Signal
 	getString := func(name string, required bool) (string, error) {
 		v, ok := raw[name]
-		if !ok {
+		if !ok || isJSONNull(v) {
 			if required {
 				return "", fieldError(name, "is missing")
 			}
@@ -199,6 +263,7 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 	}
 	data, hasData := raw["data"]
 	data64, hasData64 := raw["data_base64"]
+	hasData64 = hasData64 && !isJSONNull(data64)
 	switch {
 	case hasData && hasData64:
 		return fieldError("data", "and data_base64 are both present")
@@ -210,10 +275,10 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 		if out.Data, err = base64.StdEncoding.DecodeString(enc); err != nil {
 			return fieldError("data_base64", "is not valid base64")
 		}
-	case hasData && !bytes.Equal(data, []byte("null")):
+	case hasData:
 		if isJSONContentType(out.DataContentType) {
 			out.Data = append([]byte(nil), data...)
-		} else {
+		} else if !isJSONNull(data) {
 			// Non-JSON data carried inline must be a JSON string
 			// (CloudEvents JSON format §3.1).
 			var str string
@@ -229,6 +294,9 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 		}
 		if err := checkExtensionName(name); err != nil {
 			return err
+		}
+		if isJSONNull(v) {
+			continue // unset
 		}
 		var val any
 		if err := json.Unmarshal(v, &val); err != nil {
@@ -255,3 +323,7 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 	*s = out
 	return nil
 }
+
+// isJSONNull reports whether v, a value as json.RawMessage holds it
+// (without surrounding whitespace), is null.
+func isJSONNull(v json.RawMessage) bool { return string(v) == "null" }

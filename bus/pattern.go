@@ -3,6 +3,7 @@ package bus
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // A pattern selects signal types by their dot-separated segments:
@@ -57,7 +58,8 @@ func parsePattern(pattern string) ([]patternSegment, error) {
 					return nil, fmt.Errorf("%w %q: at offset %d: \"*\" must stand alone in its segment (%q)", ErrInvalidPattern, pattern, offset+j, seg)
 				}
 				if !isSegmentByte(c) {
-					return nil, fmt.Errorf("%w %q: at offset %d: %q is not allowed; segments are [A-Za-z0-9_-]+, \"*\" or \"**\"", ErrInvalidPattern, pattern, offset+j, c)
+					r, _ := utf8.DecodeRuneInString(seg[j:])
+					return nil, fmt.Errorf("%w %q: at offset %d: %q is not allowed; segments are [A-Za-z0-9_-]+, \"*\" or \"**\"", ErrInvalidPattern, pattern, offset+j, r)
 				}
 			}
 			segments = append(segments, patternSegment{kind: literalSegment, literal: seg})

@@ -18,9 +18,10 @@ import (
 // such as "**.a.**" can reach one subscription by several paths, so results
 // are de-duplicated.
 //
-// Publish looks routes up in a per-type cache first; the cache is
-// invalidated by a generation number that every Subscribe and unsubscribe
-// bumps, so the hot path takes no lock.
+// Publish looks routes up in a per-type cache first (a slot in the bus's
+// typeInfo, found by the one map lookup Publish makes per type anyway); an
+// entry is valid while the router's generation, which every Subscribe and
+// unsubscribe bumps, is unchanged, so the hot path takes no lock.
 
 type trieNode struct {
 	literal  map[string]*trieNode
@@ -34,19 +35,12 @@ type router struct {
 	mu   sync.RWMutex
 	root trieNode
 	gen  atomic.Uint64
-
-	cache      sync.Map // type → *routeEntry
-	cacheCount atomic.Int64
 }
 
 type routeEntry struct {
 	gen  uint64
 	subs []*Subscription
 }
-
-// maxCachedTypes bounds the route cache: types come from publishers, and a
-// publisher that invents types without end must not grow memory without end.
-const maxCachedTypes = 10_000
 
 func (r *router) add(segs []patternSegment, s *Subscription) {
 	r.mu.Lock()
@@ -131,25 +125,21 @@ func (n *trieNode) child(seg patternSegment, create bool) *trieNode {
 	}
 }
 
-// route returns the subscriptions matching typ, from the cache when it is
-// current. The returned slice must not be modified.
-func (r *router) route(typ string) []*Subscription {
-	if e, ok := r.cache.Load(typ); ok {
-		entry := e.(*routeEntry)
-		if entry.gen == r.gen.Load() {
-			return entry.subs
+// route returns the subscriptions matching typ, from the cache slot when
+// it holds a current entry (slot may be nil: no caching). The returned
+// slice must not be modified.
+func (r *router) route(slot *atomic.Pointer[routeEntry], typ string) []*Subscription {
+	if slot != nil {
+		if e := slot.Load(); e != nil && e.gen == r.gen.Load() {
+			return e.subs
 		}
 	}
 	r.mu.RLock()
 	gen := r.gen.Load()
 	subs := r.match(typ)
 	r.mu.RUnlock()
-	if r.cacheCount.Load() >= maxCachedTypes {
-		r.cache.Clear()
-		r.cacheCount.Store(0)
-	}
-	if _, loaded := r.cache.Swap(typ, &routeEntry{gen: gen, subs: subs}); !loaded {
-		r.cacheCount.Add(1)
+	if slot != nil {
+		slot.Store(&routeEntry{gen: gen, subs: subs})
 	}
 	return subs
 }

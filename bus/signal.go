@@ -232,8 +232,14 @@ func checkExtensionName(name string) error {
 }
 
 func checkExtensionValue(name string, v any) error {
-	switch v.(type) {
-	case string, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, []byte, time.Time, *url.URL:
+	switch u := v.(type) {
+	case string, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, []byte, time.Time:
+		return nil
+	case *url.URL:
+		if u == nil {
+			// A typed nil would pass as a URI and panic in MarshalJSON.
+			return fieldError(fmt.Sprintf("extension %q", name), "is a nil *url.URL")
+		}
 		return nil
 	default:
 		return fieldError(fmt.Sprintf("extension %q", name),

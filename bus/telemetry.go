@@ -112,13 +112,17 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	return &ins, nil
 }
 
-// typeInfo caches what Publish derives from a signal type: span names and
-// the attribute set of its metrics, so the hot path builds no strings.
+// typeInfo caches what Publish derives from a signal type: span names, the
+// attribute set of its metrics and its route, so the hot path builds no
+// strings and makes one map lookup per type.
 type typeInfo struct {
 	sendName    string
 	processName string
 	sentOpts    []metric.AddOption
 	opOpts      []metric.RecordOption
+	// routes caches the subscriptions of this type; nil for the shared
+	// "_OTHER" entry, whose types differ.
+	routes *atomic.Pointer[routeEntry]
 }
 
 type typeInfoCache struct {
@@ -139,11 +143,13 @@ func (c *typeInfoCache) get(typ string) *typeInfo {
 		return v.(*typeInfo)
 	}
 	if c.n.Load() >= maxTypeAttributeSets {
-		// Metric attributes must stay bounded; types beyond the limit share
-		// the "_OTHER" series and generic span names.
+		// Metric attributes must stay bounded, and so must this cache; types
+		// beyond the limit share the "_OTHER" series, generic span names
+		// and no route cache.
 		return c.other
 	}
 	ti := c.build(typ)
+	ti.routes = new(atomic.Pointer[routeEntry])
 	if v, loaded := c.m.LoadOrStore(typ, ti); loaded {
 		return v.(*typeInfo)
 	}
@@ -153,6 +159,14 @@ func (c *typeInfoCache) get(typ string) *typeInfo {
 
 func (c *typeInfoCache) build(typ string) *typeInfo {
 	set := attribute.NewSet(attrMessagingSystem.String(messagingSystem), c.bus, attrDestinationName.String(typ))
+	if typ == otherType {
+		return &typeInfo{
+			sendName:    "send",
+			processName: "process",
+			sentOpts:    []metric.AddOption{metric.WithAttributeSet(set)},
+			opOpts:      []metric.RecordOption{metric.WithAttributeSet(set)},
+		}
+	}
 	return &typeInfo{
 		sendName:    "send " + typ,
 		processName: "process " + typ,
