@@ -2,7 +2,7 @@
 GO        ?= go
 PKGS      ?= ./...
 BENCHTIME ?= 1s
-COUNT     ?= 5
+COUNT     ?= 6
 
 .PHONY: help test lint bench fuzz demo build clean
 

@@ -200,8 +200,12 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 	measure := b.ins.opDuration.Enabled(ctx)
 
 	var errs []error
-	routed := 0
+	// sent counts the signals routing reached (the metric: a signal that
+	// reached some subscriptions before ctx ended was sent); routed those
+	// that reached every matching subscription.
+	sent, routed := 0, 0
 	for i := range signals {
+		sent++
 		e := envelope{sig: signals[i], producer: producer, info: info}
 		fill(&e.sig, start)
 		if !uniform {
@@ -214,6 +218,9 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 			b.history.add(e.sig)
 		}
 		err := b.enqueue(ctx, &e)
+		if !uniform {
+			b.ins.sent.Add(ctx, 1, e.info.sentOpts...)
+		}
 		if err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
@@ -221,12 +228,9 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 			}
 		}
 		routed++
-		if !uniform {
-			b.ins.sent.Add(ctx, 1, e.info.sentOpts...)
-		}
 	}
 	if uniform {
-		b.ins.sent.Add(ctx, int64(routed), info.sentOpts...)
+		b.ins.sent.Add(ctx, int64(sent), info.sentOpts...)
 	}
 	if measure {
 		b.ins.opDuration.Record(ctx, time.Since(start).Seconds(), info.opOpts...)
@@ -381,6 +385,8 @@ func (b *Bus) Subscribe(pattern string, h Handler, opts ...SubscribeOption) (*Su
 			attrOperationType.String("process")),
 		done: make(chan struct{}),
 	}
+	s.baseCtx = context.WithValue(b.stopCtx, deliveryKey{},
+		&subscriptionDelivery{name: cfg.name, maxAttempts: cfg.retry.MaxAttempts})
 	b.mu.Lock()
 	if b.closed.Load() {
 		b.mu.Unlock()

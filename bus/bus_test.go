@@ -817,3 +817,44 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestDeliveryFromContextTellsTheAttempt(t *testing.T) {
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &logMu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b := newBus(t, bus.WithMiddleware(bus.Logging(logger)))
+	var seen []bus.Delivery
+	sub := mustSubscribe(t, b, "a", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		d, ok := bus.DeliveryFromContext(ctx)
+		if !ok {
+			t.Error("handler ctx carries no Delivery")
+		}
+		seen = append(seen, d)
+		if d.Attempt < 3 {
+			return errors.New("again")
+		}
+		return nil
+	}), bus.WithSubscriptionName("sub-a"), bus.WithRetry(bus.RetryPolicy{MaxAttempts: 3, Multiplier: 1}))
+	if err := b.Publish(context.Background(), mustSignal(t, "a", nil)); err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.Close()
+	want := []bus.Delivery{{"sub-a", 1, 3}, {"sub-a", 2, 3}, {"sub-a", 3, 3}}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("deliveries %v, want %v", seen, want)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	wantLines := []string{`"level":"INFO","msg":"handler failed; will retry","subscription":"sub-a","attempt":1`,
+		`"level":"INFO","msg":"handler failed; will retry","subscription":"sub-a","attempt":2`,
+		`"level":"DEBUG","msg":"handled","subscription":"sub-a","attempt":3`}
+	if len(lines) != len(wantLines) {
+		t.Fatalf("Logging wrote %d lines, want %d:\n%s", len(lines), len(wantLines), logs.String())
+	}
+	for i, w := range wantLines {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("log line %d = %s, want it to contain %s", i, lines[i], w)
+		}
+	}
+}

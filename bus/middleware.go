@@ -8,21 +8,30 @@ import (
 	"time"
 )
 
-// Logging is dispatch-side middleware that logs every handler run: at
-// debug level when it succeeds, at warn level with the error when it fails.
+// Logging is dispatch-side middleware that logs every handler run with its
+// subscription and attempt: at debug level when it succeeds, at info level
+// when it fails and will be retried, at warn level when it fails for the
+// last time (retries spent, or a Permanent error).
 func Logging(logger *slog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, s Signal) error {
 			start := time.Now()
 			err := next.Handle(ctx, s)
+			d, _ := DeliveryFromContext(ctx)
 			if err != nil {
-				logger.LogAttrs(ctx, slog.LevelWarn, "handler failed",
+				level, msg := slog.LevelInfo, "handler failed; will retry"
+				if d.Final() || IsPermanent(err) {
+					level, msg = slog.LevelWarn, "handler failed"
+				}
+				logger.LogAttrs(ctx, level, msg,
+					slog.String("subscription", d.Subscription), slog.Int("attempt", d.Attempt),
 					slog.String("signal_id", s.ID), slog.String("type", s.Type),
 					slog.Duration("duration", time.Since(start)), slog.Any("error", err))
 				return err
 			}
 			if logger.Enabled(ctx, slog.LevelDebug) {
 				logger.LogAttrs(ctx, slog.LevelDebug, "handled",
+					slog.String("subscription", d.Subscription), slog.Int("attempt", d.Attempt),
 					slog.String("signal_id", s.ID), slog.String("type", s.Type),
 					slog.Duration("duration", time.Since(start)))
 			}

@@ -25,6 +25,10 @@ type Subscription struct {
 	handler  Handler // with the bus's dispatch middleware applied
 	queue    *queue
 
+	// baseCtx is the ctx of every handler run: the bus's stop ctx carrying
+	// the subscription's Delivery details.
+	baseCtx context.Context
+
 	consumedOpts []metric.AddOption
 	recordOpts   []metric.RecordOption
 	attrs        []attribute.KeyValue // span attributes common to every run
@@ -61,6 +65,44 @@ func (s *Subscription) Close() error {
 
 // deadLetterKey carries DeadLetter details to the dead-letter handler.
 type deadLetterKey struct{}
+
+// deliveryKey carries a *subscriptionDelivery; attemptKey the attempt
+// number when it is above 1 (first attempts, the common case, allocate
+// nothing).
+type (
+	deliveryKey struct{}
+	attemptKey  struct{}
+)
+
+type subscriptionDelivery struct {
+	name        string
+	maxAttempts int
+}
+
+// Delivery describes the handler run a ctx was given to.
+type Delivery struct {
+	Subscription string // the subscription's name
+	Attempt      int    // 1 for the first run, 2 for the first retry, …
+	MaxAttempts  int    // the subscription's RetryPolicy.MaxAttempts
+}
+
+// Final reports whether a failure of this run would end the retries.
+func (d Delivery) Final() bool { return d.Attempt >= d.MaxAttempts }
+
+// DeliveryFromContext returns the subscription and attempt of the handler
+// run that ctx was given to, for handlers and middleware that log or
+// decide by them.
+func DeliveryFromContext(ctx context.Context) (Delivery, bool) {
+	sd, ok := ctx.Value(deliveryKey{}).(*subscriptionDelivery)
+	if !ok {
+		return Delivery{}, false
+	}
+	d := Delivery{Subscription: sd.name, Attempt: 1, MaxAttempts: sd.maxAttempts}
+	if a, ok := ctx.Value(attemptKey{}).(int); ok {
+		d.Attempt = a
+	}
+	return d, true
+}
 
 // DeadLetter describes why a signal reached a dead-letter handler.
 type DeadLetter struct {
@@ -126,14 +168,14 @@ func (w *worker) begin(b *Bus) {
 }
 
 // handlerCtx returns the ctx for a handler run of a signal produced under
-// producer: the bus's stop ctx carrying the producer span context.
-func (w *worker) handlerCtx(stopCtx context.Context, producer trace.SpanContext) context.Context {
+// producer: the subscription's base ctx carrying the producer span context.
+func (w *worker) handlerCtx(base context.Context, producer trace.SpanContext) context.Context {
 	if !producer.IsValid() {
-		return stopCtx
+		return base
 	}
 	if w.parentCtx == nil || !producer.Equal(w.parent) {
 		w.parent = producer
-		w.parentCtx = trace.ContextWithSpanContext(stopCtx, producer)
+		w.parentCtx = trace.ContextWithSpanContext(base, producer)
 	}
 	return w.parentCtx
 }
@@ -207,7 +249,10 @@ var consumerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKind
 // attempt runs the handler once inside a process span, recovering a panic.
 func (s *Subscription) attempt(w *worker, e *envelope, attempt int) (err error) {
 	b := s.bus
-	ctx := w.handlerCtx(b.stopCtx, e.producer)
+	ctx := w.handlerCtx(s.baseCtx, e.producer)
+	if attempt > 1 {
+		ctx = context.WithValue(ctx, attemptKey{}, attempt)
+	}
 	var span trace.Span
 	if w.tracing {
 		ctx, span = b.tracer.Start(ctx, e.info.processName, consumerSpanOpts...)
@@ -286,7 +331,7 @@ func (s *Subscription) deadLetter(e *envelope, attempts int, lastErr error) {
 		return
 	}
 	dl := DeadLetter{Subscription: s.cfg.name, Attempts: attempts, Err: lastErr}
-	ctx := context.WithValue(b.stopCtx, deadLetterKey{}, dl)
+	ctx := context.WithValue(s.baseCtx, deadLetterKey{}, dl)
 	if e.producer.IsValid() {
 		ctx = trace.ContextWithSpanContext(ctx, e.producer)
 	}

@@ -211,7 +211,28 @@ func errorType(err error) string {
 	case errors.Is(err, ErrClosed):
 		return "closed"
 	}
-	return fmt.Sprintf("%T", err)
+	return fmt.Sprintf("%T", innermostTyped(err))
+}
+
+// innermostTyped strips the wrappers that say nothing of the failure — the
+// Permanent marker and fmt.Errorf's %w wrappers — so that error.type names
+// the error that happened, not how it was wrapped.
+func innermostTyped(err error) error {
+	for {
+		var next error
+		switch e := err.(type) {
+		case *permanentError:
+			next = e.err
+		default:
+			if t := fmt.Sprintf("%T", err); t == "*fmt.wrapError" {
+				next = errors.Unwrap(err)
+			}
+		}
+		if next == nil {
+			return err
+		}
+		err = next
+	}
 }
 
 func recordError(span trace.Span, err error) {

@@ -2,7 +2,9 @@ package bus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -141,6 +143,8 @@ func TestBatchSpanAndFailures(t *testing.T) {
 		switch s.Type {
 		case "job.fail":
 			return errors.New("nope")
+		case "job.permanent":
+			return bus.Permanent(fmt.Errorf("decode: %w", &json.SyntaxError{}))
 		case "job.panic":
 			panic("oops")
 		}
@@ -150,7 +154,7 @@ func TestBatchSpanAndFailures(t *testing.T) {
 	if err := b.Publish(context.Background(), batch...); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(context.Background(), mustSignal(t, "job.fail", nil), mustSignal(t, "job.panic", nil)); err != nil {
+	if err := b.Publish(context.Background(), mustSignal(t, "job.fail", nil), mustSignal(t, "job.panic", nil), mustSignal(t, "job.permanent", nil)); err != nil {
 		t.Fatal(err)
 	}
 	_ = sub.Close()
@@ -168,7 +172,8 @@ func TestBatchSpanAndFailures(t *testing.T) {
 			t.Error("a process span of the batch is not parented to its send span")
 		}
 	}
-	for typ, errType := range map[string]string{"job.fail": "*errors.errorString", "job.panic": "panic"} {
+	for typ, errType := range map[string]string{"job.fail": "*errors.errorString", "job.panic": "panic",
+		"job.permanent": "*json.SyntaxError"} {
 		spans := tel.ended("process " + typ)
 		if len(spans) != 1 {
 			t.Fatalf("got %d process %s spans, want 1", len(spans), typ)

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal cancels ctx and commands wind down gracefully; from
+	// then on the default handling is back, so a second one kills a process
+	// stuck in its shutdown.
+	context.AfterFunc(ctx, stop)
+	err := NewMain().Run(ctx, os.Args[1:])
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode reports err on stderr, unless it was reported already, and
+// returns the process exit code for it: 0 for success and for help, 2 for a
+// mistake in the command line (as the flag package does), 130 when the run
+// was interrupted, 1 for any other failure.
+func exitCode(err error, stderr io.Writer) int {
+	var uerr *UsageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &uerr):
+		if !uerr.reported {
+			fmt.Fprintf(stderr, "signalbus: %v\n", err)
+		}
+		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "signalbus: interrupted")
+		return 130
+	}
+	fmt.Fprintf(stderr, "signalbus: %v\n", err)
+	return 1
+}
+
+// UsageError is a mistake in the command line: an unknown command, a bad
+// flag or flag value, a stray argument. main exits with code 2 for it.
+type UsageError struct {
+	Err error
+	// reported: the flag package has printed the error and the usage.
+	reported bool
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// usageErrorf returns a *UsageError with a formatted message.
+func usageErrorf(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// parseFlags parses args with fs and accepts no positional arguments. The
+// error is flag.ErrHelp for -h, otherwise a *UsageError.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Err: fmt.Errorf("%s: %w", fs.Name(), err), reported: true}
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+// Main is the program: it dispatches the first argument to a command.
+type Main struct {
+	Stdout io.Writer // command output
+	Stderr io.Writer // usage, flag errors, logs
+}
+
+// NewMain returns a Main writing to the process's stdout and stderr.
+func NewMain() *Main {
+	return &Main{Stdout: os.Stdout, Stderr: os.Stderr}
+}
+
+// Run runs the command named by args[0] with the rest of args. An unknown
+// command or a bad flag gives a *UsageError; -h gives flag.ErrHelp once the
+// usage is printed.
+func (m *Main) Run(ctx context.Context, args []string) error {
+	var cmd string
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "demo":
+		return (&DemoCommand{Stdout: m.Stdout, Stderr: m.Stderr}).Run(ctx, args)
+	case "version":
+		return (&VersionCommand{Stdout: m.Stdout, Stderr: m.Stderr}).Run(ctx, args)
+	case "help", "-h", "-help", "--help":
+		if cmd == "help" && len(args) > 0 {
+			// "signalbus help demo" is "signalbus demo -h".
+			return m.Run(ctx, []string{args[0], "-h"})
+		}
+		m.Usage(m.Stdout)
+		return nil
+	case "":
+		m.Usage(m.Stderr)
+		return &UsageError{Err: errors.New("no command given"), reported: true}
+	}
+	if strings.HasPrefix(cmd, "-") {
+		return usageErrorf("unknown flag %q before the command; run 'signalbus help'", cmd)
+	}
+	return usageErrorf("unknown command %q; run 'signalbus help' for the list", cmd)
+}
+
+// Usage prints the list of commands to w.
+func (m *Main) Usage(w io.Writer) {
+	fmt.Fprint(w, `signalbus is an event bus for Go services: CloudEvents signals,
+path-pattern subscriptions, retries and dead letters, traced and measured
+with OpenTelemetry.
+
+Usage:
+
+	signalbus <command> [arguments]
+
+The commands are:
+
+	demo       run an in-process bus with a stream of order signals and
+	           show its metrics, retries, dead letters, replay and spans
+	version    print the version of the binary
+
+Use "signalbus help <command>" for more about a command.
+`)
+}
