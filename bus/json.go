@@ -197,7 +197,6 @@ func isJSONContentType(ct string) bool {
 func (s *Signal) UnmarshalJSON(b []byte) error {
 	var raw map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("%w: not a JSON object: %w", ErrInvalidSignal, err)
 	}

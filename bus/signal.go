@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"time"
+	"unicode/utf8"
 )
 
 // SpecVersion is the CloudEvents specification version every Signal carries.
@@ -198,7 +199,8 @@ func checkType(t string) error {
 			continue
 		}
 		if !isSegmentByte(t[i]) {
-			return fieldError("type", fmt.Sprintf("%q has %q at offset %d; segments are [A-Za-z0-9_-]+", t, t[i], i))
+			r, _ := utf8.DecodeRuneInString(t[i:])
+			return fieldError("type", fmt.Sprintf("%q has %q at offset %d; segments are [A-Za-z0-9_-]+", t, r, i))
 		}
 	}
 	return nil
