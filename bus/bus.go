@@ -425,7 +425,9 @@ func (b *Bus) observeQueues(_ context.Context, o metric.Observer) error {
 // drained (retries included), and Close returns nil once every handler has
 // finished. If ctx ends first, Close cancels the handlers' ctx, abandons
 // what is still queued (counted as dropped, reason "shutdown", and logged)
-// and returns ctx.Err(). Close may be called more than once.
+// and returns ctx.Err() at once, without waiting for the handlers still
+// running: each worker ends when its handler returns (Subscription.Done
+// tells when). Close may be called more than once.
 func (b *Bus) Close(ctx context.Context) error {
 	b.mu.Lock()
 	b.closed.Store(true)

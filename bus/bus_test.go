@@ -858,3 +858,33 @@ func TestDeliveryFromContextTellsTheAttempt(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDeadlineStopsRetries: when Close gives up during the wait before
+// a retry, the handler is not run again with a cancelled ctx.
+func TestCloseDeadlineStopsRetries(t *testing.T) {
+	b, err := bus.New(bus.WithLogger(quietLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	failed := make(chan struct{})
+	sub := mustSubscribe(t, b, "r", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		if calls.Add(1) == 1 {
+			close(failed)
+		}
+		return errors.New("fail")
+	}), bus.WithRetry(bus.RetryPolicy{MaxAttempts: 5, InitialBackoff: time.Hour, MaxBackoff: time.Hour, Multiplier: 1}))
+	if err := b.Publish(context.Background(), mustSignal(t, "r", nil)); err != nil {
+		t.Fatal(err)
+	}
+	<-failed
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := b.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close = %v, want DeadlineExceeded", err)
+	}
+	<-sub.Done()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler ran %d times, want 1: no retry after Close gave up", n)
+	}
+}

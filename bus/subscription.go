@@ -208,9 +208,7 @@ func (s *Subscription) deliver(w *worker, e *envelope) {
 		if b.stopCtx.Err() != nil {
 			// Close gave up waiting: no more attempts, and the dead-letter
 			// handler would only see a cancelled ctx.
-			s.countDropped(1, dropReasonShutdown)
-			b.logger.Error("bus closed during retries; signal not delivered", "subscription", s.cfg.name,
-				"signal_id", e.sig.ID, "type", e.sig.Type, "attempts", attempt, "error", err)
+			s.dropInRetry(e, attempt, err)
 			return
 		}
 		if attempt >= policy.MaxAttempts || IsPermanent(err) {
@@ -238,10 +236,24 @@ func (s *Subscription) deliver(w *worker, e *envelope) {
 				t.Stop()
 			}
 		}
+		if b.stopCtx.Err() != nil {
+			// Close gave up during the wait: do not run the handler again
+			// with a cancelled ctx.
+			s.dropInRetry(e, attempt, err)
+			return
+		}
 		if w.measure {
 			w.now = time.Now()
 		}
 	}
+}
+
+// dropInRetry counts and logs a signal given up between attempts because
+// Close's deadline passed.
+func (s *Subscription) dropInRetry(e *envelope, attempts int, lastErr error) {
+	s.countDropped(1, dropReasonShutdown)
+	s.bus.logger.Error("bus closed during retries; signal not delivered", "subscription", s.cfg.name,
+		"signal_id", e.sig.ID, "type", e.sig.Type, "attempts", attempts, "error", lastErr)
 }
 
 var consumerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}

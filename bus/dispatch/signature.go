@@ -64,7 +64,7 @@ func mac(secret []byte, timestamp string, body []byte) []byte {
 //
 // It returns nil when the signature header holds a v1 signature matching
 // the secret, timestamp and body (compared in constant time), and the
-// timestamp is within tolerance of now, either way. Signed timestamps make
+// timestamp is within tolerance of now, before or after. Signed timestamps make
 // a captured request useless once it is stale. A tolerance of zero or less
 // means DefaultSignatureTolerance; a zero now means time.Now(). The header
 // may list several comma-separated signatures (as while a secret rotates);

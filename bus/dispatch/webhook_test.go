@@ -428,3 +428,19 @@ func TestWebhookPermanentToDeadLetter(t *testing.T) {
 		t.Errorf("server saw %d requests, want 1", n)
 	}
 }
+
+// TestWebhookUnencodable: a signal that cannot be encoded (a hand-built
+// one the bus never validated) fails for good, and nothing is sent.
+func TestWebhookUnencodable(t *testing.T) {
+	hs := newHookServer(t, nil)
+	w := newWebhook(t, hs)
+	s := newSignal(t, "1")
+	s.Extensions = map[string]any{"ratio": 0.5} // CloudEvents has no floats
+	err := w.Handle(context.Background(), s)
+	if !errors.Is(err, bus.ErrInvalidSignal) || !bus.IsPermanent(err) {
+		t.Errorf("Handle: %v, want a permanent error wrapping ErrInvalidSignal", err)
+	}
+	if n := hs.requests.Load(); n != 0 {
+		t.Errorf("server saw %d requests, want 0", n)
+	}
+}
