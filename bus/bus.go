@@ -199,6 +199,10 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 	}
 	measure := b.ins.opDuration.Enabled(ctx)
 
+	if b.cfg.transport != nil {
+		return b.send(ctx, span, signals, start, info, uniform, traceExt, measure)
+	}
+
 	var errs []error
 	// sent counts the signals routing reached (the metric: a signal that
 	// reached some subscriptions before ctx ended was sent); routed those
@@ -213,9 +217,6 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 		}
 		if traceExt != nil {
 			e.sig.Extensions = withTraceExtensions(e.sig.Extensions, traceExt)
-		}
-		if b.history != nil {
-			b.history.add(e.sig)
 		}
 		err := b.enqueue(ctx, &e)
 		if !uniform {
@@ -270,8 +271,88 @@ func withTraceExtensions(own, traceExt map[string]any) map[string]any {
 	return merged
 }
 
-// enqueue queues e for every matching subscription.
+// send hands a validated batch to the transport instead of routing it:
+// the transport brings it back, to this process too, through Dispatch.
+func (b *Bus) send(ctx context.Context, span trace.Span, signals []Signal, start time.Time,
+	info *typeInfo, uniform bool, traceExt map[string]any, measure bool) error {
+	out := make([]Signal, len(signals))
+	for i, s := range signals {
+		fill(&s, start)
+		if traceExt != nil {
+			s.Extensions = withTraceExtensions(s.Extensions, traceExt)
+		}
+		out[i] = s
+	}
+	err := b.cfg.transport.Send(ctx, out)
+	if err == nil {
+		if uniform {
+			b.ins.sent.Add(ctx, int64(len(out)), info.sentOpts...)
+		} else {
+			for _, s := range out {
+				b.ins.sent.Add(ctx, 1, b.types.get(s.Type).sentOpts...)
+			}
+		}
+	}
+	if measure {
+		b.ins.opDuration.Record(ctx, time.Since(start).Seconds(), info.opOpts...)
+	}
+	if err != nil {
+		err = fmt.Errorf("publish: %w", err)
+	}
+	if span != nil {
+		if err != nil {
+			recordError(span, err)
+		}
+		span.End()
+	}
+	return err
+}
+
+// Dispatch queues signals that a Transport received, published elsewhere
+// (or by this bus, through its transport), for this bus's subscriptions.
+// It is the receiving half of a transport: no publish middleware runs, no
+// send span is started, and the producer's trace context is read from
+// each signal's traceparent and tracestate extensions, so the process
+// spans join the publisher's trace. Each signal is validated (errors wrap
+// ErrInvalidSignal and name the signal's index); a full Block queue makes
+// Dispatch wait until ctx ends. After Close it returns ErrClosed.
+func (b *Bus) Dispatch(ctx context.Context, signals ...Signal) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	for i := range signals {
+		if err := signals[i].validate(b.cfg.maxDataSize); err != nil {
+			return fmt.Errorf("dispatch: signal %d of %d: %w", i, len(signals), err)
+		}
+	}
+	now := time.Now()
+	var errs []error
+	for _, s := range signals {
+		e := envelope{sig: s, info: b.types.get(s.Type)}
+		fill(&e.sig, now)
+		if _, ok := s.Extensions[extensionTraceParent]; ok {
+			e.producer = trace.SpanContextFromContext(
+				b.prop.Extract(context.Background(), extensionCarrier(s.Extensions)))
+		}
+		if err := b.enqueue(ctx, &e); err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				break
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("dispatch: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// enqueue records e in the history and queues it for every matching
+// subscription.
 func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
+	if b.history != nil {
+		b.history.add(e.sig)
+	}
 	var errs []error
 	for _, s := range b.router.route(e.info.routes, e.sig.Type) {
 		res, err := s.queue.push(ctx, e, s.cfg.overflow)

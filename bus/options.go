@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -24,6 +25,7 @@ type config struct {
 	history        int
 	logger         *slog.Logger
 	maxDataSize    int
+	transport      Transport
 }
 
 func defaultConfig() config {
@@ -147,6 +149,28 @@ func WithMaxDataSize(n int) Option {
 			return fmt.Errorf("%w: WithMaxDataSize: %d is not positive", ErrInvalidOption, n)
 		}
 		c.maxDataSize = n
+		return nil
+	}
+}
+
+// Transport carries published signals between processes. A bus given one
+// (WithTransport) does not route what it publishes: Publish validates the
+// batch, fills it, starts the send span, writes the trace context into each
+// signal, and hands it to Send; the transport delivers it to every process,
+// this one included, whose receiving side calls Dispatch. Publish returns
+// Send's error. Package cluster provides the NATS transport.
+type Transport interface {
+	// Send must not keep the slice; the signals are its to keep.
+	Send(ctx context.Context, signals []Signal) error
+}
+
+// WithTransport makes the bus publish through t (see Transport).
+func WithTransport(t Transport) Option {
+	return func(c *config) error {
+		if t == nil {
+			return fmt.Errorf("%w: WithTransport: nil transport", ErrInvalidOption)
+		}
+		c.transport = t
 		return nil
 	}
 }
