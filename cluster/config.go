@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/signalbus/signalbus/bus"
+)
+
+// Mode chooses the delivery guarantee of a node.
+type Mode int
+
+const (
+	// Durable stores every signal in a JetStream stream before Publish
+	// returns: at-least-once on the wire, deduplicated to effectively once
+	// per handler. The default.
+	Durable Mode = iota
+	// Fast sends over core NATS: at-most-once, no store, no duplicate, no
+	// reorder; losses only while a link is down.
+	Fast
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Durable:
+		return "durable"
+	case Fast:
+		return "fast"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// Config configures a node. Name is required; every other field has a
+// default that works on one machine.
+type Config struct {
+	// Name identifies the node: unique in the cluster and stable across
+	// restarts (durable consumers and membership are keyed by it).
+	Name string
+	// NATSURL is an external NATS server or cluster (comma-separated
+	// URLs). Empty: the node runs an embedded nats-server in-process.
+	NATSURL string
+	// Listen is the embedded server's client address. Default
+	// 127.0.0.1:4222; ":0" (or port 0) picks a free port.
+	Listen string
+	// ClusterListen is the embedded server's route address; empty runs a
+	// standalone server.
+	ClusterListen string
+	// Routes are the embedded server's peers (nats://host:port).
+	Routes []string
+	// ClusterName names the embedded servers' NATS cluster. Default
+	// "signalbus".
+	ClusterName string
+	// DataDir holds the embedded JetStream store; empty means a temporary
+	// directory removed on Close.
+	DataDir string
+	// Mode is Durable (the default) or Fast.
+	Mode Mode
+	// Replicas is the stream's replica count in durable mode. Default
+	// min(3, ExpectedSize).
+	Replicas int
+	// ExpectedSize is the number of nodes in a healthy cluster, for
+	// partition detection. Default: the largest number seen.
+	ExpectedSize int
+	// Prefix is the subject prefix: signals travel on <Prefix>.<type>.
+	// Default "signals".
+	Prefix string
+	// DeadLetterSubject is where messages that are not valid CloudEvents
+	// are parked, with the reason in a header. Default
+	// "signalbus.deadletter".
+	DeadLetterSubject string
+	// ConnectTimeout bounds the first connection to NATS in Start.
+	// Default 10 s.
+	ConnectTimeout time.Duration
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+	// BusOptions are passed to bus.New for the node's bus (WithName is
+	// set to Name unless given).
+	BusOptions []bus.Option
+}
+
+// ErrInvalidConfig is wrapped by every *ConfigError.
+var ErrInvalidConfig = errors.New("invalid cluster config")
+
+// ConfigError names the Config field that is wrong, and why.
+type ConfigError struct {
+	Field string
+	Value any
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s %q %v", ErrInvalidConfig, e.Field, fmt.Sprint(e.Value), e.Err)
+}
+
+// Unwrap returns both ErrInvalidConfig and the cause.
+func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
+
+// Validate reports the first field of c that cannot work, as a
+// *ConfigError. It does not apply defaults.
+func (c Config) Validate() error {
+	bad := func(field string, value any, format string, args ...any) error {
+		return &ConfigError{Field: field, Value: value, Err: fmt.Errorf(format, args...)}
+	}
+	if c.Name == "" {
+		return bad("Name", c.Name, "is required")
+	}
+	if strings.ContainsAny(c.Name, " \t\r\n.*>") {
+		return bad("Name", c.Name, "must not contain spaces, '.', '*' or '>' (it is used in NATS subjects and names)")
+	}
+	if c.Mode != Durable && c.Mode != Fast {
+		return bad("Mode", c.Mode, "is neither Durable nor Fast")
+	}
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if _, err := url.Parse(strings.TrimSpace(u)); err != nil || strings.TrimSpace(u) == "" {
+				return bad("NATSURL", u, "is not a URL")
+			}
+		}
+		if c.Listen != "" || c.ClusterListen != "" || len(c.Routes) > 0 || c.DataDir != "" {
+			return bad("NATSURL", c.NATSURL, "is set, so the node runs no server: leave Listen, ClusterListen, Routes and DataDir empty")
+		}
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return bad("Listen", c.Listen, "is not host:port: %w", err)
+		}
+	}
+	if c.ClusterListen != "" {
+		if _, _, err := net.SplitHostPort(c.ClusterListen); err != nil {
+			return bad("ClusterListen", c.ClusterListen, "is not host:port: %w", err)
+		}
+	}
+	if len(c.Routes) > 0 && c.ClusterListen == "" {
+		return bad("Routes", c.Routes, "need ClusterListen: a standalone server has no routes")
+	}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "nats-route") {
+			return bad("Routes", r, "is not a nats://host:port URL")
+		}
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return bad("Replicas", c.Replicas, "must be between 1 and 5 (0: default)")
+	}
+	if c.ExpectedSize < 0 {
+		return bad("ExpectedSize", c.ExpectedSize, "is negative")
+	}
+	if c.Prefix != "" {
+		if err := bus.ValidatePattern(c.Prefix); err != nil || strings.Contains(c.Prefix, "*") {
+			return bad("Prefix", c.Prefix, "must be dot-separated segments of [A-Za-z0-9_-]")
+		}
+	}
+	if c.DeadLetterSubject != "" && strings.ContainsAny(c.DeadLetterSubject, " \t\r\n*>") {
+		return bad("DeadLetterSubject", c.DeadLetterSubject, "is not a literal NATS subject")
+	}
+	if c.ConnectTimeout < 0 {
+		return bad("ConnectTimeout", c.ConnectTimeout, "is negative")
+	}
+	return nil
+}
+
+// withDefaults returns c with every empty field set to its default.
+func (c Config) withDefaults() Config {
+	if c.NATSURL == "" && c.Listen == "" {
+		c.Listen = "127.0.0.1:4222"
+	}
+	if c.ClusterName == "" {
+		c.ClusterName = "signalbus"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "signals"
+	}
+	if c.DeadLetterSubject == "" {
+		c.DeadLetterSubject = "signalbus.deadletter"
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

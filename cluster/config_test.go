@@ -1,0 +1,50 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   Config
+		field string // "" = valid
+		want  string
+	}{
+		{"minimal", Config{Name: "n1"}, "", ""},
+		{"embedded cluster", Config{Name: "n1", Listen: ":0", ClusterListen: "127.0.0.1:0", Routes: []string{"nats://127.0.0.1:6222"}, Mode: Fast}, "", ""},
+		{"external", Config{Name: "n1", NATSURL: "nats://a:4222,nats://b:4222"}, "", ""},
+		{"no name", Config{}, "Name", "is required"},
+		{"dotted name", Config{Name: "n.1"}, "Name", "must not contain"},
+		{"mode", Config{Name: "n1", Mode: Mode(7)}, "Mode", "neither Durable nor Fast"},
+		{"external with server fields", Config{Name: "n1", NATSURL: "nats://a:4222", Listen: ":4222"}, "NATSURL", "runs no server"},
+		{"listen", Config{Name: "n1", Listen: "4222"}, "Listen", "host:port"},
+		{"cluster listen", Config{Name: "n1", ClusterListen: "x"}, "ClusterListen", "host:port"},
+		{"routes without cluster", Config{Name: "n1", Routes: []string{"nats://a:6222"}}, "Routes", "need ClusterListen"},
+		{"bad route", Config{Name: "n1", ClusterListen: ":6222", Routes: []string{"http://a:6222"}}, "Routes", "nats://host:port"},
+		{"replicas", Config{Name: "n1", Replicas: 9}, "Replicas", "between 1 and 5"},
+		{"expected size", Config{Name: "n1", ExpectedSize: -1}, "ExpectedSize", "negative"},
+		{"prefix", Config{Name: "n1", Prefix: "a.*"}, "Prefix", "segments"},
+		{"dead letter subject", Config{Name: "n1", DeadLetterSubject: "dl.>"}, "DeadLetterSubject", "literal"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Validate = %v, want a *ConfigError wrapping ErrInvalidConfig", err)
+			}
+			if ce.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate = %v (field %s), want field %s and %q", err, ce.Field, tc.field, tc.want)
+			}
+		})
+	}
+}

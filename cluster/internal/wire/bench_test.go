@@ -1,0 +1,60 @@
+package wire_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+// benchSignal is a signal as the bus publishes it: a 128-byte payload, the
+// trace context and a sequence extension.
+func benchSignal(b *testing.B) bus.Signal {
+	payload := make([]byte, 128)
+	for i := range payload {
+		payload[i] = 'a' + byte(i%26)
+	}
+	return mustSignal(b, "order.created", "/nodes/node-1", payload,
+		bus.WithDataContentType("application/octet-stream"),
+		bus.WithExtension("traceparent", traceParent),
+		bus.WithExtension("seq", int64(123456)))
+}
+
+func BenchmarkEncode(b *testing.B) {
+	s := benchSignal(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := wire.Encode(s, wire.DefaultPrefix); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	s := benchSignal(b)
+	binary, err := wire.Encode(s, wire.DefaultPrefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := json.Marshal(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	structured := &nats.Msg{Subject: binary.Subject, Header: nats.Header{"content-type": {"application/cloudevents+json"}}, Data: body}
+	for _, bc := range []struct {
+		name string
+		msg  *nats.Msg
+	}{{"mode=binary", binary}, {"mode=structured", structured}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := wire.Decode(bc.msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

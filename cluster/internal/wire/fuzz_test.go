@@ -1,0 +1,97 @@
+package wire_test
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+var knownReasons = map[string]bool{
+	wire.ReasonNotCloudEvent: true, wire.ReasonUnsupportedFormat: true, wire.ReasonMissingSpecVersion: true,
+	wire.ReasonBadSpecVersion: true, wire.ReasonMissingID: true, wire.ReasonMissingSource: true,
+	wire.ReasonMissingType: true, wire.ReasonBadType: true, wire.ReasonBadTime: true,
+	wire.ReasonBadExtension: true, wire.ReasonBadEncoding: true, wire.ReasonDuplicateHeader: true,
+	wire.ReasonBadStructured: true, wire.ReasonInvalidSignal: true,
+}
+
+// headerBlock renders a header map in parseHeaderBlock's form, keys sorted.
+func headerBlock(h map[string][]string) string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		for _, v := range h[k] {
+			fmt.Fprintf(&b, "%s: %s\n", k, v)
+		}
+	}
+	return b.String()
+}
+
+// FuzzDecode feeds Decode a subject, a header block ("key: value" lines, see
+// parseHeaderBlock) and a body. Decode must not panic; its errors must wrap
+// ErrNotCloudEvent and have a known reason; a decoded signal must encode,
+// decode back equal (extensions as canonical strings), and be a fixed point
+// of Decode(Encode(·)) from then on.
+func FuzzDecode(f *testing.F) {
+	for _, tc := range interopCases {
+		f.Add("signals.x", tc.raw.headers, []byte(tc.raw.body))
+	}
+	for _, tc := range rejectCases {
+		f.Add("signals.x", tc.raw.headers, []byte(tc.raw.body))
+	}
+	for _, s := range roundTripSignals(f) {
+		m, err := wire.Encode(s, "")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(m.Subject, headerBlock(m.Header), m.Data)
+	}
+	f.Fuzz(func(t *testing.T, subject, headers string, body []byte) {
+		m := rawMsg{headers: headers, body: string(body)}.msg()
+		m.Subject = subject
+		d1, err := wire.Decode(m)
+		if err != nil {
+			if !errors.Is(err, wire.ErrNotCloudEvent) {
+				t.Fatalf("Decode error %q does not wrap ErrNotCloudEvent", err)
+			}
+			if r := wire.Reason(err); !knownReasons[r] {
+				t.Fatalf("Reason(%q) = %q, not a known reason", err, r)
+			}
+			return
+		}
+		v := d1
+		v.Data = nil // Decode leaves the data limit to the node
+		if err := v.Validate(); err != nil {
+			t.Fatalf("Decode returned a signal that fails Validate: %v", err)
+		}
+		d2 := reencode(t, d1)
+		if d := diffSignals(normalized(d1), d2); d != "" {
+			t.Fatalf("Decode(Encode(d)) differs from d:\n%s\nd = %#v", d, d1)
+		}
+		d3 := reencode(t, d2)
+		if d := diffSignals(d2, d3); d != "" {
+			t.Fatalf("not a fixed point:\n%s", d)
+		}
+	})
+}
+
+func reencode(t *testing.T, s bus.Signal) bus.Signal {
+	t.Helper()
+	m, err := wire.Encode(s, "")
+	if err != nil {
+		t.Fatalf("Encode(%#v): %v", s, err)
+	}
+	got, err := wire.Decode(m)
+	if err != nil {
+		t.Fatalf("Decode(Encode(%#v)): %v\nheaders %v", s, err, m.Header)
+	}
+	return got
+}

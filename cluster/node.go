@@ -1,0 +1,368 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+// Sentinel errors of the cluster package.
+var (
+	// ErrUnavailable is returned by a durable Publish whose ctx ended
+	// before the store acknowledged, and by Start when NATS cannot be
+	// reached; it wraps the NATS error.
+	ErrUnavailable = errors.New("cluster unavailable")
+	// ErrNotImplemented is returned by Start for a mode this version
+	// cannot run yet.
+	ErrNotImplemented = errors.New("not implemented yet")
+)
+
+// Extension attributes the node adds to every signal it sends: the
+// publishing node and its per-node sequence number, from which receivers
+// detect gaps (fast mode) and restore order (durable mode).
+const (
+	ExtensionNode     = "sbnode"
+	ExtensionSequence = "sbseq"
+)
+
+// Node is one member of a signalbus cluster: a local bus whose Publish and
+// Subscribe reach every node, over NATS.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+	server *natsserver.Server // nil with an external NATSURL
+	tmpDir string             // removed on Close when DataDir was empty
+	nc     *nats.Conn
+	bus    *bus.Bus
+	sub    *nats.Subscription
+	seq    atomic.Uint64
+
+	ctx    context.Context // ends when Close begins draining
+	cancel context.CancelFunc
+
+	gapsMu sync.Mutex
+	last   map[string]uint64 // publisher node → last sequence seen
+
+	parked   atomic.Int64
+	lost     atomic.Int64
+	slowLost atomic.Int64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start starts a node: the embedded NATS server unless Config.NATSURL is
+// set, the connection, and the node's bus. It returns once this node's own
+// server is up and connected; it does not wait for the rest of the cluster,
+// so nodes may start concurrently and in any order.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Mode == Durable {
+		return nil, fmt.Errorf("cluster: start %s: durable mode: %w; use Mode: cluster.Fast", cfg.Name, ErrNotImplemented)
+	}
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[string]uint64{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			n.release(context.Background())
+		}
+	}()
+
+	url := cfg.NATSURL
+	if url == "" {
+		if err := n.startServer(ctx); err != nil {
+			return nil, err
+		}
+		url = n.server.ClientURL()
+	}
+	if err := n.connect(ctx, url); err != nil {
+		return nil, err
+	}
+	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger)}, cfg.BusOptions...)
+	opts = append(opts, bus.WithTransport(fastTransport{n}))
+	b, err := bus.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
+	}
+	n.bus = b
+	n.sub, err = n.nc.Subscribe(cfg.Prefix+".>", n.receive)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start %s: subscribe %s.>: %w", cfg.Name, cfg.Prefix, err)
+	}
+	// Core NATS drops a slow subscriber's messages past these limits; fast
+	// mode is at-most-once, but the losses are counted (see ErrorHandler).
+	if err := n.sub.SetPendingLimits(1<<20, 256<<20); err != nil {
+		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
+	}
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: start %s: %w: %w", cfg.Name, ErrUnavailable, err)
+	}
+	ok = true
+	return n, nil
+}
+
+func (n *Node) startServer(ctx context.Context) error {
+	dir := n.cfg.DataDir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "signalbus-"+n.cfg.Name+"-")
+		if err != nil {
+			return fmt.Errorf("cluster: start %s: store dir: %w", n.cfg.Name, err)
+		}
+		n.tmpDir, dir = tmp, tmp
+	}
+	opts := natsserver.Options{
+		Name:          n.cfg.Name,
+		Listen:        n.cfg.Listen,
+		ClusterListen: n.cfg.ClusterListen,
+		Routes:        n.cfg.Routes,
+		StoreDir:      dir,
+		// Fast mode stores nothing; JetStream is for durable mode.
+		JetStream: n.cfg.Mode == Durable,
+		Logger:    n.logger,
+	}
+	if n.cfg.ClusterListen != "" {
+		opts.ClusterName = n.cfg.ClusterName
+	}
+	srv, err := natsserver.Start(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("cluster: start %s: embedded nats-server: %w", n.cfg.Name, err)
+	}
+	n.server = srv
+	return nil
+}
+
+func (n *Node) connect(ctx context.Context, url string) error {
+	connectCtx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
+	defer cancel()
+	opts := []nats.Option{
+		nats.Name("signalbus-" + n.cfg.Name),
+		nats.MaxReconnects(-1), // a node reconnects forever
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.PingInterval(2 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.ErrorHandler(n.natsError),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.logger.Warn("disconnected from NATS", "error", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			n.logger.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	for {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil {
+			n.nc = nc
+			return nil
+		}
+		select {
+		case <-connectCtx.Done():
+			return fmt.Errorf("cluster: start %s: connect %s: %w: %w", n.cfg.Name, url, ErrUnavailable, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// natsError counts what core NATS drops for a slow consumer.
+func (n *Node) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
+		dropped, _ := sub.Dropped()
+		n.slowLost.Store(int64(dropped))
+		n.logger.Error("slow consumer: NATS dropped signals for this node", "dropped_total", dropped)
+		return
+	}
+	n.logger.Error("NATS error", "error", err)
+}
+
+// Bus returns the node's bus: Publish on it reaches the subscriptions of
+// every node; Subscribe receives what any node publishes.
+func (n *Node) Bus() *bus.Bus { return n.bus }
+
+// ClientURL returns the embedded server's client URL, or "" when the node
+// uses an external NATS.
+func (n *Node) ClientURL() string {
+	if n.server == nil {
+		return ""
+	}
+	return n.server.ClientURL()
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Stats are counters of what the node could not deliver.
+type Stats struct {
+	Parked   int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
+	Lost     int64 // signals missing from a publisher's sequence (fast mode)
+	SlowLost int64 // messages NATS dropped because this node consumed too slowly
+}
+
+// Stats returns the node's loss counters.
+func (n *Node) Stats() Stats {
+	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load()}
+}
+
+// fastTransport publishes over core NATS: at-most-once, in order per node.
+// nats.go buffers PublishMsg and its flusher coalesces the writes, which
+// is the batching; Close flushes.
+type fastTransport struct{ n *Node }
+
+func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
+	n := t.n
+	for _, s := range signals {
+		msg, err := wire.Encode(s, n.cfg.Prefix)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", s.ID, err)
+		}
+		msg.Header["ce-"+ExtensionNode] = []string{n.cfg.Name}
+		msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(n.seq.Add(1), 10)}
+		if err := n.nc.PublishMsg(msg); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
+// receive handles one message from <prefix>.>: decode, check the sequence,
+// dispatch to the local subscriptions. What is not a CloudEvent is parked.
+func (n *Node) receive(msg *nats.Msg) {
+	sig, err := wire.Decode(msg)
+	if err != nil {
+		n.park(msg, err)
+		return
+	}
+	n.checkSequence(sig)
+	if err := n.bus.Dispatch(n.ctx, sig); err != nil && !errors.Is(err, bus.ErrClosed) {
+		n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
+	}
+}
+
+// checkSequence counts the signals missing between two from one publisher.
+// Core NATS keeps each publisher's order, so a jump is a loss.
+func (n *Node) checkSequence(sig bus.Signal) {
+	from, _ := sig.Extensions[ExtensionNode].(string)
+	seqText, _ := sig.Extensions[ExtensionSequence].(string)
+	if from == "" || seqText == "" {
+		return
+	}
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return
+	}
+	n.gapsMu.Lock()
+	defer n.gapsMu.Unlock()
+	if last, ok := n.last[from]; ok && seq > last+1 {
+		missing := seq - last - 1
+		n.lost.Add(int64(missing))
+		n.logger.Warn("signals lost in transit", "from", from, "missing", missing, "after_seq", last)
+	}
+	if seq > n.last[from] {
+		n.last[from] = seq
+	}
+}
+
+// park republishes a message that is not a valid CloudEvent on the
+// dead-letter subject, with the reason, so it never blocks or crashes the
+// node and can be inspected.
+func (n *Node) park(msg *nats.Msg, cause error) {
+	n.parked.Add(1)
+	reason := wire.Reason(cause)
+	n.logger.Warn("message is not a valid CloudEvent; parked", "subject", msg.Subject,
+		"reason", reason, "error", cause, "dead_letter_subject", n.cfg.DeadLetterSubject)
+	parked := nats.NewMsg(n.cfg.DeadLetterSubject)
+	for k, v := range msg.Header {
+		parked.Header[k] = v
+	}
+	parked.Header["signalbus-reason"] = []string{reason}
+	parked.Header["signalbus-error"] = []string{cause.Error()}
+	parked.Header["signalbus-subject"] = []string{msg.Subject}
+	parked.Header["signalbus-node"] = []string{n.cfg.Name}
+	parked.Data = msg.Data
+	if err := n.nc.PublishMsg(parked); err != nil {
+		n.logger.Error("could not park an invalid message", "subject", msg.Subject, "error", err)
+	}
+}
+
+// Close leaves the cluster: it flushes what this node published, drains
+// the NATS subscription into the bus, closes the bus (which drains every
+// subscription), then closes the connection and the embedded server. It
+// returns ctx's error if ctx ends first. Close may be called more than once.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.nc != nil {
+			if err := n.nc.FlushWithContext(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("flush: %w", err))
+			}
+		}
+		if n.sub != nil {
+			if err := n.drainSubscription(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		n.cancel()
+		if n.bus != nil {
+			if err := n.bus.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := n.release(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			n.closeErr = fmt.Errorf("cluster: close %s: %w", n.cfg.Name, errors.Join(errs...))
+		}
+	})
+	return n.closeErr
+}
+
+func (n *Node) drainSubscription(ctx context.Context) error {
+	if err := n.sub.Drain(); err != nil {
+		return fmt.Errorf("drain subscription: %w", err)
+	}
+	for n.sub.IsValid() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain subscription: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// release closes the connection and the server and removes a temporary
+// store; it is also how a failed Start cleans up.
+func (n *Node) release(ctx context.Context) error {
+	n.cancel()
+	var errs []error
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.server != nil {
+		if err := n.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("nats-server shutdown: %w", err))
+		}
+	}
+	if n.tmpDir != "" {
+		if err := os.RemoveAll(n.tmpDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
