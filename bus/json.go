@@ -48,18 +48,11 @@ func (s Signal) MarshalJSON() ([]byte, error) {
 		str("subject", s.Subject)
 	}
 	if !s.Time.IsZero() {
-		t := s.Time
-		if _, offset := t.Zone(); offset%60 != 0 {
-			// RFC 3339 offsets are whole minutes; a zone such as
-			// Amsterdam's before 1937 (+00:19:32) would lose its seconds
-			// and shift the instant, so write such times in UTC.
-			t = t.UTC()
+		t, err := formatRFC3339("time", s.Time)
+		if err != nil {
+			return nil, err
 		}
-		if y := t.Year(); y < 0 || y > 9999 {
-			// Format would write a year time.Parse cannot read back.
-			return nil, fieldError("time", fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", s.Time))
-		}
-		str("time", t.Format(time.RFC3339Nano))
+		str("time", t)
 	}
 	if s.DataContentType != "" {
 		str("datacontenttype", s.DataContentType)
@@ -103,7 +96,11 @@ func (s Signal) MarshalJSON() ([]byte, error) {
 		case []byte:
 			writeJSONString(&buf, base64.StdEncoding.EncodeToString(v))
 		case time.Time:
-			writeJSONString(&buf, v.Format(time.RFC3339Nano))
+			t, err := formatRFC3339(fmt.Sprintf("extension %q", name), v)
+			if err != nil {
+				return nil, err
+			}
+			writeJSONString(&buf, t)
 		case *url.URL:
 			if v == nil {
 				return nil, checkExtensionValue(name, v)
@@ -165,6 +162,22 @@ func inlineJSON(data []byte) bool {
 }
 
 func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// formatRFC3339 writes t as an RFC 3339 timestamp that time.Parse reads
+// back as the same instant, or names field in an error if none can.
+func formatRFC3339(field string, t time.Time) (string, error) {
+	if _, offset := t.Zone(); offset%60 != 0 {
+		// RFC 3339 offsets are whole minutes; a zone such as Amsterdam's
+		// before 1937 (+00:19:32) would lose its seconds and shift the
+		// instant, so write such times in UTC.
+		t = t.UTC()
+	}
+	if y := t.Year(); y < 0 || y > 9999 {
+		// Format would write a year time.Parse cannot read back.
+		return "", fieldError(field, fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", t))
+	}
+	return t.Format(time.RFC3339Nano), nil
+}
 
 func writeJSONString(buf *bytes.Buffer, s string) {
 	b, _ := json.Marshal(s) // a string always marshals

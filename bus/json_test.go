@@ -763,3 +763,27 @@ func TestSignalUnmarshalJSONNormalises(t *testing.T) {
 		})
 	}
 }
+
+// TestMarshalJSONTimeExtensions: a time extension gets the same care as the
+// time attribute — whole-minute offsets, years RFC 3339 can write.
+func TestMarshalJSONTimeExtensions(t *testing.T) {
+	odd := time.FixedZone("LMT", 19*60+32)
+	at := time.Date(1930, 5, 1, 12, 0, 0, 0, odd)
+	s := bus.Signal{ID: "1", Source: "/s", Type: "t", Extensions: map[string]any{"when": at}}
+	b, err := s.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bus.Signal
+	if err := back.UnmarshalJSON(b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := time.Parse(time.RFC3339Nano, back.Extensions["when"].(string))
+	if err != nil || !got.Equal(at) {
+		t.Errorf("time extension came back as %v (%v), want the instant %v", got, err, at)
+	}
+	s.Extensions["when"] = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := s.MarshalJSON(); !errors.Is(err, bus.ErrInvalidSignal) || !strings.Contains(err.Error(), `extension "when"`) {
+		t.Errorf("MarshalJSON of a year-10000 extension = %v, want an error naming it", err)
+	}
+}

@@ -3,6 +3,7 @@ package bus
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/url"
 	"time"
 	"unicode/utf8"
@@ -166,6 +167,16 @@ func (s Signal) validate(maxData int) error {
 	if s.Source == "" {
 		return fieldError("source", "is empty")
 	}
+	for _, a := range [...]struct{ field, value string }{
+		{"id", s.ID}, {"source", s.Source}, {"subject", s.Subject},
+		{"datacontenttype", s.DataContentType}, {"dataschema", s.DataSchema},
+	} {
+		// JSON and the NATS binding would replace invalid bytes with
+		// U+FFFD, and two different ids could become one.
+		if !utf8.ValidString(a.value) {
+			return fieldError(a.field, "is not valid UTF-8")
+		}
+	}
 	if s.SpecVersion != "" && s.SpecVersion != SpecVersion {
 		return fieldError("specversion", fmt.Sprintf("is %q, want %q", s.SpecVersion, SpecVersion))
 	}
@@ -224,7 +235,8 @@ func checkExtensionName(name string) error {
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
-			return fieldError("extension "+fmt.Sprintf("%q", name), fmt.Sprintf("has %q at offset %d; names are lower-case [a-z0-9]", c, i))
+			r, _ := utf8.DecodeRuneInString(name[i:])
+			return fieldError("extension "+fmt.Sprintf("%q", name), fmt.Sprintf("has %q at offset %d; names are lower-case [a-z0-9]", r, i))
 		}
 	}
 	if reservedAttributes[name] {
@@ -233,9 +245,29 @@ func checkExtensionName(name string) error {
 	return nil
 }
 
+// checkInt32 enforces the range of the CloudEvents Integer type (32-bit
+// signed): consumers in other languages reject anything wider.
+func checkInt32(name string, v int64) error {
+	if v < math.MinInt32 || v > math.MaxInt32 {
+		return fieldError(fmt.Sprintf("extension %q", name), fmt.Sprintf("is %d, outside the 32-bit range of a CloudEvents integer", v))
+	}
+	return nil
+}
+
 func checkExtensionValue(name string, v any) error {
 	switch u := v.(type) {
-	case string, bool, int, int8, int16, int32, int64, uint8, uint16, uint32, []byte, time.Time:
+	case string:
+		if !utf8.ValidString(u) {
+			return fieldError(fmt.Sprintf("extension %q", name), "is not valid UTF-8")
+		}
+		return nil
+	case int:
+		return checkInt32(name, int64(u))
+	case int64:
+		return checkInt32(name, u)
+	case uint32:
+		return checkInt32(name, int64(u))
+	case bool, int8, int16, int32, uint8, uint16, []byte, time.Time:
 		return nil
 	case *url.URL:
 		if u == nil {

@@ -136,7 +136,7 @@ func TestNewSignal(t *testing.T) {
 				bus.WithExtension("sampled", true),
 				bus.WithExtension("attempt", 3),
 				bus.WithExtension("small", int8(-1)),
-				bus.WithExtension("wide", int64(1)<<40),
+				bus.WithExtension("wide", int64(1)<<30),
 				bus.WithExtension("octet", uint8(255)),
 				bus.WithExtension("blob", []byte{1, 2}),
 				bus.WithExtension("seen", at),
@@ -144,7 +144,7 @@ func TestNewSignal(t *testing.T) {
 			},
 			want: bus.Signal{Extensions: map[string]any{
 				"tenant": "acme", "sampled": true, "attempt": 3, "small": int8(-1),
-				"wide": int64(1) << 40, "octet": uint8(255), "blob": []byte{1, 2}, "seen": at,
+				"wide": int64(1) << 30, "octet": uint8(255), "blob": []byte{1, 2}, "seen": at,
 				"ref": &url.URL{Scheme: "https", Host: "example.com"},
 			}},
 		},
@@ -255,6 +255,26 @@ func TestNewSignalErrors(t *testing.T) {
 		{
 			name: "nil url extension", typ: "a", src: "/s",
 			opts: []bus.SignalOption{bus.WithExtension("ref", (*url.URL)(nil))}, want: bus.ErrInvalidSignal, field: `extension "ref"`,
+		},
+		{
+			name: "integer extension over 32 bits", typ: "a", src: "/s",
+			opts: []bus.SignalOption{bus.WithExtension("big", int64(1)<<31)}, want: bus.ErrInvalidSignal, field: `extension "big"`,
+		},
+		{
+			name: "uint32 extension over int32", typ: "a", src: "/s",
+			opts: []bus.SignalOption{bus.WithExtension("big", uint32(1)<<31)}, want: bus.ErrInvalidSignal, field: `extension "big"`,
+		},
+		{
+			name: "extension not UTF-8", typ: "a", src: "/s",
+			opts: []bus.SignalOption{bus.WithExtension("bad", "\xff")}, want: bus.ErrInvalidSignal, field: `extension "bad"`,
+		},
+		{
+			name: "source not UTF-8", typ: "a", src: "/\xff",
+			want: bus.ErrInvalidSignal, field: "source",
+		},
+		{
+			name: "id not UTF-8", typ: "a", src: "/s",
+			opts: []bus.SignalOption{bus.WithID("id-\xfe")}, want: bus.ErrInvalidSignal, field: "id",
 		},
 		{
 			name: "data schema not a URI", typ: "a", src: "/s",
