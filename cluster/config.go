@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/signalbus/signalbus/bus"
 )
 
@@ -73,6 +76,18 @@ type Config struct {
 	// are parked, with the reason in a header. Default
 	// "signalbus.deadletter".
 	DeadLetterSubject string
+	// HeartbeatInterval is how often the node announces itself. Default
+	// 500 ms.
+	HeartbeatInterval time.Duration
+	// MissedHeartbeats is how many intervals a member may stay silent
+	// before it is marked down. Default 4: a dead node is down within
+	// about 2.5 s with the default interval.
+	MissedHeartbeats int
+	// MembershipSubject prefixes the heartbeat subjects
+	// (<MembershipSubject>.<name>). Default "signalbus.members".
+	MembershipSubject string
+	// MeterProvider receives the cluster metrics. Default: the global one.
+	MeterProvider metric.MeterProvider
 	// ConnectTimeout bounds the first connection to NATS in Start.
 	// Default 10 s.
 	ConnectTimeout time.Duration
@@ -158,6 +173,15 @@ func (c Config) Validate() error {
 	if c.DeadLetterSubject != "" && strings.ContainsAny(c.DeadLetterSubject, " \t\r\n*>") {
 		return bad("DeadLetterSubject", c.DeadLetterSubject, "is not a literal NATS subject")
 	}
+	if c.HeartbeatInterval < 0 {
+		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
+	}
+	if c.MissedHeartbeats < 0 {
+		return bad("MissedHeartbeats", c.MissedHeartbeats, "is negative")
+	}
+	if c.MembershipSubject != "" && strings.ContainsAny(c.MembershipSubject, " \t\r\n*>") {
+		return bad("MembershipSubject", c.MembershipSubject, "is not a literal NATS subject")
+	}
 	if c.ConnectTimeout < 0 {
 		return bad("ConnectTimeout", c.ConnectTimeout, "is negative")
 	}
@@ -180,6 +204,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 500 * time.Millisecond
+	}
+	if c.MissedHeartbeats == 0 {
+		c.MissedHeartbeats = 4
+	}
+	if c.MembershipSubject == "" {
+		c.MembershipSubject = "signalbus.members"
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

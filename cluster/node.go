@@ -29,6 +29,9 @@ var (
 	ErrNotImplemented = errors.New("not implemented yet")
 )
 
+// ScopeName is the instrumentation scope of the cluster's metrics.
+const ScopeName = "github.com/signalbus/signalbus/cluster"
+
 // Extension attributes the node adds to every signal it sends: the
 // publishing node and its per-node sequence number, from which receivers
 // detect gaps (fast mode) and restore order (durable mode).
@@ -48,6 +51,7 @@ type Node struct {
 	bus    *bus.Bus
 	sub    *nats.Subscription
 	seq    atomic.Uint64
+	member *membership
 
 	ctx    context.Context // ends when Close begins draining
 	cancel context.CancelFunc
@@ -80,6 +84,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	ok := false
 	defer func() {
 		if !ok {
+			if n.member != nil {
+				n.member.leave()
+			}
 			n.release(context.Background())
 		}
 	}()
@@ -109,6 +116,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// mode is at-most-once, but the losses are counted (see ErrorHandler).
 	if err := n.sub.SetPendingLimits(1<<20, 256<<20); err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
+	}
+	n.member = newMembership(n)
+	if err := n.member.start(cfg.MeterProvider.Meter(ScopeName)); err != nil {
+		n.member = nil
+		return nil, fmt.Errorf("cluster: start %s: membership: %w", cfg.Name, err)
 	}
 	if err := n.nc.FlushWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w: %w", cfg.Name, ErrUnavailable, err)
@@ -202,6 +214,10 @@ func (n *Node) ClientURL() string {
 	}
 	return n.server.ClientURL()
 }
+
+// Members returns every node this node has seen, itself included, sorted
+// by name.
+func (n *Node) Members() []Member { return n.member.snapshot() }
 
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
@@ -306,6 +322,9 @@ func (n *Node) park(msg *nats.Msg, cause error) {
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.member != nil {
+			n.member.leave() // peers mark this node down at once
+		}
 		if n.nc != nil {
 			if err := n.nc.FlushWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("flush: %w", err))

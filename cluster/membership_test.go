@@ -1,0 +1,151 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signalbus/signalbus/bus"
+)
+
+// fastMembershipConfig beats every 50 ms and gives up after 4 misses, so
+// tests see transitions in a fraction of a second.
+func fastMembership(cfg Config) Config {
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.MissedHeartbeats = 4
+	return cfg
+}
+
+// watcher records the membership signals a node emits on its bus.
+type watcher struct {
+	mu     sync.Mutex
+	events []string // "<type> <node> <reason>"
+}
+
+func watch(t *testing.T, n *Node) *watcher {
+	t.Helper()
+	w := &watcher{}
+	if _, err := n.Bus().Subscribe("signalbus.cluster.**", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+		var ev MembershipEvent
+		if err := s.DecodeData(&ev); err != nil {
+			t.Errorf("membership signal data: %v", err)
+		}
+		if s.Subject != ev.Node {
+			t.Errorf("membership signal subject %q, data node %q", s.Subject, ev.Node)
+		}
+		w.mu.Lock()
+		w.events = append(w.events, fmt.Sprintf("%s %s %s", s.Type, ev.Node, ev.Reason))
+		w.mu.Unlock()
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *watcher) waitFor(t *testing.T, event string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		w.mu.Lock()
+		for _, e := range w.events {
+			if e == event {
+				w.mu.Unlock()
+				return
+			}
+		}
+		seen := append([]string(nil), w.events...)
+		w.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q among the membership signals %v", event, seen)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitMembers(t *testing.T, n *Node, want map[string]MemberState) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := map[string]MemberState{}
+		for _, m := range n.Members() {
+			got[m.Name] = m.State
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s sees members %v, want %v", n.Name(), got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startMembershipCluster starts size nodes; onFirst runs once the first
+// is up, before the others start.
+func startMembershipCluster(t *testing.T, size, expected int, onFirst func(*Node)) []*Node {
+	t.Helper()
+	first := startNode(t, fastMembership(Config{Name: "n0", Mode: Fast, ClusterListen: "127.0.0.1:0", ExpectedSize: expected}))
+	if onFirst != nil {
+		onFirst(first)
+	}
+	nodes := []*Node{first}
+	for i := 1; i < size; i++ {
+		nodes = append(nodes, startNode(t, fastMembership(Config{Name: fmt.Sprintf("n%d", i), Mode: Fast,
+			ClusterListen: "127.0.0.1:0", Routes: []string{first.server.ClusterURL()}, ExpectedSize: expected})))
+	}
+	return nodes
+}
+
+func TestMembershipSeesEveryNode(t *testing.T) {
+	var w *watcher
+	nodes := startMembershipCluster(t, 3, 3, func(n *Node) { w = watch(t, n) })
+	all := map[string]MemberState{"n0": Up, "n1": Up, "n2": Up}
+	for _, n := range nodes {
+		waitMembers(t, n, all)
+	}
+	w.waitFor(t, TypeNodeUp+" n1 heartbeat")
+	w.waitFor(t, TypeNodeUp+" n2 heartbeat")
+	for _, m := range nodes[1].Members() {
+		if m.LastSeen.IsZero() {
+			t.Errorf("member %s has no LastSeen", m.Name)
+		}
+	}
+}
+
+// TestDepartureAndPartition: a node that closes is down at once on its
+// peers ("departed"); once fewer than a majority of the expected three
+// remain, the last one reports a partition.
+func TestDepartureAndPartition(t *testing.T) {
+	nodes := startMembershipCluster(t, 3, 3, nil)
+	for _, n := range nodes {
+		waitMembers(t, n, map[string]MemberState{"n0": Up, "n1": Up, "n2": Up})
+	}
+	w := watch(t, nodes[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nodes[2].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, TypeNodeDown+" n2 departed")
+	waitMembers(t, nodes[0], map[string]MemberState{"n0": Up, "n1": Up, "n2": Down})
+	if err := nodes[1].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, TypeNodeDown+" n1 departed")
+	w.waitFor(t, TypePartitionDetected+" n0 majority")
+}
+
+func TestMembershipEventData(t *testing.T) {
+	ev := MembershipEvent{Node: "n1", Reachable: 2, Expected: 3, Reason: "departed", At: time.Unix(0, 0).UTC()}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"node":"n1","reachable":2,"expected":3,"reason":"departed","at":"1970-01-01T00:00:00Z"}` {
+		t.Errorf("MembershipEvent JSON = %s", b)
+	}
+}
