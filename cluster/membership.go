@@ -52,11 +52,11 @@ type Member struct {
 
 // MembershipEvent is the data of a membership signal.
 type MembershipEvent struct {
-	Node      string    `json:"node"`           // the node that went up or down; for partitions, this node
-	Reachable int       `json:"reachable"`      // members up, this node included
-	Expected  int       `json:"expected"`       // ExpectedSize, or the largest membership seen
-	Reason    string    `json:"reason"`         // "heartbeat", "missed_heartbeats", "departed"
-	At        time.Time `json:"at"`             // when this node noticed
+	Node      string    `json:"node"`      // the node that went up or down; for partitions, this node
+	Reachable int       `json:"reachable"` // members up, this node included
+	Expected  int       `json:"expected"`  // ExpectedSize, or the largest membership seen
+	Reason    string    `json:"reason"`    // "heartbeat", "missed_heartbeats", "departed"
+	At        time.Time `json:"at"`        // when this node noticed
 }
 
 // heartbeat is what a node announces on the membership subject.
