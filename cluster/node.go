@@ -122,7 +122,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.member = nil
 		return nil, fmt.Errorf("cluster: start %s: membership: %w", cfg.Name, err)
 	}
-	if err := n.nc.FlushWithContext(ctx); err != nil {
+	flushCtx, cancel := withDefaultTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := n.nc.FlushWithContext(flushCtx); err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w: %w", cfg.Name, ErrUnavailable, err)
 	}
 	ok = true
@@ -326,7 +328,10 @@ func (n *Node) Close(ctx context.Context) error {
 			n.member.leave() // peers mark this node down at once
 		}
 		if n.nc != nil {
-			if err := n.nc.FlushWithContext(ctx); err != nil {
+			flushCtx, cancel := withDefaultTimeout(ctx, n.cfg.ConnectTimeout)
+			err := n.nc.FlushWithContext(flushCtx)
+			cancel()
+			if err != nil {
 				errs = append(errs, fmt.Errorf("flush: %w", err))
 			}
 		}
@@ -363,6 +368,15 @@ func (n *Node) drainSubscription(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// withDefaultTimeout gives ctx a deadline d away if it has none: nats.go's
+// ...WithContext calls refuse a ctx without one.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // release closes the connection and the server and removes a temporary
