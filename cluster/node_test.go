@@ -63,7 +63,7 @@ func startFastCluster(t *testing.T, size int, opts ...bus.Option) []*Node {
 // waitConnected publishes probes from every node until every node hears
 // every other: routes are up and subscription interest has propagated.
 // Fast mode is at-most-once, so signals sent before that are not owed.
-func waitConnected(t *testing.T, nodes []*Node) {
+func waitConnected(t testing.TB, nodes []*Node) {
 	t.Helper()
 	var mu sync.Mutex
 	heard := map[string]bool{}
