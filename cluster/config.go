@@ -64,8 +64,24 @@ type Config struct {
 	// Mode is Durable (the default) or Fast.
 	Mode Mode
 	// Replicas is the stream's replica count in durable mode. Default
-	// min(3, ExpectedSize).
+	// min(3, ExpectedSize), or 1 when ExpectedSize is not set: give a
+	// cluster its ExpectedSize (or Replicas).
 	Replicas int
+	// DuplicateWindow is how long the stream remembers a Nats-Msg-Id to
+	// drop a re-published signal. Default 2 minutes.
+	DuplicateWindow time.Duration
+	// DedupSize is how many signal ids a node remembers to hand each to
+	// its handlers once across redeliveries. Default 100 000.
+	DedupSize int
+	// NoSync lets the embedded JetStream store acknowledge a write before
+	// it is fsynced. By default every write is fsynced first (nats-server's
+	// sync_interval "always"): an acknowledged signal survives a power
+	// failure of the machine, at a large throughput cost on most disks.
+	// With NoSync the store is flushed to the OS on every write but
+	// fsynced every 2 minutes: a process crash loses nothing, a machine
+	// crash may lose the last writes of a replica (the other replicas of an
+	// R3 stream usually still have them).
+	NoSync bool
 	// ExpectedSize is the number of nodes in a healthy cluster, for
 	// partition detection. Default: the largest number seen.
 	ExpectedSize int
@@ -173,6 +189,12 @@ func (c Config) Validate() error {
 	if c.DeadLetterSubject != "" && strings.ContainsAny(c.DeadLetterSubject, " \t\r\n*>") {
 		return bad("DeadLetterSubject", c.DeadLetterSubject, "is not a literal NATS subject")
 	}
+	if c.DuplicateWindow < 0 {
+		return bad("DuplicateWindow", c.DuplicateWindow, "is negative")
+	}
+	if c.DedupSize < 0 {
+		return bad("DedupSize", c.DedupSize, "is negative")
+	}
 	if c.HeartbeatInterval < 0 {
 		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
 	}
@@ -204,6 +226,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Replicas == 0 {
+		c.Replicas = max(1, min(3, c.ExpectedSize))
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.DedupSize == 0 {
+		c.DedupSize = 100_000
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = 500 * time.Millisecond

@@ -24,9 +24,6 @@ var (
 	// before the store acknowledged, and by Start when NATS cannot be
 	// reached; it wraps the NATS error.
 	ErrUnavailable = errors.New("cluster unavailable")
-	// ErrNotImplemented is returned by Start for a mode this version
-	// cannot run yet.
-	ErrNotImplemented = errors.New("not implemented yet")
 )
 
 // ScopeName is the instrumentation scope of the cluster's metrics.
@@ -49,7 +46,8 @@ type Node struct {
 	tmpDir string             // removed on Close when DataDir was empty
 	nc     *nats.Conn
 	bus    *bus.Bus
-	sub    *nats.Subscription
+	sub    *nats.Subscription // fast mode: core NATS on <prefix>.>
+	dur    *durable           // durable mode: JetStream
 	seq    atomic.Uint64
 	member *membership
 
@@ -59,9 +57,10 @@ type Node struct {
 	gapsMu sync.Mutex
 	last   map[string]uint64 // publisher node → last sequence seen
 
-	parked   atomic.Int64
-	lost     atomic.Int64
-	slowLost atomic.Int64
+	parked    atomic.Int64
+	lost      atomic.Int64
+	slowLost  atomic.Int64
+	dedupHits atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,9 +75,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Mode == Durable {
-		return nil, fmt.Errorf("cluster: start %s: durable mode: %w; use Mode: cluster.Fast", cfg.Name, ErrNotImplemented)
-	}
 	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[string]uint64{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -86,6 +82,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if !ok {
 			if n.member != nil {
 				n.member.leave()
+			}
+			if n.dur != nil {
+				_ = n.dur.close(context.Background())
 			}
 			n.release(context.Background())
 		}
@@ -101,21 +100,34 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.connect(ctx, url); err != nil {
 		return nil, err
 	}
+	var transport bus.Transport = fastTransport{n}
+	if cfg.Mode == Durable {
+		d, err := newDurable(n, cfg.MeterProvider.Meter(ScopeName))
+		if err != nil {
+			return nil, fmt.Errorf("cluster: start %s: JetStream: %w", cfg.Name, err)
+		}
+		n.dur, transport = d, d
+	}
 	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger)}, cfg.BusOptions...)
-	opts = append(opts, bus.WithTransport(fastTransport{n}))
+	opts = append(opts, bus.WithTransport(transport))
 	b, err := bus.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
 	}
 	n.bus = b
-	n.sub, err = n.nc.Subscribe(cfg.Prefix+".>", n.receive)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: start %s: subscribe %s.>: %w", cfg.Name, cfg.Prefix, err)
-	}
-	// Core NATS drops a slow subscriber's messages past these limits; fast
-	// mode is at-most-once, but the losses are counted (see ErrorHandler).
-	if err := n.sub.SetPendingLimits(1<<20, 256<<20); err != nil {
-		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
+	if n.dur != nil {
+		n.dur.start()
+	} else {
+		n.sub, err = n.nc.Subscribe(cfg.Prefix+".>", n.receive)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: start %s: subscribe %s.>: %w", cfg.Name, cfg.Prefix, err)
+		}
+		// Core NATS drops a slow subscriber's messages past these limits;
+		// fast mode is at-most-once, but the losses are counted (see
+		// natsError).
+		if err := n.sub.SetPendingLimits(1<<20, 256<<20); err != nil {
+			return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
+		}
 	}
 	n.member = newMembership(n)
 	if err := n.member.start(cfg.MeterProvider.Meter(ScopeName)); err != nil {
@@ -147,8 +159,9 @@ func (n *Node) startServer(ctx context.Context) error {
 		Routes:        n.cfg.Routes,
 		StoreDir:      dir,
 		// Fast mode stores nothing; JetStream is for durable mode.
-		JetStream: n.cfg.Mode == Durable,
-		Logger:    n.logger,
+		JetStream:  n.cfg.Mode == Durable,
+		SyncAlways: !n.cfg.NoSync,
+		Logger:     n.logger,
 	}
 	if n.cfg.ClusterListen != "" {
 		opts.ClusterName = n.cfg.ClusterName
@@ -226,14 +239,15 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Stats are counters of what the node could not deliver.
 type Stats struct {
-	Parked   int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
-	Lost     int64 // signals missing from a publisher's sequence (fast mode)
-	SlowLost int64 // messages NATS dropped because this node consumed too slowly
+	Parked    int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
+	Lost      int64 // signals missing from a publisher's sequence (fast mode)
+	SlowLost  int64 // messages NATS dropped because this node consumed too slowly
+	DedupHits int64 // duplicates suppressed before the handlers (durable mode)
 }
 
 // Stats returns the node's loss counters.
 func (n *Node) Stats() Stats {
-	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load()}
+	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), DedupHits: n.dedupHits.Load()}
 }
 
 // fastTransport publishes over core NATS: at-most-once, in order per node.
@@ -337,6 +351,11 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		if n.sub != nil {
 			if err := n.drainSubscription(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if n.dur != nil {
+			if err := n.dur.close(ctx); err != nil {
 				errs = append(errs, err)
 			}
 		}

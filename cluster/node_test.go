@@ -327,9 +327,6 @@ func TestInvalidMessagesAreParked(t *testing.T) {
 
 func TestStartRefusesWhatItCannotDo(t *testing.T) {
 	ctx := context.Background()
-	if _, err := Start(ctx, Config{Name: "d", Listen: "127.0.0.1:0"}); !errors.Is(err, ErrNotImplemented) {
-		t.Errorf("Start in durable mode = %v, want ErrNotImplemented (not built yet)", err)
-	}
 	if _, err := Start(ctx, Config{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("Start without a name = %v, want ErrInvalidConfig", err)
 	}

@@ -1,0 +1,195 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+)
+
+// startNATS runs a standalone nats-server, as an operator's external NATS
+// would be, for nodes that join it by URL.
+func startNATS(t *testing.T, jetStream bool) *natsserver.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := natsserver.Start(ctx, natsserver.Options{Name: "external", Listen: "127.0.0.1:0",
+		JetStream: jetStream, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return s
+}
+
+func publishN(t *testing.T, n *Node, typ string, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := from; i < to; i++ {
+		if err := n.Bus().Publish(ctx, bus.Signal{Type: typ, Source: "/" + n.Name(), Subject: strconv.Itoa(i)}); err != nil {
+			t.Fatalf("Publish #%d: %v", i, err)
+		}
+	}
+}
+
+func checkSequence(t *testing.T, got []bus.Signal, from, to int) {
+	t.Helper()
+	if len(got) != to-from {
+		t.Fatalf("received %d signals, want %d", len(got), to-from)
+	}
+	for i, s := range got {
+		if s.Subject != strconv.Itoa(from+i) {
+			t.Fatalf("signal %d is #%s, want #%d: lost, duplicated or out of order", i, s.Subject, from+i)
+		}
+	}
+}
+
+func TestDurableStandaloneDeliversInOrder(t *testing.T) {
+	n := startNode(t, Config{Name: "d1"})
+	box := &inbox{}
+	if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+		t.Fatal(err)
+	}
+	// Publish returns only once the stream has stored each signal; the
+	// node's consumer starts from "now", so wait until it exists.
+	waitDurableReady(t, n)
+	publishN(t, n, "job.run", 0, 1000)
+	checkSequence(t, box.wait(t, 1000), 0, 1000)
+	time.Sleep(50 * time.Millisecond) // a duplicate would arrive right behind
+	if got := len(box.wait(t, 1000)); got != 1000 {
+		t.Errorf("received %d, want exactly 1000", got)
+	}
+}
+
+func waitDurableReady(t *testing.T, nodes ...*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		select {
+		case <-n.dur.ready:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: JetStream stream and consumer not ready", n.Name())
+		}
+	}
+}
+
+// TestDurableNodeResumesAfterRestart: a node that was down receives, once
+// restarted with the same name, what was published meanwhile, in order,
+// and nothing it had already handled.
+func TestDurableNodeResumesAfterRestart(t *testing.T) {
+	ext := startNATS(t, true)
+	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL()})
+	subCfg := Config{Name: "sub", NATSURL: ext.ClientURL(), Logger: quietLogger(),
+		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, err := Start(ctx, subCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &inbox{}
+	if _, err := sub.Bus().Subscribe("order.*", first); err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, pub, sub)
+	publishN(t, pub, "order.created", 0, 100)
+	checkSequence(t, first.wait(t, 100), 0, 100)
+	if err := sub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	publishN(t, pub, "order.created", 100, 250) // while "sub" is down
+
+	again, err := Start(ctx, subCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(ctx)
+	second := &inbox{}
+	if _, err := again.Bus().Subscribe("order.*", second); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, second.wait(t, 150), 100, 250)
+}
+
+// TestDurableDeduplicatesByID: a re-published signal id is dropped by the
+// stream (Nats-Msg-Id) within its window, and one that reaches the stream
+// under another message id is dropped by the node's own window.
+func TestDurableDeduplicatesByID(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	n := startNode(t, Config{Name: "d1", MeterProvider: mp})
+	box := &inbox{}
+	if _, err := n.Bus().Subscribe("dup.*", box); err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, n)
+	ctx := context.Background()
+	sig, _ := bus.NewSignal("dup.x", "/d", nil)
+	for range 3 {
+		if err := n.Bus().Publish(ctx, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := nc.JetStream()
+	raw := nats.NewMsg("signals.dup.x")
+	raw.Header["ce-specversion"] = []string{"1.0"}
+	raw.Header["ce-id"] = []string{sig.ID}
+	raw.Header["ce-source"] = []string{"/elsewhere"}
+	raw.Header["ce-type"] = []string{"dup.x"}
+	raw.Header[nats.MsgIdHdr] = []string{"another-msg-id"}
+	if _, err := js.PublishMsg(raw); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := bus.NewSignal("dup.y", "/d", nil)
+	if err := n.Bus().Publish(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	got := box.wait(t, 2)
+	if len(got) != 2 || got[0].ID != sig.ID || got[1].ID != after.ID {
+		t.Fatalf("received %d signals (%v), want the duplicate once then the next", len(got), got)
+	}
+	if hits := n.Stats().DedupHits; hits != 1 {
+		t.Errorf("DedupHits = %d, want 1 (the copy under another message id)", hits)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var metricHits int64 = -1
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "signalbus.dedup.hits" {
+				metricHits = m.Data.(metricdata.Sum[int64]).DataPoints[0].Value
+			}
+		}
+	}
+	if metricHits != 1 {
+		t.Errorf("signalbus.dedup.hits = %d, want 1", metricHits)
+	}
+}
+
+func TestDurablePublishFailsWhenNoStream(t *testing.T) {
+	ext := startNATS(t, false) // no JetStream: the stream can never exist
+	n := startNode(t, Config{Name: "d1", NATSURL: ext.ClientURL()})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := n.Bus().Publish(ctx, bus.Signal{Type: "x", Source: "/x"})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish without a stream = %v, want ErrUnavailable wrapping the deadline", err)
+	}
+}
