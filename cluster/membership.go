@@ -74,6 +74,10 @@ type membership struct {
 	missed   int
 	expected int // Config.ExpectedSize; 0 = the peak seen
 
+	// settled is when partition detection starts: a node needs as long
+	// as a member may stay silent to hear from its peers at all.
+	settled time.Time
+
 	mu          sync.Mutex
 	members     map[string]*Member
 	peak        int
@@ -96,6 +100,7 @@ func newMembership(n *Node) *membership {
 		expected: n.cfg.ExpectedSize,
 		members:  map[string]*Member{n.cfg.Name: {Name: n.cfg.Name, State: Up, LastSeen: time.Now()}},
 		peak:     1,
+		settled:  time.Now().Add(time.Duration(n.cfg.MissedHeartbeats) * n.cfg.HeartbeatInterval),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -261,6 +266,9 @@ func (m *membership) eventLocked(node, reason string, now time.Time) MembershipE
 // node is partitioned while fewer than a majority of the expected nodes,
 // itself included, are up.
 func (m *membership) partitionChangeLocked(now time.Time) (string, MembershipEvent, bool) {
+	if now.Before(m.settled) {
+		return "", MembershipEvent{}, false
+	}
 	up, expected := m.reachableLocked()
 	partitioned := up < expected/2+1
 	if partitioned == m.partitioned {

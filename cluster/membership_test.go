@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
 	"github.com/signalbus/signalbus/bus"
 )
 
@@ -86,9 +90,13 @@ func waitMembers(t *testing.T, n *Node, want map[string]MemberState) {
 
 // startMembershipCluster starts size nodes; onFirst runs once the first
 // is up, before the others start.
-func startMembershipCluster(t *testing.T, size, expected int, onFirst func(*Node)) []*Node {
+func startMembershipCluster(t *testing.T, size, expected int, onFirst func(*Node), mp ...metric.MeterProvider) []*Node {
 	t.Helper()
-	first := startNode(t, fastMembership(Config{Name: "n0", Mode: Fast, ClusterListen: "127.0.0.1:0", ExpectedSize: expected}))
+	cfg := fastMembership(Config{Name: "n0", Mode: Fast, ClusterListen: "127.0.0.1:0", ExpectedSize: expected})
+	if len(mp) > 0 {
+		cfg.MeterProvider = mp[0]
+	}
+	first := startNode(t, cfg)
 	if onFirst != nil {
 		onFirst(first)
 	}
@@ -120,7 +128,10 @@ func TestMembershipSeesEveryNode(t *testing.T) {
 // peers ("departed"); once fewer than a majority of the expected three
 // remain, the last one reports a partition.
 func TestDepartureAndPartition(t *testing.T) {
-	nodes := startMembershipCluster(t, 3, 3, nil)
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	nodes := startMembershipCluster(t, 3, 3, nil, mp) // n0 reports to reader
 	for _, n := range nodes {
 		waitMembers(t, n, map[string]MemberState{"n0": Up, "n1": Up, "n2": Up})
 	}
@@ -137,6 +148,42 @@ func TestDepartureAndPartition(t *testing.T) {
 	}
 	w.waitFor(t, TypeNodeDown+" n1 departed")
 	w.waitFor(t, TypePartitionDetected+" n0 majority")
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				for _, dp := range d.DataPoints {
+					state, _ := dp.Attributes.Value("state")
+					got[m.Name+"/"+state.Emit()] = dp.Value
+				}
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					ev, _ := dp.Attributes.Value("event")
+					got[m.Name+"/"+ev.Emit()] += dp.Value
+				}
+			}
+		}
+	}
+	// A partition may also have been seen at start-up, if the peers took
+	// longer than the settling time to be heard; the rest is exact.
+	if got["signalbus.cluster.transitions/partition"] < 1 {
+		t.Errorf("no partition transition counted: %v", got)
+	}
+	for key, want := range map[string]int64{
+		"signalbus.cluster.members/up": 1, "signalbus.cluster.members/down": 2,
+		"signalbus.cluster.partitioned/": 1,
+		"signalbus.cluster.transitions/node_down": 2, "signalbus.cluster.transitions/node_up": 2,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %d, want %d (all: %v)", key, got[key], want, got)
+		}
+	}
 }
 
 func TestMembershipEventData(t *testing.T) {
