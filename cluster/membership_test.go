@@ -177,7 +177,7 @@ func TestDepartureAndPartition(t *testing.T) {
 	}
 	for key, want := range map[string]int64{
 		"signalbus.cluster.members/up": 1, "signalbus.cluster.members/down": 2,
-		"signalbus.cluster.partitioned/": 1,
+		"signalbus.cluster.partitioned/":          1,
 		"signalbus.cluster.transitions/node_down": 2, "signalbus.cluster.transitions/node_up": 2,
 	} {
 		if got[key] != want {
