@@ -74,10 +74,15 @@ type Options struct {
 	// it empty to let them use the address they see. Only with ClusterListen.
 	ClusterAdvertise string
 
-	// Routes are the peers' route URLs, nats://host:port (or
+	// Routes are the cluster's route URLs, nats://host:port (or
 	// nats-route://host:port). This server dials each of them and keeps
-	// redialling while it is down. Listing this server itself is harmless.
-	// Only with ClusterListen.
+	// redialling while it is down. List every server of the cluster, this
+	// one included (nats-server recognises and drops a route to itself):
+	// on a cluster's first start, nats-server sizes the JetStream meta group
+	// by the number of routes (at least 2), so listing only the peers
+	// understates it, and a lone clustered JetStream server never elects a
+	// leader (run it standalone instead). Only with ClusterListen; required
+	// with JetStream.
 	Routes []string
 
 	// StoreDir is the JetStream store directory; required when JetStream is on.
@@ -87,12 +92,12 @@ type Options struct {
 	JetStream bool
 
 	// SyncAlways makes JetStream fsync every write before acknowledging it
-	// (nats-server's sync_interval: always). Off, the store is flushed to the
-	// OS on every write but fsynced every 2 minutes: a process crash loses
-	// nothing, a machine or power failure may lose the last writes of a
-	// replica (in a cluster, the other replicas usually still have them).
-	// On, every acknowledged write survives a power failure, at a large
-	// throughput cost on most disks.
+	// (nats-server's "sync_interval: always"). Off (nats-server's default),
+	// writes reach the OS promptly but are fsynced only every 2 minutes: a
+	// crash of the process alone loses little or nothing, a machine or power
+	// failure may lose a replica's latest writes (in a cluster the other
+	// replicas usually still hold them). On, every acknowledged write is on
+	// disk, at a large throughput cost on most disks.
 	SyncAlways bool
 
 	// PingInterval is how often the server PINGs clients and routes; zero

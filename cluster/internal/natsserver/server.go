@@ -49,7 +49,9 @@ type Server struct {
 // peers or for a JetStream leader: servers of a cluster can be started
 // concurrently and in any order (see JetStreamReady). If the server cannot
 // listen, or is not ready before ctx ends, Start shuts it down and returns an
-// error.
+// error. (nats-server cannot be shut down in the middle of its own start-up,
+// which includes recovering the JetStream store, so a Start whose ctx ends
+// during that phase returns when it is over.)
 func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
