@@ -73,6 +73,14 @@ type Config struct {
 	// DedupSize is how many signal ids a node remembers to hand each to
 	// its handlers once across redeliveries. Default 100 000.
 	DedupSize int
+	// ReorderGap is how long a node holds back a publisher's later signals
+	// waiting for a missing one (durable mode) before it skips the gap.
+	// Default 10 s: twice the consumer's ack wait, so that a delivery lost
+	// when a consumer's leader moves is redelivered within it.
+	ReorderGap time.Duration
+	// ReorderLimit bounds the signals held back; past it the oldest gap is
+	// skipped at once. Default 10 000.
+	ReorderLimit int
 	// NoSync lets the embedded JetStream store acknowledge a write before
 	// it is fsynced. By default every write is fsynced first (nats-server's
 	// sync_interval "always"): an acknowledged signal survives a power
@@ -192,6 +200,12 @@ func (c Config) Validate() error {
 	if c.DuplicateWindow < 0 {
 		return bad("DuplicateWindow", c.DuplicateWindow, "is negative")
 	}
+	if c.ReorderGap < 0 {
+		return bad("ReorderGap", c.ReorderGap, "is negative")
+	}
+	if c.ReorderLimit < 0 {
+		return bad("ReorderLimit", c.ReorderLimit, "is negative")
+	}
 	if c.DedupSize < 0 {
 		return bad("DedupSize", c.DedupSize, "is negative")
 	}
@@ -235,6 +249,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupSize == 0 {
 		c.DedupSize = 100_000
+	}
+	if c.ReorderGap == 0 {
+		c.ReorderGap = 2 * ackWait
+	}
+	if c.ReorderLimit == 0 {
+		c.ReorderLimit = 10_000
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = 500 * time.Millisecond

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -37,6 +36,13 @@ type durable struct {
 
 	dedupCounter metric.Int64Counter
 	dedupOpts    []metric.AddOption
+	order        *reorderer
+
+	// retrySeq keeps the sequence number of a signal whose publish
+	// failed, so that the application's retry of the same signal fills
+	// its own place in the publisher's sequence rather than leaving a gap.
+	retryMu  sync.Mutex
+	retrySeq map[string]uint64
 }
 
 // streamName is the stream of a prefix: JetStream names cannot hold dots.
@@ -62,7 +68,12 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &durable{
+	held, err := heldCounter(meter)
+	if err != nil {
+		return nil, err
+	}
+	d := &durable{
+		retrySeq:     map[string]uint64{},
 		dedupCounter: hits,
 		dedupOpts: []metric.AddOption{metric.WithAttributes(
 			attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name))},
@@ -72,7 +83,19 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 		dedup: newDedupWindow(n.cfg.DedupSize),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
-	}, nil
+	}
+	nodeAttr := metric.WithAttributes(attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name))
+	d.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, d.dispatch,
+		func() {
+			n.held.Add(1)
+			held.Add(context.Background(), 1, nodeAttr)
+		},
+		func(key string, from, to uint64) {
+			n.skipped.Add(int64(to - from))
+			n.logger.Warn("gave up waiting for signals missing from a publisher's sequence; skipped",
+				"publisher", key, "from_seq", from, "to_seq", to-1, "gap_timeout", n.cfg.ReorderGap)
+		})
+	return d, nil
 }
 
 // start runs the setup in the background.
@@ -132,7 +155,10 @@ func (d *durable) trySetup() error {
 		// restarts with the same name resumes after its last ack.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		// A delivery lost in transit (its consumer leader moved) comes
+		// back after AckWait; the reorder gap timeout is longer, so the
+		// redelivery fills its gap before the gap is given up on.
+		AckWait:       ackWait,
 		MaxAckPending: 8192,
 		FilterSubject: cfg.Prefix + ".>",
 		Replicas:      cfg.Replicas,
@@ -140,7 +166,12 @@ func (d *durable) trySetup() error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
+	// Short pull expiry and heartbeats: when the consumer's leader moves
+	// (a server dies or is cut off) the pending pull requests die with it,
+	// and the client notices the silence after a missed heartbeat, not
+	// after the default 30 s expiry.
 	cc, err := consumer.Consume(d.receive, jetstream.PullMaxMessages(1024),
+		jetstream.PullExpiry(3*time.Second), jetstream.PullHeartbeat(time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			d.n.logger.Debug("JetStream consume", "error", err)
 		}))
@@ -167,8 +198,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", s.ID, err)
 		}
-		msg.Header["ce-"+ExtensionNode] = []string{n.cfg.Name}
-		msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(n.seq.Add(1), 10)}
+		n.stamp(msg, d.sequenceFor(s.ID))
 		f, err := d.js.PublishMsgAsync(msg)
 		if err != nil {
 			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, s.ID, err)
@@ -179,6 +209,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	for i, f := range futures {
 		select {
 		case <-f.Ok():
+			d.stored(signals[i].ID)
 		case err := <-f.Err():
 			errs = append(errs, fmt.Errorf("signal %s: %w", signals[i].ID, err))
 		case <-ctx.Done():
@@ -191,9 +222,43 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	return nil
 }
 
-// receive hands one stored signal to the node's bus, once: a redelivered
-// or re-published id within the dedup window is acknowledged and dropped.
-// The ack follows the dispatch into the local queues.
+// sequenceFor returns the sequence number of the signal id: the one it had
+// if an earlier publish of it failed, else the next.
+func (d *durable) sequenceFor(id string) uint64 {
+	d.retryMu.Lock()
+	defer d.retryMu.Unlock()
+	if seq, ok := d.retrySeq[id]; ok {
+		return seq
+	}
+	seq := d.n.seq.Add(1)
+	if len(d.retrySeq) < maxRetrySeq {
+		// Remembered until stored; an id never retried stays until the
+		// map is full, then new ids are not remembered (their retries
+		// take new numbers and leave a gap the reorderer skips).
+		d.retrySeq[id] = seq
+	}
+	return seq
+}
+
+// stored forgets the sequence number of a signal the stream acknowledged.
+func (d *durable) stored(id string) {
+	d.retryMu.Lock()
+	delete(d.retrySeq, id)
+	d.retryMu.Unlock()
+}
+
+// ackWait is the consumer's redelivery delay; Config.ReorderGap defaults
+// to twice it.
+const ackWait = 5 * time.Second
+
+// maxRetrySeq bounds the remembered sequence numbers of unacknowledged
+// publishes.
+const maxRetrySeq = 100_000
+
+// receive takes one stored signal from the consumer: an id already handed
+// to the handlers (a redelivery, or a re-publish under another message id)
+// is acknowledged and dropped; a signal a node published goes through the
+// reorderer; anything else is dispatched as it comes.
 func (d *durable) receive(m jetstream.Msg) {
 	msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
 	sig, err := wire.Decode(msg)
@@ -202,21 +267,30 @@ func (d *durable) receive(m jetstream.Msg) {
 		_ = m.Term() // never redeliver what cannot be decoded
 		return
 	}
-	if d.dedup.seen(sig.ID) {
+	if d.dedup.contains(sig.ID) {
 		d.n.dedupHits.Add(1)
 		d.dedupCounter.Add(context.Background(), 1, d.dedupOpts...)
 		_ = m.Ack()
 		return
 	}
-	if err := d.n.bus.Dispatch(d.n.ctx, sig); err != nil {
+	if key, seq, ok := orderKey(sig); ok {
+		d.order.add(key, seq, pending{sig: sig, msg: m})
+		return
+	}
+	d.dispatch(pending{sig: sig, msg: m})
+}
+
+// dispatch queues p for the local subscriptions, then acknowledges it.
+func (d *durable) dispatch(p pending) {
+	if err := d.n.bus.Dispatch(d.n.ctx, p.sig); err != nil {
 		if errors.Is(err, bus.ErrClosed) || d.n.ctx.Err() != nil {
-			d.dedup.forget(sig.ID)
-			_ = m.Nak() // this node is closing; take it up after restart
+			_ = p.msg.Nak() // this node is closing; take it up after restart
 			return
 		}
-		d.n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
+		d.n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 	}
-	_ = m.Ack()
+	d.dedup.add(p.sig.ID)
+	_ = p.msg.Ack()
 }
 
 // close stops consuming, letting the messages in hand finish.
@@ -227,6 +301,7 @@ func (d *durable) close(ctx context.Context) error {
 		close(d.stop)
 	}
 	<-d.done
+	defer d.order.close()
 	if d.cc == nil {
 		return nil
 	}
@@ -253,12 +328,20 @@ func newDedupWindow(size int) *dedupWindow {
 	return &dedupWindow{ids: make(map[string]struct{}, size), ring: make([]string, size)}
 }
 
-// seen records id and reports whether it was already in the window.
-func (w *dedupWindow) seen(id string) bool {
+// contains reports whether id was handed to the handlers recently.
+func (w *dedupWindow) contains(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.ids[id]
+	return ok
+}
+
+// add records id, forgetting the oldest once the window is full.
+func (w *dedupWindow) add(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if _, ok := w.ids[id]; ok {
-		return true
+		return
 	}
 	if old := w.ring[w.next]; old != "" {
 		delete(w.ids, old)
@@ -266,12 +349,4 @@ func (w *dedupWindow) seen(id string) bool {
 	w.ring[w.next] = id
 	w.next = (w.next + 1) % len(w.ring)
 	w.ids[id] = struct{}{}
-	return false
-}
-
-// forget removes id, for a signal that was not delivered after all.
-func (w *dedupWindow) forget(id string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.ids, id)
 }

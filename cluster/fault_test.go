@@ -186,3 +186,101 @@ func TestDurableSurvivesNodeAndServerRestarts(t *testing.T) {
 		}
 	}
 }
+
+// TestDurableIsolationLongerThanStepDown isolates the server under n2 for
+// longer than JetStream's Raft leaders take to step down without quorum,
+// while n0 keeps publishing: n2 sees the partition and the others see it
+// down; after the heal n2 gets every acknowledged signal, once, in order.
+func TestDurableIsolationLongerThanStepDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a Raft step-down (over 10 s); skipped with -short")
+	}
+	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
+	nodes := joinCluster(t, c, Durable)
+	waitDurableReady(t, nodes...)
+	watchers := []*watcher{watch(t, nodes[0]), nil, watch(t, nodes[2])}
+	boxes := make([]*inbox, len(nodes))
+	for i, n := range nodes {
+		boxes[i] = &inbox{}
+		if _, err := n.Bus().Subscribe("order.*", boxes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishAcked(t, nodes[0], 0, 50)
+
+	c.Isolate(2)
+	watchers[2].waitFor(t, TypePartitionDetected+" n2 majority")
+	watchers[0].waitFor(t, TypeNodeDown+" n2 missed_heartbeats")
+	isolated := time.Now()
+	next := 50
+	for time.Since(isolated) < 12*time.Second { // JetStream leaders step down after 10 s without quorum
+		publishAcked(t, nodes[0], next, next+10)
+		next += 10
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.Heal()
+	watchers[2].waitFor(t, TypePartitionHealed+" n2 majority")
+	watchers[0].waitFor(t, TypeNodeUp+" n2 heartbeat")
+	publishAcked(t, nodes[0], next, next+50)
+	next += 50
+	for i, b := range boxes {
+		checkSequence(t, b.wait(t, next), 0, next)
+		if st := nodes[i].Stats(); st.Parked != 0 {
+			t.Errorf("node %d parked %d messages", i, st.Parked)
+		}
+	}
+}
+
+// TestDurableFlappingLink cuts and restores the link between the servers
+// of n0 and n2 over and over while n0 publishes: every acknowledged signal
+// reaches every node once, in order.
+func TestDurableFlappingLink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short")
+	}
+	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
+	nodes := joinCluster(t, c, Durable)
+	waitDurableReady(t, nodes...)
+	boxes := make([]*inbox, len(nodes))
+	for i, n := range nodes {
+		boxes[i] = &inbox{}
+		if _, err := n.Bus().Subscribe("order.*", boxes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	flapped := make(chan int)
+	go func() {
+		flaps := 0
+		defer func() { flapped <- flaps }()
+		for {
+			select {
+			case <-stop:
+				c.Restore(0, 2)
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			c.Cut(0, 2)
+			select {
+			case <-stop:
+				c.Restore(0, 2)
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			c.Restore(0, 2)
+			flaps++
+		}
+	}()
+	const total = 400
+	for i := 0; i < total; i += 20 {
+		publishAcked(t, nodes[0], i, i+20)
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	if flaps := <-flapped; flaps < 3 {
+		t.Errorf("the link flapped only %d times; the test meant more", flaps)
+	}
+	for _, b := range boxes {
+		checkSequence(t, b.wait(t, total), 0, total)
+	}
+}

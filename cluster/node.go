@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -34,22 +35,24 @@ const ScopeName = "github.com/signalbus/signalbus/cluster"
 // detect gaps (fast mode) and restore order (durable mode).
 const (
 	ExtensionNode     = "sbnode"
+	ExtensionInstance = "sbinst" // one run of the node: its sequence restarts at 1 with a new instance
 	ExtensionSequence = "sbseq"
 )
 
 // Node is one member of a signalbus cluster: a local bus whose Publish and
 // Subscribe reach every node, over NATS.
 type Node struct {
-	cfg    Config
-	logger *slog.Logger
-	server *natsserver.Server // nil with an external NATSURL
-	tmpDir string             // removed on Close when DataDir was empty
-	nc     *nats.Conn
-	bus    *bus.Bus
-	sub    *nats.Subscription // fast mode: core NATS on <prefix>.>
-	dur    *durable           // durable mode: JetStream
-	seq    atomic.Uint64
-	member *membership
+	cfg      Config
+	logger   *slog.Logger
+	server   *natsserver.Server // nil with an external NATSURL
+	tmpDir   string             // removed on Close when DataDir was empty
+	nc       *nats.Conn
+	bus      *bus.Bus
+	sub      *nats.Subscription // fast mode: core NATS on <prefix>.>
+	dur      *durable           // durable mode: JetStream
+	seq      atomic.Uint64
+	instance string // random per Start: tells this run's sequence from an earlier one's
+	member   *membership
 
 	ctx    context.Context // ends when Close begins draining
 	cancel context.CancelFunc
@@ -61,6 +64,8 @@ type Node struct {
 	lost      atomic.Int64
 	slowLost  atomic.Int64
 	dedupHits atomic.Int64
+	held      atomic.Int64
+	skipped   atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -75,7 +80,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[string]uint64{}}
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[string]uint64{},
+		instance: strconv.FormatUint(rand.Uint64()&0xffffffffffff, 36)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -186,7 +192,9 @@ func (n *Node) connect(ctx context.Context, url string) error {
 		nats.MaxPingsOutstanding(3),
 		nats.ErrorHandler(n.natsError),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			n.logger.Warn("disconnected from NATS", "error", err)
+			if err != nil { // nil: the node closed its connection itself
+				n.logger.Warn("disconnected from NATS", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			n.logger.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
@@ -243,11 +251,14 @@ type Stats struct {
 	Lost      int64 // signals missing from a publisher's sequence (fast mode)
 	SlowLost  int64 // messages NATS dropped because this node consumed too slowly
 	DedupHits int64 // duplicates suppressed before the handlers (durable mode)
+	Held      int64 // signals held back to restore a publisher's order (durable mode)
+	Skipped   int64 // sequence numbers given up on after the reorder gap timeout (durable mode)
 }
 
 // Stats returns the node's loss counters.
 func (n *Node) Stats() Stats {
-	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), DedupHits: n.dedupHits.Load()}
+	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), DedupHits: n.dedupHits.Load(),
+		Held: n.held.Load(), Skipped: n.skipped.Load()}
 }
 
 // fastTransport publishes over core NATS: at-most-once, in order per node.
@@ -262,13 +273,20 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", s.ID, err)
 		}
-		msg.Header["ce-"+ExtensionNode] = []string{n.cfg.Name}
-		msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(n.seq.Add(1), 10)}
+		n.stamp(msg, n.seq.Add(1))
 		if err := n.nc.PublishMsg(msg); err != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
 	return nil
+}
+
+// stamp writes the publisher's node, instance and sequence number into an
+// encoded signal, as extension headers.
+func (n *Node) stamp(msg *nats.Msg, seq uint64) {
+	msg.Header["ce-"+ExtensionNode] = []string{n.cfg.Name}
+	msg.Header["ce-"+ExtensionInstance] = []string{n.instance}
+	msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
 }
 
 // receive handles one message from <prefix>.>: decode, check the sequence,
@@ -288,13 +306,8 @@ func (n *Node) receive(msg *nats.Msg) {
 // checkSequence counts the signals missing between two from one publisher.
 // Core NATS keeps each publisher's order, so a jump is a loss.
 func (n *Node) checkSequence(sig bus.Signal) {
-	from, _ := sig.Extensions[ExtensionNode].(string)
-	seqText, _ := sig.Extensions[ExtensionSequence].(string)
-	if from == "" || seqText == "" {
-		return
-	}
-	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if err != nil {
+	from, seq, ok := orderKey(sig)
+	if !ok {
 		return
 	}
 	n.gapsMu.Lock()

@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/signalbus/signalbus/bus"
+)
+
+// pending is a stored signal waiting to be dispatched and acknowledged.
+type pending struct {
+	sig bus.Signal
+	msg jetstream.Msg
+}
+
+// reorderer restores each publisher's order in durable mode. JetStream
+// keeps the stream in publish order, but a delivery lost when a consumer's
+// leader moves is redelivered only after its ack wait, behind later ones;
+// and a signal whose publish is retried is stored behind the ones published
+// after it. Every signal carries its publisher's node, instance and
+// sequence number; the reorderer dispatches each publisher's signals in
+// sequence order, holding back early arrivals until the gap fills. A gap
+// that stays open for the gap timeout (a publish that failed and was never
+// retried) is skipped and counted, so one lost publish never stalls a
+// publisher's stream; the held signals are bounded, past which the oldest
+// gap is skipped at once.
+//
+// add is called from the consumer's goroutine and expire from the
+// reorderer's own; mu serialises them, and deliveries happen under it, so
+// the order reaching the bus is the order decided here.
+type reorderer struct {
+	deliver func(pending)
+	gap     time.Duration
+	limit   int
+	onHeld  func()
+	onSkip  func(key string, from, to uint64)
+
+	mu      sync.Mutex
+	streams map[string]*publisherStream
+	held    int
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type publisherStream struct {
+	next    uint64
+	held    map[uint64]pending
+	gapSeen time.Time // when the current gap was first seen
+}
+
+func newReorderer(gap time.Duration, limit int, deliver func(pending), onHeld func(), onSkip func(string, uint64, uint64)) *reorderer {
+	r := &reorderer{deliver: deliver, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
+		streams: map[string]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+// orderKey returns the publisher key and sequence of a signal a node
+// published, or ok=false for one from elsewhere (a plain NATS client),
+// which carries no sequence and is dispatched as it comes.
+func orderKey(s bus.Signal) (key string, seq uint64, ok bool) {
+	node, _ := s.Extensions[ExtensionNode].(string)
+	inst, _ := s.Extensions[ExtensionInstance].(string)
+	text, _ := s.Extensions[ExtensionSequence].(string)
+	if node == "" || text == "" {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(text, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return node + "/" + inst, seq, true
+}
+
+// add takes one arrival of the publisher key's signal number seq.
+func (r *reorderer) add(key string, seq uint64, p pending) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ps := r.streams[key]
+	if ps == nil {
+		// The first signal seen from a publisher sets its baseline.
+		ps = &publisherStream{next: seq, held: map[uint64]pending{}}
+		r.streams[key] = ps
+	}
+	switch {
+	case seq == ps.next:
+		r.deliver(p)
+		ps.next++
+		r.drainLocked(ps)
+	case seq < ps.next:
+		// Behind the baseline, or after its gap was skipped: late, but
+		// dispatched rather than lost.
+		r.deliver(p)
+	default:
+		if _, again := ps.held[seq]; again {
+			ps.held[seq] = p // a redelivery of a held signal: keep the newest delivery to ack
+			return
+		}
+		if len(ps.held) == 0 {
+			ps.gapSeen = time.Now()
+		}
+		ps.held[seq] = p
+		r.held++
+		r.onHeld()
+		if r.held > r.limit {
+			r.skipLocked(key, ps)
+		}
+	}
+}
+
+// drainLocked dispatches the held signals that follow ps.next.
+func (r *reorderer) drainLocked(ps *publisherStream) {
+	for {
+		p, ok := ps.held[ps.next]
+		if !ok {
+			break
+		}
+		delete(ps.held, ps.next)
+		r.held--
+		r.deliver(p)
+		ps.next++
+	}
+	if len(ps.held) > 0 {
+		ps.gapSeen = time.Now() // a new gap starts here
+	}
+}
+
+// skipLocked gives up on ps's current gap: the signals missing there are
+// counted as skipped, and what is held after it is dispatched.
+func (r *reorderer) skipLocked(key string, ps *publisherStream) {
+	if len(ps.held) == 0 {
+		return
+	}
+	keys := make([]uint64, 0, len(ps.held))
+	for seq := range ps.held {
+		keys = append(keys, seq)
+	}
+	lowest := slices.Min(keys)
+	r.onSkip(key, ps.next, lowest)
+	ps.next = lowest
+	r.drainLocked(ps)
+}
+
+// run skips the gaps open for longer than the gap timeout.
+func (r *reorderer) run() {
+	defer close(r.done)
+	t := time.NewTicker(max(r.gap/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			r.mu.Lock()
+			for key, ps := range r.streams {
+				if len(ps.held) > 0 && now.Sub(ps.gapSeen) >= r.gap {
+					r.skipLocked(key, ps)
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// close stops the timer. Signals still held are neither dispatched nor
+// acknowledged: JetStream redelivers them after a restart.
+func (r *reorderer) close() {
+	close(r.stop)
+	<-r.done
+}
+
+// heldCounter is signalbus.order.held.
+func heldCounter(meter metric.Meter) (metric.Int64Counter, error) {
+	return meter.Int64Counter("signalbus.order.held", metric.WithUnit("{message}"),
+		metric.WithDescription("Signals held back to restore their publisher's order."))
+}
