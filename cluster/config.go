@@ -73,6 +73,9 @@ type Config struct {
 	// DedupSize is how many signal ids a node remembers to hand each to
 	// its handlers once across redeliveries. Default 100 000.
 	DedupSize int
+	// OutboxSize bounds the signals PublishAsync may hold while the
+	// cluster is unreachable. Default 100 000.
+	OutboxSize int
 	// ReorderGap is how long a node holds back a publisher's later signals
 	// waiting for a missing one (durable mode) before it skips the gap.
 	// Default 10 s: twice the consumer's ack wait, so that a delivery lost
@@ -200,6 +203,9 @@ func (c Config) Validate() error {
 	if c.DuplicateWindow < 0 {
 		return bad("DuplicateWindow", c.DuplicateWindow, "is negative")
 	}
+	if c.OutboxSize < 0 {
+		return bad("OutboxSize", c.OutboxSize, "is negative")
+	}
 	if c.ReorderGap < 0 {
 		return bad("ReorderGap", c.ReorderGap, "is negative")
 	}
@@ -249,6 +255,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DedupSize == 0 {
 		c.DedupSize = 100_000
+	}
+	if c.OutboxSize == 0 {
+		c.OutboxSize = 100_000
 	}
 	if c.ReorderGap == 0 {
 		c.ReorderGap = 2 * ackWait

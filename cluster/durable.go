@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,7 +43,9 @@ type durable struct {
 	// failed, so that the application's retry of the same signal fills
 	// its own place in the publisher's sequence rather than leaving a gap.
 	retryMu  sync.Mutex
-	retrySeq map[string]uint64
+	retrySeq map[string]uint64   // id → sequence number, until stored
+	unstored map[uint64]struct{} // sequence numbers sent and not yet stored
+	floor    uint64              // scan position of floorLocked
 }
 
 // streamName is the stream of a prefix: JetStream names cannot hold dots.
@@ -74,6 +77,8 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 	}
 	d := &durable{
 		retrySeq:     map[string]uint64{},
+		unstored:     map[uint64]struct{}{},
+		floor:        1,
 		dedupCounter: hits,
 		dedupOpts: []metric.AddOption{metric.WithAttributes(
 			attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name))},
@@ -198,8 +203,14 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", s.ID, err)
 		}
-		n.stamp(msg, d.sequenceFor(s.ID))
-		f, err := d.js.PublishMsgAsync(msg)
+		seq, floor := d.sequenceFor(s.ID)
+		n.stamp(msg, seq)
+		msg.Header["ce-"+ExtensionFloor] = []string{strconv.FormatUint(floor, 10)}
+		// No retries inside nats.go: it retries a "no responders" publish
+		// after a wait while the later ones go ahead, storing them out of
+		// order. A failure goes back to the caller, whose retry of the
+		// same signal keeps its sequence number.
+		f, err := d.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
 		if err != nil {
 			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, s.ID, err)
 		}
@@ -222,27 +233,48 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	return nil
 }
 
-// sequenceFor returns the sequence number of the signal id: the one it had
-// if an earlier publish of it failed, else the next.
-func (d *durable) sequenceFor(id string) uint64 {
+// sequenceFor returns the sequence number of the signal id — the one it
+// had if an earlier publish of it failed, else the next — and the floor:
+// the lowest sequence number not yet stored. Every number below the floor
+// is in the stream, so a node that first hears of this publisher through
+// this signal knows which earlier ones to wait for.
+func (d *durable) sequenceFor(id string) (seq, floor uint64) {
 	d.retryMu.Lock()
 	defer d.retryMu.Unlock()
-	if seq, ok := d.retrySeq[id]; ok {
-		return seq
+	seq, ok := d.retrySeq[id]
+	if !ok {
+		seq = d.n.seq.Add(1)
+		if len(d.retrySeq) < maxRetrySeq {
+			// Remembered until stored. An id never retried stays until
+			// the map is full; new ids are then not remembered (their
+			// retries take new numbers and leave a gap the reorderer
+			// skips).
+			d.retrySeq[id] = seq
+			d.unstored[seq] = struct{}{}
+		}
 	}
-	seq := d.n.seq.Add(1)
-	if len(d.retrySeq) < maxRetrySeq {
-		// Remembered until stored; an id never retried stays until the
-		// map is full, then new ids are not remembered (their retries
-		// take new numbers and leave a gap the reorderer skips).
-		d.retrySeq[id] = seq
+	return seq, d.floorLocked()
+}
+
+// floorLocked is the lowest unstored sequence number (the next one when
+// all are stored). The caller holds retryMu.
+func (d *durable) floorLocked() uint64 {
+	next := d.n.seq.Load() + 1
+	for d.floor < next {
+		if _, ok := d.unstored[d.floor]; ok {
+			return d.floor
+		}
+		d.floor++
 	}
-	return seq
+	return next
 }
 
 // stored forgets the sequence number of a signal the stream acknowledged.
 func (d *durable) stored(id string) {
 	d.retryMu.Lock()
+	if seq, ok := d.retrySeq[id]; ok {
+		delete(d.unstored, seq)
+	}
 	delete(d.retrySeq, id)
 	d.retryMu.Unlock()
 }

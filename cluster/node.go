@@ -37,6 +37,7 @@ const (
 	ExtensionNode     = "sbnode"
 	ExtensionInstance = "sbinst" // one run of the node: its sequence restarts at 1 with a new instance
 	ExtensionSequence = "sbseq"
+	ExtensionFloor    = "sbfloor" // durable mode: every lower sequence number is already stored
 )
 
 // Node is one member of a signalbus cluster: a local bus whose Publish and
@@ -50,6 +51,7 @@ type Node struct {
 	bus      *bus.Bus
 	sub      *nats.Subscription // fast mode: core NATS on <prefix>.>
 	dur      *durable           // durable mode: JetStream
+	out      *outbox            // PublishAsync's queue, in front of either
 	seq      atomic.Uint64
 	instance string // random per Start: tells this run's sequence from an earlier one's
 	member   *membership
@@ -89,6 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			if n.member != nil {
 				n.member.leave()
 			}
+			if n.out != nil {
+				_ = n.out.close(context.Background())
+			}
 			if n.dur != nil {
 				_ = n.dur.close(context.Background())
 			}
@@ -106,14 +111,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.connect(ctx, url); err != nil {
 		return nil, err
 	}
-	var transport bus.Transport = fastTransport{n}
+	send := fastTransport{n}.Send
 	if cfg.Mode == Durable {
 		d, err := newDurable(n, cfg.MeterProvider.Meter(ScopeName))
 		if err != nil {
 			return nil, fmt.Errorf("cluster: start %s: JetStream: %w", cfg.Name, err)
 		}
-		n.dur, transport = d, d
+		n.dur, send = d, d.Send
 	}
+	out, err := newOutbox(n, send, cfg.MeterProvider.Meter(ScopeName))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start %s: outbox: %w", cfg.Name, err)
+	}
+	n.out = out
+	var transport bus.Transport = out
 	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger)}, cfg.BusOptions...)
 	opts = append(opts, bus.WithTransport(transport))
 	b, err := bus.New(opts...)
@@ -351,6 +362,11 @@ func (n *Node) park(msg *nats.Msg, cause error) {
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.out != nil {
+			if err := n.out.close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if n.member != nil {
 			n.member.leave() // peers mark this node down at once
 		}

@@ -61,6 +61,17 @@ func newReorderer(gap time.Duration, limit int, deliver func(pending), onHeld fu
 	return r
 }
 
+// orderFloor returns the publisher's floor carried by s (the lowest of its
+// sequence numbers that was not yet stored when s was sent), or seq.
+func orderFloor(s bus.Signal, seq uint64) uint64 {
+	text, _ := s.Extensions[ExtensionFloor].(string)
+	floor, err := strconv.ParseUint(text, 10, 64)
+	if err != nil || floor > seq {
+		return seq
+	}
+	return floor
+}
+
 // orderKey returns the publisher key and sequence of a signal a node
 // published, or ok=false for one from elsewhere (a plain NATS client),
 // which carries no sequence and is dispatched as it comes.
@@ -84,8 +95,12 @@ func (r *reorderer) add(key string, seq uint64, p pending) {
 	defer r.mu.Unlock()
 	ps := r.streams[key]
 	if ps == nil {
-		// The first signal seen from a publisher sets its baseline.
-		ps = &publisherStream{next: seq, held: map[uint64]pending{}}
+		// The first signal seen from a publisher sets its baseline: its
+		// floor, below which everything was stored before it was sent
+		// (and so was delivered before this node's consumer, or will be
+		// redelivered to it), not its own number, which may have
+		// overtaken earlier ones still in flight.
+		ps = &publisherStream{next: orderFloor(p.sig, seq), held: map[uint64]pending{}}
 		r.streams[key] = ps
 	}
 	switch {

@@ -115,3 +115,22 @@ func TestOrderKeyNeedsANodeSequence(t *testing.T) {
 		t.Error("a non-numeric sequence has an order key")
 	}
 }
+
+// TestReordererStartsAtThePublishersFloor: the first signal heard from a
+// publisher may have overtaken earlier ones still in flight; its floor says
+// which, and the reorderer waits for them.
+func TestReordererStartsAtThePublishersFloor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newReorderHarness(time.Second, 100)
+		defer h.r.close()
+		s := bus.Signal{Subject: "a3", Extensions: map[string]any{
+			ExtensionNode: "a", ExtensionInstance: "i", ExtensionSequence: "3", ExtensionFloor: "1"}}
+		key, seq, _ := orderKey(s)
+		h.r.add(key, seq, pending{sig: s})
+		h.add("a", 1)
+		h.add("a", 2)
+		if got := h.got(); got != "[a1 a2 a3]" {
+			t.Errorf("delivered %s, want a3 held until a1 and a2", got)
+		}
+	})
+}
