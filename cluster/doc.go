@@ -36,11 +36,31 @@
 // Fast mode sends over core NATS: at-most-once, in order per publishing
 // node, with gaps in a publisher's sequence counted as lost.
 //
+// # Order
+//
+// Every signal a node publishes carries its node (sbnode), the node's run
+// (sbinst) and a per-run sequence number (sbseq). In durable mode a
+// signal can reach the stream behind later ones (a publish that failed and
+// was retried) or reach a consumer behind later ones (a delivery lost when
+// a consumer's leader moved, redelivered after the ack wait); each node
+// holds early arrivals back in a bounded reorder buffer until the gap
+// fills, or skips the gap after Config.ReorderGap, counting held and
+// skipped signals (Node.Stats, signalbus.order.held). A retried publish of
+// the same signal keeps its sequence number, and each signal also carries
+// its publisher's floor (sbfloor, the lowest number not yet stored), so a
+// node hearing of a publisher for the first time knows what is still in
+// flight.
+//
+// # Outbox
+//
+// Node.PublishAsync accepts signals while the cluster is unreachable into
+// a bounded outbox (Config.OutboxSize) that sends them, in order, once it
+// is reachable again; a full outbox refuses a batch with ErrOutboxFull.
+//
 // # Status
 //
 // Not built yet: consumer groups (bus.WithGroup), named durable
-// subscriptions that resume on their own, the reorder buffer that restores
-// a publisher's order after publish retries, the outbox (PublishAsync),
-// configurable publish batching, and the tests under injected faults
-// (restart, isolation, flapping) on a three-node R3 cluster.
+// subscriptions that resume on their own (today a node's consumer resumes
+// for all its subscriptions), configurable publish batching and a batched
+// fast-mode wire format.
 package cluster

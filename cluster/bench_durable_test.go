@@ -1,0 +1,155 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+)
+
+// BenchmarkDurable carries 128-byte signals from a durable node to another
+// through one JetStream server (file store, fsync per write unless
+// nosync). "impl=jetstream" is the baseline, measured first in the same
+// run: raw JetStream async publishes of the same size, read by a pull
+// consumer on a second connection. Each durable sub-benchmark reports its
+// rate as a fraction of it ("x-js"), with dedup and ordering on.
+func BenchmarkDurable(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
+			ctx := context.Background()
+			srv, err := natsserver.Start(ctx, natsserver.Options{Name: "bench", Listen: "127.0.0.1:0",
+				JetStream: true, StoreDir: b.TempDir(), SyncAlways: sync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			var jsRate float64
+			b.Run("impl=jetstream", func(b *testing.B) { jsRate = benchRawJetStream(b, srv.ClientURL()) })
+			b.Run("impl=durable/batch=64", func(b *testing.B) { benchDurable(b, srv.ClientURL(), 64, jsRate) })
+		})
+	}
+}
+
+func benchRawJetStream(b *testing.B, url string) float64 {
+	ctx := context.Background()
+	pubConn, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pubConn.Close()
+	subConn, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer subConn.Close()
+	js, _ := jetstream.New(pubConn, jetstream.WithPublishAsyncMaxPending(4096))
+	name := fmt.Sprintf("RAW%d", time.Now().UnixNano())
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}}); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = js.DeleteStream(ctx, name) }()
+	subJS, _ := jetstream.New(subConn)
+	cons, err := subJS.CreateConsumer(ctx, name, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 8192})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var got atomic.Int64
+	done := make(chan struct{})
+	want := int64(b.N)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == want {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(1024))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+	data := make([]byte, 128)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := js.PublishAsync(name+".x", data); err != nil {
+			b.Fatal(err)
+		}
+		if i%4096 == 4095 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("consumed %d of %d", got.Load(), b.N)
+	}
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "msgs/s")
+	return rate
+}
+
+func benchDurable(b *testing.B, url string, batch int, jsRate float64) {
+	start := func(name string) *Node {
+		n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Logger: quietLogger(),
+			BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = n.Close(context.Background()) })
+		<-n.dur.ready
+		return n
+	}
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	pub, sub := start("p"+suffix), start("s"+suffix)
+	var got, reordered atomic.Int64
+	var last string
+	done := make(chan struct{})
+	want := int64(b.N)
+	s, err := sub.Bus().Subscribe("bench.durable", bus.HandlerFunc(func(_ context.Context, sig bus.Signal) error {
+		if sig.ID <= last {
+			reordered.Add(1)
+		}
+		last = sig.ID
+		if got.Add(1) == want {
+			close(done)
+		}
+		return nil
+	}), bus.WithQueueSize(8192))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	tmpl := bus.Signal{Type: "bench.durable", Source: "/bench", Data: make([]byte, 128), DataContentType: "application/octet-stream"}
+	signals := make([]bus.Signal, batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for sent := 0; sent < b.N; {
+		k := min(batch, b.N-sent)
+		for i := range k {
+			signals[i] = tmpl
+		}
+		if err := pub.Bus().Publish(context.Background(), signals[:k]...); err != nil {
+			b.Fatal(err)
+		}
+		sent += k
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("received %d of %d", got.Load(), b.N)
+	}
+	b.StopTimer()
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "signals/s")
+	b.ReportMetric(float64(reordered.Load()), "reordered")
+	if jsRate > 0 {
+		b.ReportMetric(rate/jsRate, "x-js")
+	}
+}
