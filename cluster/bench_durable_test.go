@@ -107,49 +107,5 @@ func benchDurable(b *testing.B, url string, batch int, jsRate float64) {
 		return n
 	}
 	suffix := fmt.Sprint(time.Now().UnixNano())
-	pub, sub := start("p"+suffix), start("s"+suffix)
-	var got, reordered atomic.Int64
-	var last string
-	done := make(chan struct{})
-	want := int64(b.N)
-	s, err := sub.Bus().Subscribe("bench.durable", bus.HandlerFunc(func(_ context.Context, sig bus.Signal) error {
-		if sig.ID <= last {
-			reordered.Add(1)
-		}
-		last = sig.ID
-		if got.Add(1) == want {
-			close(done)
-		}
-		return nil
-	}), bus.WithQueueSize(8192))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	tmpl := bus.Signal{Type: "bench.durable", Source: "/bench", Data: make([]byte, 128), DataContentType: "application/octet-stream"}
-	signals := make([]bus.Signal, batch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for sent := 0; sent < b.N; {
-		k := min(batch, b.N-sent)
-		for i := range k {
-			signals[i] = tmpl
-		}
-		if err := pub.Bus().Publish(context.Background(), signals[:k]...); err != nil {
-			b.Fatal(err)
-		}
-		sent += k
-	}
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		b.Fatalf("received %d of %d", got.Load(), b.N)
-	}
-	b.StopTimer()
-	rate := float64(b.N) / b.Elapsed().Seconds()
-	b.ReportMetric(rate, "signals/s")
-	b.ReportMetric(float64(reordered.Load()), "reordered")
-	if jsRate > 0 {
-		b.ReportMetric(rate/jsRate, "x-js")
-	}
+	benchNodeToNode(b, start("p"+suffix), start("s"+suffix), "bench.durable", batch, jsRate, "x-js")
 }

@@ -33,6 +33,19 @@ func joinCluster(t *testing.T, c *clustertest.Cluster, mode Mode) []*Node {
 	return nodes
 }
 
+// subscribeAll gives every node a recording subscription to pattern.
+func subscribeAll(t *testing.T, nodes []*Node, pattern string) []*inbox {
+	t.Helper()
+	boxes := make([]*inbox, len(nodes))
+	for i, n := range nodes {
+		boxes[i] = &inbox{}
+		if _, err := n.Bus().Subscribe(pattern, boxes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return boxes
+}
+
 // TestFastModeIsolationAndHeal isolates one server: both sides see the
 // other down and the minority side a partition; signals published on the
 // majority side meanwhile are lost to the isolated node (fast mode is
@@ -42,13 +55,7 @@ func TestFastModeIsolationAndHeal(t *testing.T) {
 	c := clustertest.StartCluster(t, 3, clustertest.WithoutJetStream(), clustertest.WithLogger(quietLogger()))
 	nodes := joinCluster(t, c, Fast)
 	watchers := []*watcher{watch(t, nodes[0]), watch(t, nodes[1]), watch(t, nodes[2])}
-	boxes := make([]*inbox, len(nodes))
-	for i, n := range nodes {
-		boxes[i] = &inbox{}
-		if _, err := n.Bus().Subscribe("tick", boxes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	boxes := subscribeAll(t, nodes, "tick")
 	seq := 0
 	publish := func(k int) {
 		for range k {
@@ -141,13 +148,7 @@ func TestDurableSurvivesNodeAndServerRestarts(t *testing.T) {
 	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
 	nodes := joinCluster(t, c, Durable)
 	waitDurableReady(t, nodes...)
-	boxes := make([]*inbox, len(nodes))
-	for i, n := range nodes {
-		boxes[i] = &inbox{}
-		if _, err := n.Bus().Subscribe("order.*", boxes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	boxes := subscribeAll(t, nodes, "order.*")
 	publishAcked(t, nodes[0], 0, 100)
 	for _, b := range boxes {
 		checkSequence(t, b.wait(t, 100), 0, 100)
@@ -199,13 +200,7 @@ func TestDurableIsolationLongerThanStepDown(t *testing.T) {
 	nodes := joinCluster(t, c, Durable)
 	waitDurableReady(t, nodes...)
 	watchers := []*watcher{watch(t, nodes[0]), nil, watch(t, nodes[2])}
-	boxes := make([]*inbox, len(nodes))
-	for i, n := range nodes {
-		boxes[i] = &inbox{}
-		if _, err := n.Bus().Subscribe("order.*", boxes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	boxes := subscribeAll(t, nodes, "order.*")
 	publishAcked(t, nodes[0], 0, 50)
 
 	c.Isolate(2)
@@ -241,13 +236,7 @@ func TestDurableFlappingLink(t *testing.T) {
 	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
 	nodes := joinCluster(t, c, Durable)
 	waitDurableReady(t, nodes...)
-	boxes := make([]*inbox, len(nodes))
-	for i, n := range nodes {
-		boxes[i] = &inbox{}
-		if _, err := n.Bus().Subscribe("order.*", boxes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
+	boxes := subscribeAll(t, nodes, "order.*")
 	stop := make(chan struct{})
 	flapped := make(chan int)
 	go func() {
