@@ -95,17 +95,20 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 	return rate
 }
 
-func benchDurable(b *testing.B, url string, batch int, jsRate float64) {
-	start := func(name string) *Node {
-		n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Logger: quietLogger(),
-			BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = n.Close(context.Background()) })
-		<-n.dur.ready
-		return n
+// benchNode starts a durable node on url for a benchmark and waits until
+// its stream and consumer exist.
+func benchNode(b *testing.B, url, name string) *Node {
+	n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Logger: quietLogger(),
+		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
+	if err != nil {
+		b.Fatal(err)
 	}
+	b.Cleanup(func() { _ = n.Close(context.Background()) })
+	<-n.dur.ready
+	return n
+}
+
+func benchDurable(b *testing.B, url string, batch int, jsRate float64) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
-	benchNodeToNode(b, start("p"+suffix), start("s"+suffix), "bench.durable", batch, jsRate, "x-js")
+	benchNodeToNode(b, benchNode(b, url, "p"+suffix), benchNode(b, url, "s"+suffix), "bench.durable", batch, jsRate, "x-js")
 }

@@ -29,18 +29,8 @@ func BenchmarkPacedLatency(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-		start := func(name string) *Node {
-			n, err := Start(context.Background(), Config{Name: name, NATSURL: srv.ClientURL(), Logger: quietLogger(),
-				BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = n.Close(context.Background()) })
-			<-n.dur.ready
-			return n
-		}
 		suffix := fmt.Sprint(time.Now().UnixNano())
-		pacedLatency(b, start("p"+suffix), start("s"+suffix), rate)
+		pacedLatency(b, benchNode(b, srv.ClientURL(), "p"+suffix), benchNode(b, srv.ClientURL(), "s"+suffix), rate)
 	})
 }
 
