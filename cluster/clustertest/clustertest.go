@@ -609,14 +609,24 @@ func (c *Cluster) waitFor(t testing.TB, what string, cond func() error) {
 	}
 }
 
-// Peers returns the names of the servers server i has a route to, sorted.
-func (c *Cluster) Peers(i int) []string {
+// routez returns server i's route report, or nil while it is down or
+// cannot report.
+func (c *Cluster) routez(i int) *server.Routez {
 	s := c.Server(i)
 	if s == nil {
 		return nil
 	}
 	rz, err := s.Raw().Routez(nil)
 	if err != nil {
+		return nil
+	}
+	return rz
+}
+
+// Peers returns the names of the servers server i has a route to, sorted.
+func (c *Cluster) Peers(i int) []string {
+	rz := c.routez(i)
+	if rz == nil {
 		return nil
 	}
 	var names []string
@@ -664,12 +674,8 @@ func (c *Cluster) WaitForRoutes(t testing.TB) {
 // looks like any accepted connection), so checking every server's routes
 // for a remote address equal to a real cluster address finds all of them.
 func (c *Cluster) checkProxied(i int) error {
-	s := c.Server(i)
-	if s == nil {
-		return nil
-	}
-	rz, err := s.Raw().Routez(nil)
-	if err != nil {
+	rz := c.routez(i)
+	if rz == nil {
 		return nil
 	}
 	c.mu.Lock()
