@@ -38,6 +38,7 @@ type Bus struct {
 
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
+	groups map[string]*subGroup
 	closed atomic.Bool
 
 	// stopCtx is the ctx of every handler run. It is cancelled when Close
@@ -328,12 +329,7 @@ func (b *Bus) Dispatch(ctx context.Context, signals ...Signal) error {
 	now := time.Now()
 	var errs []error
 	for _, s := range signals {
-		e := envelope{sig: s, info: b.types.get(s.Type)}
-		fill(&e.sig, now)
-		if _, ok := s.Extensions[extensionTraceParent]; ok {
-			e.producer = trace.SpanContextFromContext(
-				b.prop.Extract(context.Background(), extensionCarrier(s.Extensions)))
-		}
+		e := b.received(s, now)
 		if err := b.enqueue(ctx, &e); err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
@@ -347,36 +343,48 @@ func (b *Bus) Dispatch(ctx context.Context, signals ...Signal) error {
 	return nil
 }
 
+// received makes the envelope of a signal that came from a transport:
+// filled, with its producer's span context read from its extensions.
+func (b *Bus) received(s Signal, now time.Time) envelope {
+	e := envelope{sig: s, info: b.types.get(s.Type)}
+	fill(&e.sig, now)
+	if _, ok := s.Extensions[extensionTraceParent]; ok {
+		e.producer = trace.SpanContextFromContext(
+			b.prop.Extract(context.Background(), extensionCarrier(s.Extensions)))
+	}
+	return e
+}
+
 // enqueue records e in the history and queues it for every matching
-// subscription.
+// subscription, and for one member of every matching group.
 func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 	if b.history != nil {
 		b.history.add(e.sig)
 	}
+	route := b.router.route(e.info.routes, e.sig.Type)
 	var errs []error
-	for _, s := range b.router.route(e.info.routes, e.sig.Type) {
-		res, err := s.queue.push(ctx, e, s.cfg.overflow)
-		switch res {
-		case pushed:
-		case pushedDropped:
-			s.countDropped(1, dropReasonQueueFull)
-			s.logDropped(slog.LevelWarn, "subscription queue full; dropped its oldest signal",
-				"subscription", s.cfg.name, "policy", DropOldest.String())
-		case pushFull:
-			if err == nil {
-				s.countDropped(1, dropReasonQueueFull)
-				err = ErrQueueFull
+	for _, s := range route.subs {
+		// A subscription closed while the signal was being routed takes
+		// nothing: it had unsubscribed, so the signal was not for it.
+		if _, err := s.offer(ctx, e); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return err
 			}
-			errs = append(errs, fmt.Errorf("signal %s to subscription %q: %w", e.sig.ID, s.cfg.name, err))
+			errs = append(errs, err)
 			if ctx.Err() != nil {
 				return errors.Join(errs...)
 			}
-		case pushClosed:
-			if b.closed.Load() {
-				return fmt.Errorf("signal %s: %w", e.sig.ID, ErrClosed)
+		}
+	}
+	for _, members := range route.groups {
+		if err := b.offerToGroup(ctx, members, e); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return err
 			}
-			// The subscription closed while the signal was being routed:
-			// it had unsubscribed, so the signal was not for it.
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				return errors.Join(errs...)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -468,15 +476,34 @@ func (b *Bus) Subscribe(pattern string, h Handler, opts ...SubscribeOption) (*Su
 	}
 	s.baseCtx = context.WithValue(b.stopCtx, deliveryKey{},
 		&subscriptionDelivery{name: cfg.name, maxAttempts: cfg.retry.MaxAttempts})
+	if b.closed.Load() {
+		return nil, fmt.Errorf("subscribe %q: %w", pattern, ErrClosed)
+	}
+	if st, ok := b.cfg.transport.(SubscriptionTransport); ok {
+		info := SubscriptionInfo{Pattern: pattern, Name: cfg.name, Named: cfg.named, Group: cfg.group}
+		detach, err := st.Attach(info, s.feed)
+		if err != nil {
+			return nil, fmt.Errorf("subscribe %q: %w", pattern, err)
+		}
+		s.detach = detach
+	}
+	go s.run()
 	b.mu.Lock()
 	if b.closed.Load() {
 		b.mu.Unlock()
-		return nil, fmt.Errorf("subscribe %q: %w", pattern, ErrClosed)
+		err := s.detachFeed(context.Background())
+		s.queue.close()
+		<-s.done
+		return nil, errors.Join(fmt.Errorf("subscribe %q: %w", pattern, ErrClosed), err)
 	}
 	b.subs[s] = struct{}{}
-	b.router.add(segs, s)
+	if s.detach == nil {
+		if cfg.group != "" {
+			s.group = b.joinGroup(cfg.group)
+		}
+		b.router.add(segs, s)
+	}
 	b.mu.Unlock()
-	go s.run()
 	return s, nil
 }
 
@@ -487,7 +514,12 @@ func (b *Bus) unsubscribe(s *Subscription) {
 		return
 	}
 	delete(b.subs, s)
-	b.router.remove(s.segments, s)
+	if s.detach == nil {
+		b.router.remove(s.segments, s)
+		if s.group != nil {
+			b.leaveGroup(s.group)
+		}
+	}
 }
 
 func (b *Bus) observeQueues(_ context.Context, o metric.Observer) error {
@@ -517,6 +549,14 @@ func (b *Bus) Close(ctx context.Context) error {
 		subs = append(subs, s)
 	}
 	b.mu.Unlock()
+	// Fed subscriptions first stop being fed, so that what their
+	// transport hands over in the meantime is still drained.
+	var detachErrs []error
+	for _, s := range subs {
+		if err := s.detachFeed(ctx); err != nil {
+			detachErrs = append(detachErrs, err)
+		}
+	}
 	for _, s := range subs {
 		s.queue.close()
 	}
@@ -525,10 +565,10 @@ func (b *Bus) Close(ctx context.Context) error {
 		case <-s.done:
 		case <-ctx.Done():
 			b.release()
-			return fmt.Errorf("bus close: %w", ctx.Err())
+			return errors.Join(append(detachErrs, fmt.Errorf("bus close: %w", ctx.Err()))...)
 		}
 	}
-	return b.release()
+	return errors.Join(append(detachErrs, b.release())...)
 }
 
 // release cancels the handlers' ctx and unregisters the metrics callback.

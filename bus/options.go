@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -153,28 +152,6 @@ func WithMaxDataSize(n int) Option {
 	}
 }
 
-// Transport carries published signals between processes. A bus given one
-// (WithTransport) does not route what it publishes: Publish validates the
-// batch, fills it, starts the send span, writes the trace context into each
-// signal, and hands it to Send; the transport delivers it to every process,
-// this one included, whose receiving side calls Dispatch. Publish returns
-// Send's error. Package cluster provides the NATS transport.
-type Transport interface {
-	// Send must not keep the slice; the signals are its to keep.
-	Send(ctx context.Context, signals []Signal) error
-}
-
-// WithTransport makes the bus publish through t (see Transport).
-func WithTransport(t Transport) Option {
-	return func(c *config) error {
-		if t == nil {
-			return fmt.Errorf("%w: WithTransport: nil transport", ErrInvalidOption)
-		}
-		c.transport = t
-		return nil
-	}
-}
-
 // Overflow says what Publish does when a subscription's queue is full.
 type Overflow int
 
@@ -248,6 +225,8 @@ type SubscribeOption func(*subConfig) error
 
 type subConfig struct {
 	name       string
+	named      bool // WithSubscriptionName was given
+	group      string
 	queueSize  int
 	retry      RetryPolicy
 	deadLetter Handler
@@ -298,13 +277,16 @@ func WithDeadLetter(h Handler) SubscribeOption {
 
 // WithSubscriptionName names the subscription in logs, spans and metrics.
 // Default: its pattern. Keep names few and stable: they are metric
-// attributes.
+// attributes. On a clustered bus (package cluster, durable mode) a name
+// also makes the subscription durable: it keeps its position in the
+// stream across a restart of its node.
 func WithSubscriptionName(name string) SubscribeOption {
 	return func(c *subConfig) error {
 		if name == "" {
 			return fmt.Errorf("%w: WithSubscriptionName: empty name", ErrInvalidOption)
 		}
 		c.name = name
+		c.named = true
 		return nil
 	}
 }

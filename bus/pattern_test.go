@@ -143,7 +143,7 @@ func TestRouterAgainstOracle(t *testing.T) {
 		t.Helper()
 		for range 500 {
 			typ := randomType()
-			got := r.route(nil, typ)
+			got := r.route(nil, typ).subs
 			var want []*Subscription
 			for _, s := range live {
 				if oracleMatch(strings.Split(s.pattern, "."), strings.Split(typ, ".")) {
@@ -268,7 +268,7 @@ func BenchmarkRouterMatch(b *testing.B) {
 			b.ReportAllocs()
 			var slot atomic.Pointer[routeEntry]
 			for b.Loop() {
-				if got := r.route(&slot, "order.created"); len(got) != len(matching) {
+				if got := r.route(&slot, "order.created").subs; len(got) != len(matching) {
 					b.Fatalf("matched %d, want %d", len(got), len(matching))
 				}
 			}

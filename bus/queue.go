@@ -14,6 +14,16 @@ type envelope struct {
 	sig      Signal
 	producer trace.SpanContext
 	info     *typeInfo
+	// done, when set (a signal fed by a SubscriptionTransport), is told
+	// how the subscription finished with the signal.
+	done func(error)
+}
+
+// finish tells e's feeder, if any, how the subscription finished with it.
+func (e *envelope) finish(err error) {
+	if e.done != nil {
+		e.done(err)
+	}
 }
 
 // queue is a subscription's bounded FIFO. It is a ring buffer under a mutex
@@ -50,28 +60,30 @@ const (
 )
 
 // push appends e. When the queue is full it applies the policy: Block waits
-// (until ctx ends), DropOldest replaces the head, Reject reports pushFull.
-func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushResult, error) {
+// (until ctx ends), DropOldest replaces the head (returned, so that its
+// feeder can be told), Reject reports pushFull.
+func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushResult, envelope, error) {
 	q.mu.Lock()
 	for {
 		if q.closed {
 			q.mu.Unlock()
-			return pushClosed, nil
+			return pushClosed, envelope{}, nil
 		}
 		if q.n < q.capacity {
 			break
 		}
 		switch policy {
 		case DropOldest:
+			dropped := q.buf[q.head]
 			q.buf[q.head] = envelope{}
 			q.head = (q.head + 1) % len(q.buf)
 			q.n--
 			q.appendLocked(e)
 			q.mu.Unlock()
-			return pushedDropped, nil
+			return pushedDropped, dropped, nil
 		case Reject:
 			q.mu.Unlock()
-			return pushFull, nil
+			return pushFull, envelope{}, nil
 		}
 		if q.space == nil {
 			q.space = make(chan struct{})
@@ -81,7 +93,7 @@ func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushRes
 		select {
 		case <-space:
 		case <-ctx.Done():
-			return pushFull, ctx.Err()
+			return pushFull, envelope{}, ctx.Err()
 		}
 		q.mu.Lock()
 	}
@@ -94,7 +106,7 @@ func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushRes
 		default:
 		}
 	}
-	return pushed, nil
+	return pushed, envelope{}, nil
 }
 
 func (q *queue) appendLocked(e *envelope) {
@@ -159,14 +171,22 @@ func (q *queue) close() {
 	}
 }
 
-// discard empties the queue and returns how many envelopes it held.
-func (q *queue) discard() int {
+// discard empties the queue, telling each envelope's feeder err, and
+// returns how many envelopes it held.
+func (q *queue) discard(err error) int {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := q.n
-	clear(q.buf)
-	q.head, q.n = 0, 0
-	return n
+	dropped := make([]envelope, 0, q.n)
+	for ; q.n > 0; q.n-- {
+		dropped = append(dropped, q.buf[q.head])
+		q.buf[q.head] = envelope{}
+		q.head = (q.head + 1) % len(q.buf)
+	}
+	q.head = 0
+	q.mu.Unlock()
+	for i := range dropped {
+		dropped[i].finish(err)
+	}
+	return len(dropped)
 }
 
 func (q *queue) depth() int {

@@ -37,9 +37,36 @@ type router struct {
 	gen  atomic.Uint64
 }
 
+// routeEntry is what a signal type routes to: the subscriptions that each
+// get it, and the groups (WithGroup) of which one member gets it.
 type routeEntry struct {
-	gen  uint64
-	subs []*Subscription
+	gen    uint64
+	subs   []*Subscription
+	groups [][]*Subscription // members of one group each, in subscription order
+}
+
+// newRouteEntry splits matched subscriptions into the ungrouped ones and
+// one member list per group.
+func newRouteEntry(gen uint64, matched []*Subscription) *routeEntry {
+	e := &routeEntry{gen: gen}
+	var index map[*subGroup]int
+	for _, s := range matched {
+		if s.group == nil {
+			e.subs = append(e.subs, s)
+			continue
+		}
+		if index == nil {
+			index = make(map[*subGroup]int)
+		}
+		i, ok := index[s.group]
+		if !ok {
+			i = len(e.groups)
+			index[s.group] = i
+			e.groups = append(e.groups, nil)
+		}
+		e.groups[i] = append(e.groups[i], s)
+	}
+	return e
 }
 
 func (r *router) add(segs []patternSegment, s *Subscription) {
@@ -127,21 +154,21 @@ func (n *trieNode) child(seg patternSegment, create bool) *trieNode {
 
 // route returns the subscriptions matching typ, from the cache slot when
 // it holds a current entry (slot may be nil: no caching). The returned
-// slice must not be modified.
-func (r *router) route(slot *atomic.Pointer[routeEntry], typ string) []*Subscription {
+// entry must not be modified.
+func (r *router) route(slot *atomic.Pointer[routeEntry], typ string) *routeEntry {
 	if slot != nil {
 		if e := slot.Load(); e != nil && e.gen == r.gen.Load() {
-			return e.subs
+			return e
 		}
 	}
 	r.mu.RLock()
 	gen := r.gen.Load()
-	subs := r.match(typ)
+	e := newRouteEntry(gen, r.match(typ))
 	r.mu.RUnlock()
 	if slot != nil {
-		slot.Store(&routeEntry{gen: gen, subs: subs})
+		slot.Store(e)
 	}
-	return subs
+	return e
 }
 
 // match walks the trie for typ. The caller holds r.mu.

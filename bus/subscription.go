@@ -24,6 +24,8 @@ type Subscription struct {
 	cfg      subConfig
 	handler  Handler // with the bus's dispatch middleware applied
 	queue    *queue
+	group    *subGroup // WithGroup on a bus that routes the group itself
+	detach   Detach    // set when a SubscriptionTransport feeds s
 
 	// baseCtx is the ctx of every handler run: the bus's stop ctx carrying
 	// the subscription's Delivery details.
@@ -55,11 +57,72 @@ func (s *Subscription) Done() <-chan struct{} { return s.done }
 // idempotent and safe to call from any goroutine except the subscription's
 // own handler, which would wait for itself.
 func (s *Subscription) Close() error {
+	var err error
 	s.closeOnce.Do(func() {
 		s.bus.unsubscribe(s)
+		err = s.detachFeed(context.Background())
 		s.queue.close()
 	})
 	<-s.done
+	return err
+}
+
+// detachFeed stops the transport feeding s, if it does.
+func (s *Subscription) detachFeed(ctx context.Context) error {
+	if s.detach == nil {
+		return nil
+	}
+	if err := s.detach(ctx); err != nil {
+		return fmt.Errorf("subscription %q: detach from transport: %w", s.cfg.name, err)
+	}
+	return nil
+}
+
+// offer queues e under the subscription's overflow policy. It returns
+// false when the subscription had closed (nothing queued; an error only if
+// the bus closed), and an error wrapping ErrQueueFull when the policy
+// refused e or ctx ended while Block waited.
+func (s *Subscription) offer(ctx context.Context, e *envelope) (bool, error) {
+	res, dropped, err := s.queue.push(ctx, e, s.cfg.overflow)
+	switch res {
+	case pushedDropped:
+		s.countDropped(1, dropReasonQueueFull)
+		s.logDropped(slog.LevelWarn, "subscription queue full; dropped its oldest signal",
+			"subscription", s.cfg.name, "policy", DropOldest.String())
+		dropped.finish(fmt.Errorf("%w: dropped as the oldest (policy %s)", ErrQueueFull, DropOldest))
+	case pushFull:
+		if err == nil {
+			s.countDropped(1, dropReasonQueueFull)
+			err = ErrQueueFull
+		}
+		return false, fmt.Errorf("signal %s to subscription %q: %w", e.sig.ID, s.cfg.name, err)
+	case pushClosed:
+		if s.bus.closed.Load() {
+			return false, fmt.Errorf("signal %s: %w", e.sig.ID, ErrClosed)
+		}
+		return false, nil
+	}
+	return true, nil
+}
+
+// feed is the Feed a SubscriptionTransport delivers to s through.
+func (s *Subscription) feed(ctx context.Context, sig Signal, done func(error)) error {
+	b := s.bus
+	if b.closed.Load() {
+		return fmt.Errorf("feed subscription %q: %w", s.cfg.name, ErrClosed)
+	}
+	if err := sig.validate(b.cfg.maxDataSize); err != nil {
+		return fmt.Errorf("feed subscription %q: %w", s.cfg.name, err)
+	}
+	e := b.received(sig, time.Now())
+	e.done = done
+	taken, err := s.offer(ctx, &e)
+	if err != nil {
+		return fmt.Errorf("feed: %w", err)
+	}
+	if !taken {
+		return fmt.Errorf("feed subscription %q: signal %s: %w", s.cfg.name, sig.ID, ErrClosed)
+	}
 	return nil
 }
 
@@ -136,10 +199,10 @@ func (s *Subscription) run() {
 		w.begin(s.bus)
 		for i := range batch {
 			if s.bus.stopCtx.Err() != nil {
-				s.abandon(len(batch) - i)
+				s.abandon(batch[i:])
 				return
 			}
-			s.deliver(&w, &batch[i])
+			batch[i].finish(s.deliver(&w, &batch[i]))
 			batch[i] = envelope{}
 		}
 		w.parent, w.parentCtx = trace.SpanContext{}, nil
@@ -181,8 +244,11 @@ func (w *worker) handlerCtx(base context.Context, producer trace.SpanContext) co
 }
 
 // abandon counts and logs signals given up when Close's deadline passed.
-func (s *Subscription) abandon(inHand int) {
-	n := inHand + s.queue.discard()
+func (s *Subscription) abandon(inHand []envelope) {
+	for i := range inHand {
+		inHand[i].finish(errShutdown)
+	}
+	n := len(inHand) + s.queue.discard(errShutdown)
 	if n == 0 {
 		return
 	}
@@ -191,9 +257,14 @@ func (s *Subscription) abandon(inHand int) {
 		"subscription", s.cfg.name, "count", n)
 }
 
+// errShutdown tells a feeder that the bus closed before the signal was
+// handled.
+var errShutdown = fmt.Errorf("%w before the signal was handled", ErrClosed)
+
 // deliver runs the handler for e until it succeeds or the retries are
-// spent.
-func (s *Subscription) deliver(w *worker, e *envelope) {
+// spent. It returns nil once the signal is done with (handled, or given to
+// the dead-letter handler) and errShutdown when Close gave up on it.
+func (s *Subscription) deliver(w *worker, e *envelope) error {
 	b := s.bus
 	if w.measure && !e.sig.Time.IsZero() {
 		b.ins.latency.Record(context.Background(), w.now.Sub(e.sig.Time).Seconds(), s.recordOpts...)
@@ -203,17 +274,17 @@ func (s *Subscription) deliver(w *worker, e *envelope) {
 	for attempt := 1; ; attempt++ {
 		err := s.attempt(w, e, attempt)
 		if err == nil {
-			return
+			return nil
 		}
 		if b.stopCtx.Err() != nil {
 			// Close gave up waiting: no more attempts, and the dead-letter
 			// handler would only see a cancelled ctx.
 			s.dropInRetry(e, attempt, err)
-			return
+			return errShutdown
 		}
 		if attempt >= policy.MaxAttempts || IsPermanent(err) {
 			s.deadLetter(e, attempt, err)
-			return
+			return nil
 		}
 		if bo == nil {
 			bo = &backoff.ExponentialBackOff{
@@ -240,7 +311,7 @@ func (s *Subscription) deliver(w *worker, e *envelope) {
 			// Close gave up during the wait: do not run the handler again
 			// with a cancelled ctx.
 			s.dropInRetry(e, attempt, err)
-			return
+			return errShutdown
 		}
 		if w.measure {
 			w.now = time.Now()
