@@ -75,3 +75,28 @@ func ValidatePattern(pattern string) error {
 	_, err := parsePattern(pattern)
 	return err
 }
+
+// Pattern is a parsed subscription pattern, for code that matches signal
+// types outside a bus: a transport that receives more than a subscription
+// asked for (NATS subject filters cannot say "**" in the middle) and
+// filters the rest itself. It matches exactly as Subscribe's routing does.
+type Pattern struct {
+	text string
+	m    *patternMatcher
+}
+
+// ParsePattern parses pattern; the error is ValidatePattern's.
+func ParsePattern(pattern string) (Pattern, error) {
+	m, err := newPatternMatcher(pattern)
+	if err != nil {
+		return Pattern{}, err
+	}
+	return Pattern{text: pattern, m: m}, nil
+}
+
+// Match reports whether typ matches the pattern. The zero Pattern matches
+// nothing.
+func (p Pattern) Match(typ string) bool { return p.m != nil && p.m.matches(typ) }
+
+// String returns the pattern as it was parsed.
+func (p Pattern) String() string { return p.text }

@@ -275,3 +275,34 @@ func BenchmarkRouterMatch(b *testing.B) {
 		})
 	}
 }
+
+func TestParsePatternMatchesAsRoutingDoes(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, typ string
+		want         bool
+	}{
+		{"order.**", "order", true},
+		{"order.**", "order.line.added", true},
+		{"audit.**.failed", "audit.failed", true},
+		{"audit.**.failed", "audit.login.ok", false},
+		{"order.*", "order", false},
+		{"**", "a.b.c", true},
+	} {
+		p, err := ParsePattern(tc.pattern)
+		if err != nil {
+			t.Fatalf("ParsePattern(%q): %v", tc.pattern, err)
+		}
+		if got := p.Match(tc.typ); got != tc.want {
+			t.Errorf("%q.Match(%q) = %v, want %v", tc.pattern, tc.typ, got, tc.want)
+		}
+		if p.String() != tc.pattern {
+			t.Errorf("String() = %q, want %q", p.String(), tc.pattern)
+		}
+	}
+	if _, err := ParsePattern("a.**.**"); !errors.Is(err, ErrInvalidPattern) {
+		t.Errorf("ParsePattern of an invalid pattern: %v, want ErrInvalidPattern", err)
+	}
+	if (Pattern{}).Match("a") {
+		t.Error("the zero Pattern matched")
+	}
+}

@@ -212,9 +212,19 @@ func TestTraceContextSurvivesAHop(t *testing.T) {
 			t.Errorf("send span in trace %v, want the root's %v", s.SpanContext().TraceID(), root.SpanContext().TraceID())
 		}
 	}
-	if sends[1].Parent().SpanID() != sends[0].SpanContext().SpanID() {
+	// The spans end in either order (the forwarder may finish its publish
+	// before the first Publish ends its span): tell them by their parents.
+	firstSend, secondSend := sends[0], sends[1]
+	if secondSend.Parent().SpanID() == root.SpanContext().SpanID() {
+		firstSend, secondSend = secondSend, firstSend
+	}
+	if firstSend.Parent().SpanID() != root.SpanContext().SpanID() {
+		t.Fatalf("neither send span is a child of the root: parents %v and %v",
+			sends[0].Parent().SpanID(), sends[1].Parent().SpanID())
+	}
+	if secondSend.Parent().SpanID() != firstSend.SpanContext().SpanID() {
 		t.Errorf("second send's parent is %v, want the first send %v (from the traceparent extension)",
-			sends[1].Parent().SpanID(), sends[0].SpanContext().SpanID())
+			secondSend.Parent().SpanID(), firstSend.SpanContext().SpanID())
 	}
 }
 

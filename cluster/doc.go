@@ -57,10 +57,24 @@
 // a bounded outbox (Config.OutboxSize) that sends them, in order, once it
 // is reachable again; a full outbox refuses a batch with ErrOutboxFull.
 //
+// # Groups and durable subscriptions
+//
+// A subscription made with bus.WithGroup is a member of a cluster-wide
+// group: each signal goes to one member on one node. In durable mode the
+// group is one JetStream consumer its members pull from, and a signal is
+// acknowledged once its member is done with it, so a member's unfinished
+// signals go to another member when its node dies (after the ack wait). In
+// fast mode a group is a NATS queue subscription. The members of a group
+// share one pattern (ErrGroupConflict otherwise).
+//
+// In durable mode a subscription named with bus.WithSubscriptionName gets
+// a durable consumer of its own, acknowledged after its handler, so that
+// after a restart of its node, subscribing again under the same name
+// resumes where it stopped: what was published meanwhile, in order, and
+// nothing already handled.
+//
 // # Status
 //
-// Not built yet: consumer groups (bus.WithGroup), named durable
-// subscriptions that resume on their own (today a node's consumer resumes
-// for all its subscriptions), configurable publish batching and a batched
-// fast-mode wire format.
+// Not built yet: configurable publish batching and a batched fast-mode
+// wire format.
 package cluster

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -26,18 +27,19 @@ import (
 // retrying until the stream and the consumer exist. Until then a durable
 // Publish waits within its ctx and then fails with ErrUnavailable.
 type durable struct {
-	n     *Node
-	js    jetstream.JetStream
-	ready chan struct{} // closed once the stream and consumer exist
-	cc    jetstream.ConsumeContext
-	dedup *dedupWindow
+	n      *Node
+	js     jetstream.JetStream
+	stream jetstream.Stream // set before ready is closed
+	ready  chan struct{}    // closed once the stream and the node's consumer exist
+	own    *pipe            // the node's consumer, feeding Dispatch
 
 	stop chan struct{}
 	done chan struct{}
 
 	dedupCounter metric.Int64Counter
 	dedupOpts    []metric.AddOption
-	order        *reorderer
+	heldCounter  metric.Int64Counter
+	nodeAttr     metric.MeasurementOption
 
 	// retrySeq keeps the sequence number of a signal whose publish
 	// failed, so that the application's retry of the same signal fills
@@ -82,25 +84,37 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 		dedupCounter: hits,
 		dedupOpts: []metric.AddOption{metric.WithAttributes(
 			attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name))},
-		n:     n,
-		js:    js,
-		ready: make(chan struct{}),
-		dedup: newDedupWindow(n.cfg.DedupSize),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		heldCounter: held,
+		nodeAttr:    metric.WithAttributes(attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name)),
+		n:           n,
+		js:          js,
+		ready:       make(chan struct{}),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
-	nodeAttr := metric.WithAttributes(attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.node", n.cfg.Name))
-	d.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, d.dispatch,
-		func() {
-			n.held.Add(1)
-			held.Add(context.Background(), 1, nodeAttr)
-		},
-		func(key string, from, to uint64) {
-			n.skipped.Add(int64(to - from))
-			n.logger.Warn("gave up waiting for signals missing from a publisher's sequence; skipped",
-				"publisher", key, "from_seq", from, "to_seq", to-1, "gap_timeout", n.cfg.ReorderGap)
-		})
+	d.own = d.newPipe("node-"+n.cfg.Name, true, d.dispatch)
+	d.own.park = true
 	return d, nil
+}
+
+// newPipe makes the receiving side of one consumer: ordered restores each
+// publisher's order before deliver.
+func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending)) *pipe {
+	n := d.n
+	p := &pipe{d: d, consumer: consumer, dedup: newDedupWindow(n.cfg.DedupSize), deliver: deliver}
+	if ordered {
+		p.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, deliver,
+			func() {
+				n.held.Add(1)
+				d.heldCounter.Add(context.Background(), 1, d.nodeAttr)
+			},
+			func(key string, from, to uint64) {
+				n.skipped.Add(int64(to - from))
+				n.logger.Warn("gave up waiting for signals missing from a publisher's sequence; skipped",
+					"consumer", consumer, "publisher", key, "from_seq", from, "to_seq", to-1, "gap_timeout", n.cfg.ReorderGap)
+			})
+	}
+	return p
 }
 
 // start runs the setup in the background.
@@ -108,17 +122,24 @@ func (d *durable) start() { go d.setup() }
 
 func (d *durable) setup() {
 	defer close(d.done)
+	if retryUntil(d.stop, d.n.logger, "JetStream", d.trySetup) {
+		close(d.ready)
+	}
+}
+
+// retryUntil calls try until it succeeds (true) or stop is closed (false),
+// backing off from 50 ms to 2 s.
+func retryUntil(stop <-chan struct{}, logger *slog.Logger, what string, try func() error) bool {
 	wait := 50 * time.Millisecond
 	for {
-		err := d.trySetup()
+		err := try()
 		if err == nil {
-			close(d.ready)
-			return
+			return true
 		}
-		d.n.logger.Debug("JetStream not ready; retrying", "error", err, "wait", wait)
+		logger.Debug(what+" not ready; retrying", "error", err, "wait", wait)
 		select {
-		case <-d.stop:
-			return
+		case <-stop:
+			return false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)
@@ -154,8 +175,9 @@ func (d *durable) trySetup() error {
 	if err != nil {
 		return fmt.Errorf("stream: %w", err)
 	}
+	d.stream = stream
 	consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: "node-" + cfg.Name,
+		Durable: d.own.consumer,
 		// A node that is new to the stream starts from now; one that
 		// restarts with the same name resumes after its last ack.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -171,20 +193,7 @@ func (d *durable) trySetup() error {
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
-	// Short pull expiry and heartbeats: when the consumer's leader moves
-	// (a server dies or is cut off) the pending pull requests die with it,
-	// and the client notices the silence after a missed heartbeat, not
-	// after the default 30 s expiry.
-	cc, err := consumer.Consume(d.receive, jetstream.PullMaxMessages(1024),
-		jetstream.PullExpiry(3*time.Second), jetstream.PullHeartbeat(time.Second),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			d.n.logger.Debug("JetStream consume", "error", err)
-		}))
-	if err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
-	d.cc = cc
-	return nil
+	return d.own.consume(consumer)
 }
 
 // Send stores the batch: every signal is published asynchronously (the
@@ -287,29 +296,119 @@ const ackWait = 5 * time.Second
 // publishes.
 const maxRetrySeq = 100_000
 
+// pipe is the receiving side of one JetStream consumer: it decodes what
+// arrives, drops ids already handed on (redeliveries, re-publishes under
+// another message id), restores each publisher's order when asked to, and
+// hands each signal to deliver, which acknowledges it.
+type pipe struct {
+	d        *durable
+	consumer string
+	dedup    *dedupWindow
+	order    *reorderer // nil: deliver as received
+	deliver  func(pending)
+	park     bool // park what is not a CloudEvent (the node's own consumer does; it sees every message)
+	cc       jetstream.ConsumeContext
+
+	// inFlight holds the ids handed on and not yet done with, when
+	// deliver acknowledges only after the handler: a redelivery of one of
+	// them is left unacknowledged, and the first delivery's ack covers it.
+	mu       sync.Mutex
+	inFlight map[string]struct{}
+}
+
+// consume starts taking messages from consumer. Short pull expiry and
+// heartbeats: when the consumer's leader moves (a server dies or is cut
+// off) the pending pull requests die with it, and the client notices the
+// silence after a missed heartbeat, not after the default 30 s expiry.
+func (p *pipe) consume(consumer jetstream.Consumer) error {
+	cc, err := consumer.Consume(p.receive, jetstream.PullMaxMessages(1024),
+		jetstream.PullExpiry(3*time.Second), jetstream.PullHeartbeat(time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.d.n.logger.Debug("JetStream consume", "consumer", p.consumer, "error", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", p.consumer, err)
+	}
+	p.mu.Lock()
+	p.cc = cc
+	p.mu.Unlock()
+	return nil
+}
+
 // receive takes one stored signal from the consumer: an id already handed
-// to the handlers (a redelivery, or a re-publish under another message id)
-// is acknowledged and dropped; a signal a node published goes through the
-// reorderer; anything else is dispatched as it comes.
-func (d *durable) receive(m jetstream.Msg) {
+// on is acknowledged and dropped; a signal a node published goes through
+// the reorderer; anything else is delivered as it comes.
+func (p *pipe) receive(m jetstream.Msg) {
+	n := p.d.n
 	msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
 	sig, err := wire.Decode(msg)
 	if err != nil {
-		d.n.park(msg, err)
+		if p.park {
+			n.park(msg, err)
+		}
 		_ = m.Term() // never redeliver what cannot be decoded
 		return
 	}
-	if d.dedup.contains(sig.ID) {
-		d.n.dedupHits.Add(1)
-		d.dedupCounter.Add(context.Background(), 1, d.dedupOpts...)
+	if p.dedup.contains(sig.ID) {
+		n.dedupHits.Add(1)
+		p.d.dedupCounter.Add(context.Background(), 1, p.d.dedupOpts...)
 		_ = m.Ack()
 		return
 	}
-	if key, seq, ok := orderKey(sig); ok {
-		d.order.add(key, seq, pending{sig: sig, msg: m})
+	if p.handling(sig.ID) {
+		return // a redelivery of a signal still in a handler's queue
+	}
+	if p.order != nil {
+		if key, seq, ok := orderKey(sig); ok {
+			p.order.add(key, seq, pending{sig: sig, msg: m})
+			return
+		}
+	}
+	p.deliver(pending{sig: sig, msg: m})
+}
+
+func (p *pipe) handling(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.inFlight[id]
+	return ok
+}
+
+// track marks id as handed on, not yet done with (done=false), or done.
+func (p *pipe) track(id string, done bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if done {
+		delete(p.inFlight, id)
 		return
 	}
-	d.dispatch(pending{sig: sig, msg: m})
+	if p.inFlight == nil {
+		p.inFlight = map[string]struct{}{}
+	}
+	p.inFlight[id] = struct{}{}
+}
+
+// close stops consuming, letting the messages in hand finish; what the
+// reorderer still holds is neither delivered nor acknowledged (JetStream
+// redelivers it).
+func (p *pipe) close(ctx context.Context) error {
+	if p.order != nil {
+		defer p.order.close()
+	}
+	p.mu.Lock()
+	cc := p.cc
+	p.mu.Unlock()
+	if cc == nil {
+		return nil
+	}
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+		return nil
+	case <-ctx.Done():
+		cc.Stop()
+		return fmt.Errorf("drain consumer %s: %w", p.consumer, ctx.Err())
+	}
 }
 
 // dispatch queues p for the local subscriptions, then acknowledges it.
@@ -321,7 +420,7 @@ func (d *durable) dispatch(p pending) {
 		}
 		d.n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 	}
-	d.dedup.add(p.sig.ID)
+	d.own.dedup.add(p.sig.ID)
 	_ = p.msg.Ack()
 }
 
@@ -333,18 +432,7 @@ func (d *durable) close(ctx context.Context) error {
 		close(d.stop)
 	}
 	<-d.done
-	defer d.order.close()
-	if d.cc == nil {
-		return nil
-	}
-	d.cc.Drain()
-	select {
-	case <-d.cc.Closed():
-		return nil
-	case <-ctx.Done():
-		d.cc.Stop()
-		return fmt.Errorf("drain consumer: %w", ctx.Err())
-	}
+	return d.own.close(ctx)
 }
 
 // dedupWindow remembers the last ids seen, up to a count, so a handler sees
@@ -352,12 +440,15 @@ func (d *durable) close(ctx context.Context) error {
 type dedupWindow struct {
 	mu   sync.Mutex
 	ids  map[string]struct{}
-	ring []string
+	ring []string // grows to size, then wraps at next
 	next int
+	size int
 }
 
+// newDedupWindow makes a window of size ids. Its memory grows with use,
+// not with size: a quiet consumer costs little.
 func newDedupWindow(size int) *dedupWindow {
-	return &dedupWindow{ids: make(map[string]struct{}, size), ring: make([]string, size)}
+	return &dedupWindow{ids: map[string]struct{}{}, ring: make([]string, 0, min(size, 1024)), size: size}
 }
 
 // contains reports whether id was handed to the handlers recently.
@@ -375,10 +466,12 @@ func (w *dedupWindow) add(id string) {
 	if _, ok := w.ids[id]; ok {
 		return
 	}
-	if old := w.ring[w.next]; old != "" {
-		delete(w.ids, old)
+	w.ids[id] = struct{}{}
+	if len(w.ring) < w.size {
+		w.ring = append(w.ring, id)
+		return
 	}
+	delete(w.ids, w.ring[w.next])
 	w.ring[w.next] = id
 	w.next = (w.next + 1) % len(w.ring)
-	w.ids[id] = struct{}{}
 }

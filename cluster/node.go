@@ -52,6 +52,7 @@ type Node struct {
 	sub      *nats.Subscription // fast mode: core NATS on <prefix>.>
 	dur      *durable           // durable mode: JetStream
 	out      *outbox            // PublishAsync's queue, in front of either
+	attached attachments        // groups and durable subscriptions fed by their own consumers
 	seq      atomic.Uint64
 	instance string // random per Start: tells this run's sequence from an earlier one's
 	member   *membership
@@ -124,7 +125,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("cluster: start %s: outbox: %w", cfg.Name, err)
 	}
 	n.out = out
-	var transport bus.Transport = out
+	var transport bus.Transport = nodeTransport{outbox: out, n: n}
 	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger)}, cfg.BusOptions...)
 	opts = append(opts, bus.WithTransport(transport))
 	b, err := bus.New(opts...)
@@ -378,8 +379,11 @@ func (n *Node) Close(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("flush: %w", err))
 			}
 		}
+		if err := n.attached.detachAll(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		if n.sub != nil {
-			if err := n.drainSubscription(ctx); err != nil {
+			if err := drainSubscription(ctx, n.sub); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -404,11 +408,13 @@ func (n *Node) Close(ctx context.Context) error {
 	return n.closeErr
 }
 
-func (n *Node) drainSubscription(ctx context.Context) error {
-	if err := n.sub.Drain(); err != nil {
+// drainSubscription drains sub and waits, within ctx, until its handler
+// has taken everything.
+func drainSubscription(ctx context.Context, sub *nats.Subscription) error {
+	if err := sub.Drain(); err != nil {
 		return fmt.Errorf("drain subscription: %w", err)
 	}
-	for n.sub.IsValid() {
+	for sub.IsValid() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("drain subscription: %w", ctx.Err())

@@ -1,0 +1,389 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+// ErrGroupConflict is returned by Subscribe when a group (bus.WithGroup)
+// already consumes another pattern on the cluster: the members of a group
+// share one JetStream consumer, and so one pattern.
+var ErrGroupConflict = errors.New("group already consumes another pattern")
+
+// nodeTransport is what the node's bus publishes through (the outbox) and
+// what takes over the subscriptions Dispatch cannot serve alone: groups,
+// which share work across nodes, and, in durable mode, named
+// subscriptions, which keep their position in the stream across restarts.
+type nodeTransport struct {
+	*outbox
+	n *Node
+}
+
+// Attach implements bus.SubscriptionTransport.
+func (t nodeTransport) Attach(info bus.SubscriptionInfo, feed bus.Feed) (bus.Detach, error) {
+	n := t.n
+	var (
+		detach func(context.Context) error
+		err    error
+	)
+	switch {
+	case n.cfg.Mode == Fast && info.Group != "":
+		detach, err = n.attachFastGroup(info, feed)
+	case n.cfg.Mode == Durable && (info.Group != "" || info.Named):
+		detach, err = n.dur.attach(info, feed)
+	default:
+		return nil, nil // fan-out: the node's own subscription or consumer feeds Dispatch
+	}
+	if err != nil {
+		return nil, err
+	}
+	return n.attached.add(detach), nil
+}
+
+// attachments are the detach functions of the subscriptions a node feeds
+// itself, so that Close stops every feed while the node is still whole.
+type attachments struct {
+	mu   sync.Mutex
+	next int
+	m    map[int]func(context.Context) error
+}
+
+// add registers detach and returns it made idempotent and self-removing.
+func (as *attachments) add(detach func(context.Context) error) bus.Detach {
+	as.mu.Lock()
+	defer as.mu.Unlock()
+	if as.m == nil {
+		as.m = map[int]func(context.Context) error{}
+	}
+	id := as.next
+	as.next++
+	var (
+		once sync.Once
+		err  error
+	)
+	wrapped := func(ctx context.Context) error {
+		once.Do(func() {
+			err = detach(ctx)
+			as.mu.Lock()
+			delete(as.m, id)
+			as.mu.Unlock()
+		})
+		return err
+	}
+	as.m[id] = wrapped
+	return wrapped
+}
+
+// detachAll stops every feed.
+func (as *attachments) detachAll(ctx context.Context) error {
+	as.mu.Lock()
+	all := make([]func(context.Context) error, 0, len(as.m))
+	for _, d := range as.m {
+		all = append(all, d)
+	}
+	as.mu.Unlock()
+	var errs []error
+	for _, d := range all {
+		errs = append(errs, d(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// subjectFilters maps a pattern to the NATS subject filters that select
+// at least the types it matches, and reports whether they select exactly
+// those. "*" stays "*"; a trailing "**" becomes ">" plus the bare prefix
+// ("order.**" matches "order" itself, which "order.>" does not); a "**"
+// anywhere else widens the filter to ">" from there, and the node filters
+// the rest itself.
+func subjectFilters(prefix, pattern string) (filters []string, exact bool) {
+	segs := strings.Split(pattern, ".")
+	i := slices.Index(segs, "**")
+	if i < 0 {
+		return []string{prefix + "." + pattern}, true
+	}
+	base := prefix
+	if i > 0 {
+		base += "." + strings.Join(segs[:i], ".")
+	}
+	if i == 0 {
+		return []string{prefix + ".>"}, i == len(segs)-1
+	}
+	if i == len(segs)-1 {
+		return []string{base, base + ".>"}, true
+	}
+	return []string{base + ".>"}, false
+}
+
+// consumerName makes a JetStream consumer name of parts: characters
+// JetStream names cannot hold become '_', with a hash of the original
+// appended so that two names never collide.
+func consumerName(parts ...string) string {
+	raw := strings.Join(parts, "-")
+	safe := []byte(raw)
+	changed := false
+	for i, c := range safe {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			safe[i] = '_'
+			changed = true
+		}
+	}
+	if !changed {
+		return raw
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(raw))
+	return string(safe) + "-" + strconv.FormatUint(uint64(h.Sum32()), 36)
+}
+
+// matcher filters locally what a wider subject filter let through.
+type matcher struct {
+	exact   bool
+	pattern bus.Pattern
+}
+
+func newMatcher(pattern string, exact bool) (matcher, error) {
+	p, err := bus.ParsePattern(pattern)
+	if err != nil {
+		return matcher{}, err
+	}
+	return matcher{exact: exact, pattern: p}, nil
+}
+
+func (m matcher) match(typ string) bool { return m.exact || m.pattern.Match(typ) }
+
+// attachFastGroup subscribes a group in fast mode: a NATS queue
+// subscription per subject filter, so that NATS hands each message to one
+// member of the group, cluster-wide; a member whose node is gone stops
+// being offered messages as soon as its server drops the connection.
+func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(context.Context) error, error) {
+	filters, exact := subjectFilters(n.cfg.Prefix, info.Pattern)
+	m, err := newMatcher(info.Pattern, exact)
+	if err != nil {
+		return nil, err
+	}
+	handle := func(msg *nats.Msg) {
+		sig, err := wire.Decode(msg)
+		if err != nil {
+			return // the node's own subscription, which sees every message, parks it
+		}
+		if !m.match(sig.Type) {
+			return
+		}
+		if err := feed(n.ctx, sig, nil); err != nil && n.ctx.Err() == nil {
+			n.logger.Error("group delivery failed", "group", info.Group, "subscription", info.Name,
+				"signal_id", sig.ID, "type", sig.Type, "error", err)
+		}
+	}
+	subs := make([]*nats.Subscription, 0, len(filters))
+	detach := func(ctx context.Context) error {
+		var errs []error
+		for _, s := range subs {
+			if err := drainSubscription(ctx, s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		subs = subs[:0]
+		return errors.Join(errs...)
+	}
+	for _, f := range filters {
+		s, err := n.nc.QueueSubscribe(f, "signalbus-"+info.Group, handle)
+		if err == nil {
+			err = s.SetPendingLimits(1<<20, 256<<20)
+		}
+		if err != nil {
+			_ = detach(context.Background())
+			return nil, fmt.Errorf("group %q: queue subscribe %s: %w", info.Group, f, err)
+		}
+		subs = append(subs, s)
+	}
+	return detach, nil
+}
+
+// attachment is a subscription fed by its own JetStream consumer: a
+// group's consumer, shared by the group's members on every node, or a
+// named subscription's, which is this node's alone and keeps its place in
+// the stream across restarts. Either acknowledges a signal only once the
+// subscription is done with it, so what a node had not handled when it
+// died is redelivered: to another member of the group, or to the named
+// subscription when its node comes back.
+type attachment struct {
+	d     *durable
+	info  bus.SubscriptionInfo
+	feed  bus.Feed
+	match matcher
+	cfg   jetstream.ConsumerConfig
+	pipe  *pipe
+
+	ctx    context.Context // ends at detach
+	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// attach starts the consumer of a group or a named subscription. When the
+// stream is ready the consumer is made before Subscribe returns (and a
+// conflicting group is an error); otherwise it is made in the background
+// once the stream exists.
+func (d *durable) attach(info bus.SubscriptionInfo, feed bus.Feed) (func(context.Context) error, error) {
+	n := d.n
+	a := &attachment{d: d, info: info, feed: feed, stop: make(chan struct{}), done: make(chan struct{})}
+	a.ctx, a.cancel = context.WithCancel(n.ctx)
+	var (
+		filters []string
+		exact   bool
+		ordered bool
+	)
+	if info.Group != "" {
+		// A group's share is not ordered (its members work in parallel),
+		// so it can take just what its pattern selects.
+		filters, exact = subjectFilters(n.cfg.Prefix, info.Pattern)
+		a.cfg.Durable = consumerName("group", info.Group)
+		a.cfg.MaxAckPending = 1024
+	} else {
+		// A named subscription reads the whole stream: a publisher's
+		// sequence numbers are only gap-free over every type, and the
+		// reorderer needs them so. What does not match is acknowledged
+		// at once.
+		filters, exact, ordered = []string{n.cfg.Prefix + ".>"}, false, true
+		a.cfg.Durable = consumerName("sub", n.cfg.Name, info.Name)
+		a.cfg.MaxAckPending = 8192
+	}
+	m, err := newMatcher(info.Pattern, exact)
+	if err != nil {
+		return nil, err
+	}
+	a.match = m
+	a.cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	a.cfg.AckPolicy = jetstream.AckExplicitPolicy
+	a.cfg.AckWait = ackWait
+	a.cfg.Replicas = n.cfg.Replicas
+	if len(filters) == 1 {
+		a.cfg.FilterSubject = filters[0]
+	} else {
+		a.cfg.FilterSubjects = filters
+	}
+	a.pipe = d.newPipe(a.cfg.Durable, ordered, a.deliver)
+
+	select {
+	case <-d.ready:
+		if err := a.setup(); err != nil {
+			if errors.Is(err, ErrGroupConflict) {
+				a.cancel()
+				_ = a.pipe.close(context.Background())
+				return nil, err
+			}
+			go a.retrySetup()
+		} else {
+			close(a.done)
+		}
+	default:
+		go a.retrySetup()
+	}
+	return a.detach, nil
+}
+
+func (a *attachment) retrySetup() {
+	defer close(a.done)
+	select {
+	case <-a.d.ready:
+	case <-a.stop:
+		return
+	}
+	retryUntil(a.stop, a.d.n.logger, "consumer "+a.cfg.Durable, func() error {
+		err := a.setup()
+		if errors.Is(err, ErrGroupConflict) {
+			a.d.n.logger.Error("subscription not consuming", "consumer", a.cfg.Durable, "error", err)
+		}
+		return err
+	})
+}
+
+// setup creates the consumer, or joins it when it exists with the same
+// filters, and starts consuming.
+func (a *attachment) setup() error {
+	ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
+	defer cancel()
+	consumer, err := a.d.stream.CreateConsumer(ctx, a.cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		consumer, err = a.d.stream.Consumer(ctx, a.cfg.Durable)
+		if err == nil {
+			have := consumer.CachedInfo().Config
+			haveFilters := have.FilterSubjects
+			if have.FilterSubject != "" {
+				haveFilters = []string{have.FilterSubject}
+			}
+			wantFilters := a.cfg.FilterSubjects
+			if a.cfg.FilterSubject != "" {
+				wantFilters = []string{a.cfg.FilterSubject}
+			}
+			if !slices.Equal(haveFilters, wantFilters) {
+				return fmt.Errorf("%w: consumer %s filters %v, this subscription (pattern %q) needs %v",
+					ErrGroupConflict, a.cfg.Durable, haveFilters, a.info.Pattern, wantFilters)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
+	}
+	return a.pipe.consume(consumer)
+}
+
+// deliver hands a stored signal to the subscription; the ack waits for the
+// handler.
+func (a *attachment) deliver(p pending) {
+	if !a.match.match(p.sig.Type) {
+		_ = p.msg.Ack() // not for this subscription; the filter let it through
+		return
+	}
+	pipe, n := a.pipe, a.d.n
+	pipe.track(p.sig.ID, false)
+	err := a.feed(a.ctx, p.sig, func(err error) {
+		pipe.track(p.sig.ID, true)
+		switch {
+		case err == nil, errors.Is(err, bus.ErrQueueFull):
+			// Handled, dead-lettered, or dropped by the subscription's
+			// own overflow policy (the bus counted and logged it).
+			pipe.dedup.add(p.sig.ID)
+			_ = p.msg.Ack()
+		default:
+			_ = p.msg.Nak() // not handled: the bus closed first
+		}
+	})
+	if err == nil {
+		return
+	}
+	pipe.track(p.sig.ID, true)
+	switch {
+	case errors.Is(err, bus.ErrInvalidSignal):
+		n.logger.Error("stored signal refused by the bus; terminated", "consumer", a.cfg.Durable,
+			"signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+		_ = p.msg.Term()
+	case errors.Is(err, bus.ErrClosed), a.ctx.Err() != nil:
+		_ = p.msg.Nak()
+	default: // the queue refused it (overflow Reject): offer it again shortly
+		_ = p.msg.NakWithDelay(250 * time.Millisecond)
+	}
+}
+
+// detach stops consuming; the subscription keeps handling what it holds
+// and acknowledges it as it goes. The consumer itself stays on the stream.
+func (a *attachment) detach(ctx context.Context) error {
+	close(a.stop)
+	<-a.done
+	err := a.pipe.close(ctx)
+	a.cancel()
+	return err
+}

@@ -1,0 +1,296 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
+)
+
+func TestSubjectFilters(t *testing.T) {
+	for _, tc := range []struct {
+		pattern string
+		want    []string
+		exact   bool
+	}{
+		{"order.created", []string{"signals.order.created"}, true},
+		{"order.*", []string{"signals.order.*"}, true},
+		{"order.**", []string{"signals.order", "signals.order.>"}, true},
+		{"a.*.**", []string{"signals.a.*", "signals.a.*.>"}, true},
+		{"**", []string{"signals.>"}, true},
+		{"audit.**.failed", []string{"signals.audit.>"}, false},
+		{"**.failed", []string{"signals.>"}, false},
+	} {
+		got, exact := subjectFilters("signals", tc.pattern)
+		if !slices.Equal(got, tc.want) || exact != tc.exact {
+			t.Errorf("subjectFilters(%q) = %v, %v; want %v, %v", tc.pattern, got, exact, tc.want, tc.exact)
+		}
+	}
+}
+
+func TestConsumerNameIsSafeAndDistinct(t *testing.T) {
+	if got := consumerName("sub", "n1", "audit"); got != "sub-n1-audit" {
+		t.Errorf("consumerName of safe parts = %q, want them joined", got)
+	}
+	a, b := consumerName("sub", "n1", "a.b"), consumerName("sub", "n1", "a*b")
+	if a == b {
+		t.Errorf("two names map to one consumer %q", a)
+	}
+	for _, name := range []string{a, b} {
+		for _, c := range name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				t.Errorf("consumer name %q holds %q", name, c)
+			}
+		}
+	}
+}
+
+// handledSet records, across the nodes of a test, which node's handler
+// finished which signal id, and how often.
+type handledSet struct {
+	mu    sync.Mutex
+	by    map[string][]string // id → nodes that handled it
+	count map[string]int      // node → handled
+}
+
+func (h *handledSet) handler(node string) bus.Handler {
+	return bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.by == nil {
+			h.by, h.count = map[string][]string{}, map[string]int{}
+		}
+		h.by[s.ID] = append(h.by[s.ID], node)
+		h.count[node]++
+		return nil
+	})
+}
+
+func (h *handledSet) distinct() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.by)
+}
+
+func (h *handledSet) duplicates() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var dups []string
+	for id, nodes := range h.by {
+		if len(nodes) > 1 {
+			dups = append(dups, fmt.Sprintf("%s by %v", id, nodes))
+		}
+	}
+	return dups
+}
+
+func (h *handledSet) waitDistinct(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for h.distinct() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("group handled %d distinct signals, want %d", h.distinct(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGroupSharesWorkAcrossNodes: in each mode, a group with a member on
+// every node handles each signal once, cluster-wide, while a plain
+// subscription on every node still receives every signal.
+func TestGroupSharesWorkAcrossNodes(t *testing.T) {
+	for _, mode := range []Mode{Durable, Fast} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ext := startNATS(t, mode == Durable)
+			var nodes []*Node
+			for i := range 3 {
+				nodes = append(nodes, startNode(t, Config{Name: fmt.Sprintf("g%d", i), Mode: mode, NATSURL: ext.ClientURL()}))
+			}
+			if mode == Durable {
+				waitDurableReady(t, nodes...)
+			} else {
+				waitConnected(t, nodes)
+			}
+			var group handledSet
+			for _, n := range nodes {
+				if _, err := n.Bus().Subscribe("invoice.*", group.handler(n.Name()), bus.WithGroup("billing")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fanOut := subscribeAll(t, nodes, "invoice.**")
+			if mode == Fast {
+				waitConnected(t, nodes) // the queue subscriptions' interest has reached the server
+			}
+			const perNode = 100
+			for _, n := range nodes {
+				publishN(t, n, "invoice.issued", 0, perNode)
+			}
+			group.waitDistinct(t, 3*perNode, 20*time.Second)
+			for i, box := range fanOut {
+				if got := len(box.wait(t, 3*perNode)); got != 3*perNode {
+					t.Errorf("plain subscription on %s received %d, want every one of %d", nodes[i].Name(), got, 3*perNode)
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+			if dups := group.duplicates(); len(dups) > 0 {
+				t.Fatalf("group handled %d signals more than once: %v", len(dups), dups[:min(5, len(dups))])
+			}
+			group.mu.Lock()
+			t.Logf("share per node: %v", group.count)
+			group.mu.Unlock()
+		})
+	}
+}
+
+// TestDurableGroupFailsOverWhenAMemberDies: a member's node takes signals
+// and dies (its handler never finishes; its link to NATS is cut). What it
+// held unacknowledged is redelivered, after the ack wait, to the member on
+// the other node, which ends up handling every signal exactly once.
+func TestDurableGroupFailsOverWhenAMemberDies(t *testing.T) {
+	ext := startNATS(t, true)
+	proxy, err := faultproxy.New(context.Background(), "127.0.0.1:0", hostPort(ext.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	alive := startNode(t, Config{Name: "alive", NATSURL: ext.ClientURL()})
+	doomed := startNode(t, Config{Name: "doomed", NATSURL: "nats://" + proxy.Addr()})
+	waitDurableReady(t, alive, doomed)
+
+	var survivors handledSet
+	if _, err := alive.Bus().Subscribe("job.*", survivors.handler("alive"), bus.WithGroup("workers")); err != nil {
+		t.Fatal(err)
+	}
+	hung := make(chan struct{})
+	took := make(chan string, 1000)
+	if _, err := doomed.Bus().Subscribe("job.*", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		took <- s.ID
+		select { // the node "dies" holding the signal: it never finishes
+		case <-hung:
+		case <-ctx.Done():
+		}
+		return errors.New("died")
+	}), bus.WithGroup("workers"), bus.WithRetry(bus.NoRetry)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	publishN(t, alive, "job.run", 0, n)
+	select {
+	case <-took:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the doomed member never took a signal")
+	}
+	proxy.Cut()
+	start := time.Now()
+	survivors.waitDistinct(t, n, 30*time.Second)
+	t.Logf("the surviving member had every signal %v after the other died", time.Since(start).Round(10*time.Millisecond))
+	time.Sleep(100 * time.Millisecond)
+	if dups := survivors.duplicates(); len(dups) > 0 {
+		t.Fatalf("handled more than once: %v", dups)
+	}
+	close(hung)
+	proxy.Restore() // so that the doomed node can close cleanly
+}
+
+// TestNamedDurableSubscriptionResumes: a named subscription keeps its
+// consumer while its node is down; subscribed again after the restart it
+// receives what was published meanwhile, in order, and nothing it had
+// handled. An unnamed subscription on the same node starts from "now".
+func TestNamedDurableSubscriptionResumes(t *testing.T) {
+	ext := startNATS(t, true)
+	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL()})
+	cfg := Config{Name: "auditor", NATSURL: ext.ClientURL(), Logger: quietLogger(),
+		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	node, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, pub, node)
+	first := &inbox{}
+	if _, err := node.Bus().Subscribe("order.*", first, bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	waitAttached(t, node, 1)
+	publishN(t, pub, "order.created", 0, 50)
+	publishN(t, pub, "stock.moved", 0, 10) // not for the subscription: acknowledged, never handled
+	checkSequence(t, first.wait(t, 50), 0, 50)
+	if err := node.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	publishN(t, pub, "order.created", 50, 120) // while the node is down
+
+	again, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(ctx)
+	fresh := &inbox{}
+	if _, err := again.Bus().Subscribe("order.*", fresh); err != nil { // unnamed: from now
+		t.Fatal(err)
+	}
+	resumed := &inbox{}
+	if _, err := again.Bus().Subscribe("order.*", resumed, bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, resumed.wait(t, 70), 50, 120)
+	waitDurableReady(t, again)
+	publishN(t, pub, "order.created", 120, 130)
+	got := resumed.wait(t, 80)
+	checkSequence(t, got, 50, 130)
+	time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+	if n := len(resumed.wait(t, 0)); n != 80 {
+		t.Errorf("named subscription received %d after the restart, want exactly 80", n)
+	}
+	// The unnamed one started from "now": at most what was published after
+	// its node's consumer resumed, never what was handled before.
+	for _, s := range fresh.wait(t, 0) {
+		if i, _ := strconv.Atoi(s.Subject); i < 50 {
+			t.Errorf("unnamed subscription received #%d, handled before the restart", i)
+		}
+	}
+}
+
+// waitAttached waits until n of the node's fed subscriptions consume.
+func waitAttached(t *testing.T, node *Node, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		node.attached.mu.Lock()
+		count := len(node.attached.m)
+		node.attached.mu.Unlock()
+		if count >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions attached, want %d", count, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestGroupMembersMustSharePattern(t *testing.T) {
+	ext := startNATS(t, true)
+	a := startNode(t, Config{Name: "a", NATSURL: ext.ClientURL()})
+	b := startNode(t, Config{Name: "b", NATSURL: ext.ClientURL()})
+	waitDurableReady(t, a, b)
+	if _, err := a.Bus().Subscribe("invoice.*", &inbox{}, bus.WithGroup("billing")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Bus().Subscribe("order.*", &inbox{}, bus.WithGroup("billing"))
+	if !errors.Is(err, ErrGroupConflict) {
+		t.Fatalf("joining a group with another pattern: err = %v, want ErrGroupConflict", err)
+	}
+	if _, err := b.Bus().Subscribe("invoice.*", &inbox{}, bus.WithGroup("billing")); err != nil {
+		t.Fatalf("joining with the group's pattern: %v", err)
+	}
+}
