@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -76,6 +77,20 @@ type Config struct {
 	// OutboxSize bounds the signals PublishAsync may hold while the
 	// cluster is unreachable. Default 100 000.
 	OutboxSize int
+	// BatchSize is the most signals the node sends at once: every publish
+	// joins one queue, from which batches go out pipelined (in durable
+	// mode, the stream acknowledges a batch's signals together). Default
+	// 256. Each signal is still its own CloudEvents message on the wire.
+	BatchSize int
+	// BatchLinger is how long a batch smaller than BatchSize waits for
+	// more signals before it is sent. Default 0: a batch goes as soon as
+	// the previous one is done, holding whatever was queued meanwhile.
+	// A linger trades latency for fewer, fuller batches when many
+	// goroutines publish at once. Close sends at once, without lingering.
+	BatchLinger time.Duration
+	// TracerProvider receives the node's batch spans. Default: the global
+	// one. (The bus's own spans follow its BusOptions.)
+	TracerProvider trace.TracerProvider
 	// ReorderGap is how long a node holds back a publisher's later signals
 	// waiting for a missing one (durable mode) before it skips the gap.
 	// Default 10 s: twice the consumer's ack wait, so that a delivery lost
@@ -206,6 +221,12 @@ func (c Config) Validate() error {
 	if c.OutboxSize < 0 {
 		return bad("OutboxSize", c.OutboxSize, "is negative")
 	}
+	if c.BatchSize < 0 {
+		return bad("BatchSize", c.BatchSize, "is negative")
+	}
+	if c.BatchLinger < 0 {
+		return bad("BatchLinger", c.BatchLinger, "is negative")
+	}
 	if c.ReorderGap < 0 {
 		return bad("ReorderGap", c.ReorderGap, "is negative")
 	}
@@ -258,6 +279,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OutboxSize == 0 {
 		c.OutboxSize = 100_000
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 256
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
 	}
 	if c.ReorderGap == 0 {
 		c.ReorderGap = 2 * ackWait

@@ -49,7 +49,7 @@ type Node struct {
 	tmpDir   string             // removed on Close when DataDir was empty
 	nc       *nats.Conn
 	bus      *bus.Bus
-	sub      *nats.Subscription // fast mode: core NATS on <prefix>.>
+	recv     *receiver          // fast mode: core NATS on <prefix>.>
 	dur      *durable           // durable mode: JetStream
 	out      *outbox            // PublishAsync's queue, in front of either
 	attached attachments        // groups and durable subscriptions fed by their own consumers
@@ -136,15 +136,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.dur != nil {
 		n.dur.start()
 	} else {
-		n.sub, err = n.nc.Subscribe(cfg.Prefix+".>", n.receive)
+		n.recv, err = newReceiver(n, cfg.MeterProvider.Meter(ScopeName))
 		if err != nil {
 			return nil, fmt.Errorf("cluster: start %s: subscribe %s.>: %w", cfg.Name, cfg.Prefix, err)
-		}
-		// Core NATS drops a slow subscriber's messages past these limits;
-		// fast mode is at-most-once, but the losses are counted (see
-		// natsError).
-		if err := n.sub.SetPendingLimits(1<<20, 256<<20); err != nil {
-			return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
 		}
 	}
 	n.member = newMembership(n)
@@ -301,20 +295,6 @@ func (n *Node) stamp(msg *nats.Msg, seq uint64) {
 	msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
 }
 
-// receive handles one message from <prefix>.>: decode, check the sequence,
-// dispatch to the local subscriptions. What is not a CloudEvent is parked.
-func (n *Node) receive(msg *nats.Msg) {
-	sig, err := wire.Decode(msg)
-	if err != nil {
-		n.park(msg, err)
-		return
-	}
-	n.checkSequence(sig)
-	if err := n.bus.Dispatch(n.ctx, sig); err != nil && !errors.Is(err, bus.ErrClosed) {
-		n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
-	}
-}
-
 // checkSequence counts the signals missing between two from one publisher.
 // Core NATS keeps each publisher's order, so a jump is a loss.
 func (n *Node) checkSequence(sig bus.Signal) {
@@ -382,8 +362,8 @@ func (n *Node) Close(ctx context.Context) error {
 		if err := n.attached.detachAll(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		if n.sub != nil {
-			if err := drainSubscription(ctx, n.sub); err != nil {
+		if n.recv != nil {
+			if err := n.recv.close(ctx); err != nil {
 				errs = append(errs, err)
 			}
 		}

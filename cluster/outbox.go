@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -25,39 +29,68 @@ type asyncKey struct{}
 // as the cluster is reachable (stored by the stream in durable mode),
 // retrying for as long as it takes. It returns ErrOutboxFull, taking none
 // of the batch, when the outbox (Config.OutboxSize) has no room. A
-// synchronous Publish on the node waits for the outbox to drain first, so
-// one publisher's order holds across both. The outbox lives in memory:
+// synchronous Publish on the node queues behind what PublishAsync queued,
+// so one publisher's order holds across both. The outbox lives in memory:
 // Close drains it within its ctx and reports what it could not send.
 func (n *Node) PublishAsync(ctx context.Context, signals ...bus.Signal) error {
 	return n.bus.Publish(context.WithValue(ctx, asyncKey{}, true), signals...)
 }
 
-// outbox is the node's queue of signals accepted by PublishAsync and not
-// yet sent. A single goroutine sends from its head, in order.
+// outbox is the publishing pipeline of a node. Every publish, synchronous
+// or not, joins one queue; a single goroutine sends from its head in
+// batches of up to Config.BatchSize signals, waiting up to
+// Config.BatchLinger for a batch to fill, so concurrent publishers share
+// round trips and one publisher's order is the queue's. A synchronous
+// publish waits for its signals' outcome; an asynchronous one (PublishAsync)
+// returns at once and is retried until sent.
 type outbox struct {
-	n     *Node
-	send  func(context.Context, []bus.Signal) error
-	limit int
+	n      *Node
+	send   func(context.Context, []bus.Signal) error
+	limit  int // async signals held at most
+	size   int // batch size
+	linger time.Duration
 
-	mu    sync.Mutex
-	items []bus.Signal
-	empty chan struct{} // closed while the outbox is empty
-	wake  chan struct{}
+	mu       sync.Mutex
+	entries  []*outboxEntry
+	async    int           // async signals queued, against limit
+	empty    chan struct{} // closed while the queue is empty
+	wake     chan struct{}
+	draining bool // Close has begun: no more lingering
 
-	gaugeReg metric.Registration
-	stop     chan struct{}
-	done     chan struct{}
+	tracer    trace.Tracer
+	prop      propagation.TextMapPropagator
+	batchSize metric.Int64Histogram
+	sendAttrs metric.MeasurementOption
+	gaugeReg  metric.Registration
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// outboxEntry is one publish's signals not yet sent.
+type outboxEntry struct {
+	signals []bus.Signal
+	sync    bool
+	ctx     context.Context // sync: the publisher's, while it waits
+	result  chan error      // sync: buffered, receives the outcome once
+	taken   bool       // sync: part of a batch in flight
+	gone    bool       // sync: the caller's ctx ended before it was taken
 }
 
 func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter metric.Meter) (*outbox, error) {
-	o := &outbox{n: n, send: send, limit: n.cfg.OutboxSize, empty: make(chan struct{}),
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	o := &outbox{n: n, send: send, limit: n.cfg.OutboxSize, size: n.cfg.BatchSize, linger: n.cfg.BatchLinger,
+		empty: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}}
 	close(o.empty)
 	depth, err := meter.Int64ObservableGauge("signalbus.outbox.depth", metric.WithUnit("{message}"),
 		metric.WithDescription("Signals accepted by PublishAsync and not yet sent to the cluster."))
 	if err != nil {
 		return nil, err
 	}
+	if o.batchSize, err = batchSizeHistogram(meter); err != nil {
+		return nil, err
+	}
+	o.sendAttrs = metric.WithAttributes(attribute.String("messaging.system", "signalbus"),
+		attribute.String("signalbus.node", n.cfg.Name), attribute.String("messaging.operation.type", "send"))
 	node := metric.WithAttributes(attribute.String("signalbus.node", n.cfg.Name))
 	o.gaugeReg, err = meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
 		obs.ObserveInt64(depth, int64(o.depth()), node)
@@ -70,28 +103,64 @@ func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter me
 	return o, nil
 }
 
-// Send is the node's transport: asynchronous publishes go to the outbox,
-// synchronous ones wait for it to be empty, then go out directly.
+// batchSizeHistogram is signalbus.batch.size: signals per batch sent or
+// received, told apart by messaging.operation.type.
+func batchSizeHistogram(meter metric.Meter) (metric.Int64Histogram, error) {
+	return meter.Int64Histogram("signalbus.batch.size", metric.WithUnit("{message}"),
+		metric.WithDescription("Signals per batch a node sent (messaging.operation.type=send) or received (receive)."),
+		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096))
+}
+
+// Send is the node's transport: an asynchronous publish is queued and
+// returns; a synchronous one is queued and waits for its outcome, or for
+// its ctx (then ErrUnavailable).
 func (o *outbox) Send(ctx context.Context, signals []bus.Signal) error {
 	if async, _ := ctx.Value(asyncKey{}).(bool); async {
 		return o.put(signals)
 	}
-	if err := o.waitEmpty(ctx); err != nil {
-		return fmt.Errorf("%w: outbox not drained: %w", ErrUnavailable, err)
+	e := &outboxEntry{signals: signals, sync: true, ctx: ctx, result: make(chan error, 1)}
+	if err := o.enqueue(e); err != nil {
+		return err
 	}
-	return o.send(ctx, signals)
+	select {
+	case err := <-e.result:
+		return err
+	case <-ctx.Done():
+		o.abandon(e)
+		// The outcome may have arrived meanwhile; a success is a success.
+		select {
+		case err := <-e.result:
+			return err
+		default:
+		}
+		return fmt.Errorf("%w: not acknowledged before the ctx ended: %w", ErrUnavailable, ctx.Err())
+	}
 }
 
 func (o *outbox) put(signals []bus.Signal) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if len(o.items)+len(signals) > o.limit {
-		return fmt.Errorf("%w: %d queued, %d more do not fit in %d", ErrOutboxFull, len(o.items), len(signals), o.limit)
+	if o.async+len(signals) > o.limit {
+		defer o.mu.Unlock()
+		return fmt.Errorf("%w: %d queued, %d more do not fit in %d", ErrOutboxFull, o.async, len(signals), o.limit)
 	}
-	if len(o.items) == 0 {
+	o.async += len(signals)
+	o.mu.Unlock()
+	return o.enqueue(&outboxEntry{signals: signals})
+}
+
+func (o *outbox) enqueue(e *outboxEntry) error {
+	o.mu.Lock()
+	select {
+	case <-o.stop:
+		o.mu.Unlock()
+		return fmt.Errorf("%w: the node is closing", bus.ErrClosed)
+	default:
+	}
+	if len(o.entries) == 0 {
 		o.empty = make(chan struct{})
 	}
-	o.items = append(o.items, signals...)
+	o.entries = append(o.entries, e)
+	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -99,10 +168,37 @@ func (o *outbox) put(signals []bus.Signal) error {
 	return nil
 }
 
+// abandon drops a synchronous entry whose caller stopped waiting, unless
+// it is already in flight.
+func (o *outbox) abandon(e *outboxEntry) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e.taken {
+		return
+	}
+	e.gone = true
+	if i := slices.Index(o.entries, e); i >= 0 {
+		o.entries = slices.Delete(o.entries, i, i+1)
+		o.markEmptyLocked()
+	}
+}
+
+func (o *outbox) markEmptyLocked() {
+	if len(o.entries) == 0 {
+		o.entries = nil
+		select {
+		case <-o.empty:
+		default:
+			close(o.empty)
+		}
+	}
+}
+
+// depth is the number of signals PublishAsync queued and not yet sent.
 func (o *outbox) depth() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return len(o.items)
+	return o.async
 }
 
 func (o *outbox) waitEmpty(ctx context.Context) error {
@@ -117,63 +213,216 @@ func (o *outbox) waitEmpty(ctx context.Context) error {
 	}
 }
 
-// run sends the head of the outbox until it is stored, then the next.
+// part is the share of one entry in a batch.
+type part struct {
+	e     *outboxEntry
+	count int
+}
+
+// run sends the head of the queue until it is sent, then the next.
 func (o *outbox) run() {
 	defer close(o.done)
 	wait := 50 * time.Millisecond
 	// size is the batch sent at once: pipelined while sends succeed, one
-	// at a time after a failure, until one succeeds, so that nothing is
-	// stored out of order while the cluster comes back.
-	size := outboxBatch
+	// signal at a time after a failure, until one succeeds, so that
+	// nothing is stored out of order while the cluster comes back.
+	size := o.size
+	var (
+		batch []bus.Signal
+		parts []part
+	)
 	for {
-		o.mu.Lock()
-		batch := o.items[:min(len(o.items), size):min(len(o.items), size)]
-		o.mu.Unlock()
-		if len(batch) == 0 {
-			select {
-			case <-o.stop:
-				return
-			case <-o.wake:
-				continue
-			}
+		if !o.waitForBatch(size) {
+			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := o.send(ctx, batch)
-		cancel()
-		if err != nil {
-			o.n.logger.Debug("outbox: cluster unreachable; will retry", "queued", o.depth(), "error", err, "wait", wait)
-			select {
-			case <-o.stop:
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, 2*time.Second)
-			size = 1
+		batch, parts = o.take(size, batch[:0], parts[:0])
+		if len(batch) == 0 {
 			continue
 		}
-		wait, size = 50*time.Millisecond, outboxBatch
-		o.mu.Lock()
-		o.items = o.items[len(batch):]
-		if len(o.items) == 0 {
-			o.items = nil
-			close(o.empty)
+		err := o.sendBatch(batch)
+		o.settle(parts, err)
+		clear(batch)
+		if err == nil {
+			wait, size = 50*time.Millisecond, o.size
+			continue
 		}
-		o.mu.Unlock()
+		o.n.logger.Debug("outbox: cluster unreachable; will retry", "queued", o.depth(), "error", err, "wait", wait)
+		select {
+		case <-o.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+		size = 1
 	}
 }
 
-// outboxBatch is how many signals the outbox sends at once.
-const outboxBatch = 256
+// waitForBatch waits for something to send, and while the queue holds
+// less than size, for up to the linger time. It returns false once stopped.
+func (o *outbox) waitForBatch(size int) bool {
+	var linger <-chan time.Time
+	for {
+		o.mu.Lock()
+		queued, draining := 0, o.draining
+		for _, e := range o.entries {
+			queued += len(e.signals)
+			if queued >= size {
+				break
+			}
+		}
+		o.mu.Unlock()
+		switch {
+		case queued >= size, queued > 0 && (o.linger <= 0 || draining):
+			return true
+		case queued > 0 && linger == nil:
+			linger = time.After(o.linger)
+		}
+		select {
+		case <-o.stop:
+			return false
+		case <-o.wake:
+		case <-linger:
+			return true
+		}
+	}
+}
 
-// close waits, within ctx, for the outbox to drain, then stops its
-// goroutine; what was still queued is reported in the error.
+// take moves up to size signals from the head of the queue into batch.
+func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal, []part) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range o.entries {
+		if len(batch) >= size {
+			break
+		}
+		k := min(len(e.signals), size-len(batch))
+		batch = append(batch, e.signals[:k]...)
+		parts = append(parts, part{e: e, count: k})
+		e.taken = true
+	}
+	return batch, parts
+}
+
+// settle records a batch's outcome. Sent signals leave the queue, and
+// their synchronous publishers hear nil. After a failure, what can be
+// retried (ErrUnavailable: the cluster is unreachable) stays queued, for
+// as long as a synchronous publisher waits and for ever for PublishAsync;
+// what cannot (a signal the wire cannot encode) leaves the queue, with
+// the error told to a synchronous publisher or logged for an asynchronous
+// one.
+func (o *outbox) settle(parts []part, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	retry := errors.Is(err, ErrUnavailable)
+	remove := map[*outboxEntry]bool{}
+	for _, p := range parts {
+		e := p.e
+		e.taken = false
+		switch {
+		case err == nil:
+			e.signals = e.signals[p.count:]
+			if !e.sync {
+				o.async -= p.count
+			}
+			if len(e.signals) == 0 {
+				remove[e] = true
+				if e.sync {
+					e.result <- nil
+				}
+			}
+		case e.sync && (!retry || e.ctx.Err() != nil):
+			remove[e] = true
+			e.result <- err
+		case !e.sync && !retry:
+			remove[e] = true
+			o.async -= len(e.signals)
+			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", len(e.signals), "error", err)
+		}
+	}
+	if len(remove) > 0 {
+		o.entries = slices.DeleteFunc(o.entries, func(e *outboxEntry) bool { return remove[e] })
+		o.markEmptyLocked()
+	}
+}
+
+// sendBatch sends one batch inside a send span that links the publish
+// span of every signal in it.
+func (o *outbox) sendBatch(batch []bus.Signal) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx, span := o.tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.system", "signalbus"),
+			attribute.String("messaging.operation.name", "send"), attribute.String("messaging.operation.type", "send"),
+			attribute.Int("messaging.batch.message_count", len(batch)), attribute.String("signalbus.node", o.n.cfg.Name))
+		addSignalLinks(span, o.prop, batch)
+	}
+	err := o.send(ctx, batch)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		o.batchSize.Record(ctx, int64(len(batch)), o.sendAttrs)
+	}
+	span.End()
+	return err
+}
+
+// addSignalLinks links span to the producer span of each signal, once per
+// distinct producer.
+func addSignalLinks(span trace.Span, prop propagation.TextMapPropagator, signals []bus.Signal) {
+	var last trace.SpanContext
+	for _, s := range signals {
+		sc := signalSpanContext(prop, s)
+		if !sc.IsValid() || sc.Equal(last) {
+			continue
+		}
+		last = sc
+		span.AddLink(trace.Link{SpanContext: sc})
+	}
+}
+
+// signalSpanContext reads the producer span context from a signal's
+// traceparent extension.
+func signalSpanContext(prop propagation.TextMapPropagator, s bus.Signal) trace.SpanContext {
+	tp, _ := s.Extensions["traceparent"].(string)
+	if tp == "" {
+		return trace.SpanContext{}
+	}
+	carrier := propagation.MapCarrier{"traceparent": tp}
+	if ts, _ := s.Extensions["tracestate"].(string); ts != "" {
+		carrier["tracestate"] = ts
+	}
+	return trace.SpanContextFromContext(prop.Extract(context.Background(), carrier))
+}
+
+// close sends what is queued, within ctx, without lingering, then stops
+// the goroutine; what could not be sent is reported in the error.
 func (o *outbox) close(ctx context.Context) error {
+	o.mu.Lock()
+	o.draining = true
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
 	err := o.waitEmpty(ctx)
+	o.mu.Lock()
 	close(o.stop)
+	o.mu.Unlock()
 	<-o.done
 	_ = o.gaugeReg.Unregister()
+	o.mu.Lock()
+	left := 0
+	for _, e := range o.entries {
+		left += len(e.signals)
+		if e.sync {
+			e.result <- fmt.Errorf("%w: the node closed before the signals were sent", ErrUnavailable)
+		}
+	}
+	o.entries = nil
+	o.mu.Unlock()
 	if err != nil {
-		left := o.depth()
 		o.n.logger.Error("closing with signals still in the outbox; they were not sent", "count", left)
 		return fmt.Errorf("outbox: %d signals not sent: %w", left, err)
 	}

@@ -56,13 +56,26 @@ func TestOutboxHoldsWhileUnreachableAndDrainsInOrder(t *testing.T) {
 	}
 
 	proxy.Restore()
-	checkSequence(t, box.wait(t, 100), 0, 100)
+	box.wait(t, 100)
 	if err := pub.out.waitEmpty(ctx); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // a duplicate would arrive right behind
-	if got := len(box.wait(t, 0)); got != 100 {
-		t.Errorf("received %d, want exactly 100", got)
+	// The failed synchronous Publish was not acknowledged, which does not
+	// mean it was not stored: nats.go keeps what was written while
+	// disconnected and sends it on reconnect. It may arrive, once.
+	var async []bus.Signal
+	syncs := 0
+	for _, s := range box.wait(t, 0) {
+		if s.Subject == "sync" {
+			syncs++
+			continue
+		}
+		async = append(async, s)
+	}
+	checkSequence(t, async, 0, 100)
+	if syncs > 1 {
+		t.Errorf("the unacknowledged synchronous signal arrived %d times, want at most once", syncs)
 	}
 }
 
