@@ -49,10 +49,10 @@ type Node struct {
 	tmpDir   string             // removed on Close when DataDir was empty
 	nc       *nats.Conn
 	bus      *bus.Bus
-	recv     *receiver          // fast mode: core NATS on <prefix>.>
-	dur      *durable           // durable mode: JetStream
-	out      *outbox            // PublishAsync's queue, in front of either
-	attached attachments        // groups and durable subscriptions fed by their own consumers
+	recv     *receiver   // fast mode: core NATS on <prefix>.>
+	dur      *durable    // durable mode: JetStream
+	out      *outbox     // PublishAsync's queue, in front of either
+	attached attachments // groups and durable subscriptions fed by their own consumers
 	seq      atomic.Uint64
 	instance string // random per Start: tells this run's sequence from an earlier one's
 	member   *membership

@@ -72,8 +72,8 @@ type outboxEntry struct {
 	sync    bool
 	ctx     context.Context // sync: the publisher's, while it waits
 	result  chan error      // sync: buffered, receives the outcome once
-	taken   bool       // sync: part of a batch in flight
-	gone    bool       // sync: the caller's ctx ended before it was taken
+	taken   bool            // sync: part of a batch in flight
+	gone    bool            // sync: the caller's ctx ended before it was taken
 }
 
 func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter metric.Meter) (*outbox, error) {
