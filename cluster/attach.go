@@ -275,7 +275,7 @@ func (d *durable) attach(info bus.SubscriptionInfo, feed bus.Feed) (func(context
 	} else {
 		a.cfg.FilterSubjects = filters
 	}
-	a.pipe = d.newPipe(a.cfg.Durable, ordered, a.deliver)
+	a.pipe = d.newPipe(a.cfg.Durable, ordered, a.deliver, nil)
 
 	select {
 	case <-d.ready:

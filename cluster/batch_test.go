@@ -86,10 +86,8 @@ func TestBatchesFlushOnSizeAndClose(t *testing.T) {
 				t.Errorf("sent batches: count %d, sum %d, min %d, max %d; want 3 batches (10, 10, 5)",
 					sent.Count, sent.Sum, lo, hi)
 			}
-			if mode == Fast {
-				if got := batchSizes(t, reader, "receive"); got.Sum != 25 {
-					t.Errorf("received batches sum to %d signals, want 25", got.Sum)
-				}
+			if got := batchSizes(t, reader, "receive"); got.Sum != 25 {
+				t.Errorf("received batches sum to %d signals, want 25", got.Sum)
 			}
 		})
 	}

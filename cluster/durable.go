@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/wire"
@@ -33,13 +35,18 @@ type durable struct {
 	ready  chan struct{}    // closed once the stream and the node's consumer exist
 	own    *pipe            // the node's consumer, feeding Dispatch
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	started bool // start ran: done will close
 
 	dedupCounter metric.Int64Counter
 	dedupOpts    []metric.AddOption
 	heldCounter  metric.Int64Counter
 	nodeAttr     metric.MeasurementOption
+	batchSize    metric.Int64Histogram
+	receiveAttrs metric.MeasurementOption
+	tracer       trace.Tracer
+	prop         propagation.TextMapPropagator
 
 	// retrySeq keeps the sequence number of a signal whose publish
 	// failed, so that the application's retry of the same signal fills
@@ -92,18 +99,35 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	d.own = d.newPipe("node-"+n.cfg.Name, true, d.dispatch)
+	if d.batchSize, err = batchSizeHistogram(meter); err != nil {
+		return nil, err
+	}
+	d.receiveAttrs = metric.WithAttributes(attribute.String("messaging.system", "signalbus"),
+		attribute.String("signalbus.node", n.cfg.Name), attribute.String("messaging.operation.type", "receive"))
+	d.tracer, d.prop = n.cfg.TracerProvider.Tracer(ScopeName), propagation.TraceContext{}
+	d.own = d.newPipe("node-"+n.cfg.Name, true, nil, d.dispatchBatch)
 	d.own.park = true
 	return d, nil
 }
 
 // newPipe makes the receiving side of one consumer: ordered restores each
-// publisher's order before deliver.
-func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending)) *pipe {
+// publisher's order before delivery. Signals go one by one to deliver, or,
+// when batch is set, in batches: what is waiting when the pipe gets to it,
+// up to Config.BatchSize, goes to batch at once.
+func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending), batch func([]pending)) *pipe {
 	n := d.n
 	p := &pipe{d: d, consumer: consumer, dedup: newDedupWindow(n.cfg.DedupSize), deliver: deliver}
+	var afterSkip func()
+	if batch != nil {
+		p.batch, p.deliver, afterSkip = batch, p.collect, p.flush
+		p.max = n.cfg.BatchSize
+		p.arrivals = make(chan jetstream.Msg, p.max)
+		p.stopArrivals = make(chan struct{})
+		p.batchDone = make(chan struct{})
+		go p.runBatches()
+	}
 	if ordered {
-		p.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, deliver,
+		p.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, p.deliver, afterSkip,
 			func() {
 				n.held.Add(1)
 				d.heldCounter.Add(context.Background(), 1, d.nodeAttr)
@@ -118,7 +142,10 @@ func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending)) 
 }
 
 // start runs the setup in the background.
-func (d *durable) start() { go d.setup() }
+func (d *durable) start() {
+	d.started = true
+	go d.setup()
+}
 
 func (d *durable) setup() {
 	defer close(d.done)
@@ -309,6 +336,18 @@ type pipe struct {
 	park     bool // park what is not a CloudEvent (the node's own consumer does; it sees every message)
 	cc       jetstream.ConsumeContext
 
+	// Batching (the node's own consumer): the consumer's callback queues
+	// each arrival; runBatches takes what is waiting, and what the
+	// reorderer releases is collected, then handed to batch by flush.
+	batch        func([]pending)
+	max          int
+	arrivals     chan jetstream.Msg
+	stopArrivals chan struct{}
+	batchDone    chan struct{}
+	collectMu    sync.Mutex
+	collected    []pending
+	flushMu      sync.Mutex // one flush at a time, so batches keep their order
+
 	// inFlight holds the ids handed on and not yet done with, when
 	// deliver acknowledges only after the handler: a redelivery of one of
 	// them is left unacknowledged, and the first delivery's ack covers it.
@@ -321,7 +360,11 @@ type pipe struct {
 // off) the pending pull requests die with it, and the client notices the
 // silence after a missed heartbeat, not after the default 30 s expiry.
 func (p *pipe) consume(consumer jetstream.Consumer) error {
-	cc, err := consumer.Consume(p.receive, jetstream.PullMaxMessages(1024),
+	callback := p.receive
+	if p.batch != nil {
+		callback = p.arrive
+	}
+	cc, err := consumer.Consume(callback, jetstream.PullMaxMessages(1024),
 		jetstream.PullExpiry(3*time.Second), jetstream.PullHeartbeat(time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			p.d.n.logger.Debug("JetStream consume", "consumer", p.consumer, "error", err)
@@ -367,6 +410,69 @@ func (p *pipe) receive(m jetstream.Msg) {
 	p.deliver(pending{sig: sig, msg: m})
 }
 
+// arrive queues one arrival for runBatches.
+func (p *pipe) arrive(m jetstream.Msg) {
+	select {
+	case p.arrivals <- m:
+	case <-p.stopArrivals:
+		_ = m.Nak() // the pipe is closing; redelivered after restart
+	}
+}
+
+// runBatches takes each arrival and whatever else is already waiting, up
+// to the batch size, through receive, then flushes what that released.
+func (p *pipe) runBatches() {
+	defer close(p.batchDone)
+	for {
+		select {
+		case m := <-p.arrivals:
+			p.receive(m)
+		case <-p.stopArrivals:
+			for {
+				select {
+				case m := <-p.arrivals:
+					p.receive(m)
+				default:
+					p.flush()
+					return
+				}
+			}
+		}
+	more:
+		for i := 1; i < p.max; i++ {
+			select {
+			case m := <-p.arrivals:
+				p.receive(m)
+			default:
+				break more
+			}
+		}
+		p.flush()
+	}
+}
+
+// collect is deliver when batching. The id is remembered at once, so
+// that a redelivery arriving before the flush is recognised.
+func (p *pipe) collect(pd pending) {
+	p.dedup.add(pd.sig.ID)
+	p.collectMu.Lock()
+	p.collected = append(p.collected, pd)
+	p.collectMu.Unlock()
+}
+
+// flush hands everything collected so far to batch, in collection order.
+func (p *pipe) flush() {
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	p.collectMu.Lock()
+	batch := p.collected
+	p.collected = nil
+	p.collectMu.Unlock()
+	if len(batch) > 0 {
+		p.batch(batch)
+	}
+}
+
 func (p *pipe) handling(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -398,30 +504,53 @@ func (p *pipe) close(ctx context.Context) error {
 	p.mu.Lock()
 	cc := p.cc
 	p.mu.Unlock()
-	if cc == nil {
-		return nil
+	var err error
+	if cc != nil {
+		cc.Drain()
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+			cc.Stop()
+			err = fmt.Errorf("drain consumer %s: %w", p.consumer, ctx.Err())
+		}
 	}
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-		return nil
-	case <-ctx.Done():
-		cc.Stop()
-		return fmt.Errorf("drain consumer %s: %w", p.consumer, ctx.Err())
+	if p.batch != nil {
+		close(p.stopArrivals)
+		<-p.batchDone
 	}
+	return err
 }
 
-// dispatch queues p for the local subscriptions, then acknowledges it.
-func (d *durable) dispatch(p pending) {
-	if err := d.n.bus.Dispatch(d.n.ctx, p.sig); err != nil {
-		if errors.Is(err, bus.ErrClosed) || d.n.ctx.Err() != nil {
-			_ = p.msg.Nak() // this node is closing; take it up after restart
-			return
+// dispatchBatch queues a batch for the local subscriptions under one
+// receive span linking each signal's producer, and acknowledges each
+// signal once it is queued.
+func (d *durable) dispatchBatch(batch []pending) {
+	n := d.n
+	ctx, span := d.tracer.Start(n.ctx, "receive", trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		signals := make([]bus.Signal, len(batch))
+		for i := range batch {
+			signals[i] = batch[i].sig
 		}
-		d.n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+		span.SetAttributes(attribute.String("messaging.system", "signalbus"),
+			attribute.String("messaging.operation.name", "receive"), attribute.String("messaging.operation.type", "receive"),
+			attribute.Int("messaging.batch.message_count", len(batch)), attribute.String("signalbus.node", n.cfg.Name))
+		addSignalLinks(span, d.prop, signals)
 	}
-	d.own.dedup.add(p.sig.ID)
-	_ = p.msg.Ack()
+	d.batchSize.Record(ctx, int64(len(batch)), d.receiveAttrs)
+	// One Dispatch per signal: each is acknowledged only once queued, and
+	// a batch cut short by Close must tell which were.
+	for _, p := range batch {
+		if err := n.bus.Dispatch(n.ctx, p.sig); err != nil {
+			if errors.Is(err, bus.ErrClosed) || n.ctx.Err() != nil {
+				_ = p.msg.Nak() // this node is closing; take it up after restart
+				continue
+			}
+			n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+		}
+		_ = p.msg.Ack()
+	}
+	span.End()
 }
 
 // close stops consuming, letting the messages in hand finish.
@@ -431,7 +560,9 @@ func (d *durable) close(ctx context.Context) error {
 	default:
 		close(d.stop)
 	}
-	<-d.done
+	if d.started {
+		<-d.done
+	}
 	return d.own.close(ctx)
 }
 

@@ -35,10 +35,13 @@ type pending struct {
 // the order reaching the bus is the order decided here.
 type reorderer struct {
 	deliver func(pending)
-	gap     time.Duration
-	limit   int
-	onHeld  func()
-	onSkip  func(key string, from, to uint64)
+	// afterSkip, when set, runs after the timer released held signals,
+	// outside the lock: a deliver that only collects flushes there.
+	afterSkip func()
+	gap       time.Duration
+	limit     int
+	onHeld    func()
+	onSkip    func(key string, from, to uint64)
 
 	mu      sync.Mutex
 	streams map[string]*publisherStream
@@ -54,8 +57,8 @@ type publisherStream struct {
 	gapSeen time.Time // when the current gap was first seen
 }
 
-func newReorderer(gap time.Duration, limit int, deliver func(pending), onHeld func(), onSkip func(string, uint64, uint64)) *reorderer {
-	r := &reorderer{deliver: deliver, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
+func newReorderer(gap time.Duration, limit int, deliver func(pending), afterSkip func(), onHeld func(), onSkip func(string, uint64, uint64)) *reorderer {
+	r := &reorderer{deliver: deliver, afterSkip: afterSkip, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
 		streams: map[string]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
@@ -172,13 +175,18 @@ func (r *reorderer) run() {
 		case <-r.stop:
 			return
 		case now := <-t.C:
+			skipped := false
 			r.mu.Lock()
 			for key, ps := range r.streams {
 				if len(ps.held) > 0 && now.Sub(ps.gapSeen) >= r.gap {
 					r.skipLocked(key, ps)
+					skipped = true
 				}
 			}
 			r.mu.Unlock()
+			if skipped && r.afterSkip != nil {
+				r.afterSkip()
+			}
 		}
 	}
 }
