@@ -33,6 +33,7 @@ func BenchmarkDurable(b *testing.B) {
 			var jsRate float64
 			b.Run("impl=jetstream", func(b *testing.B) { jsRate = benchRawJetStream(b, srv.ClientURL()) })
 			b.Run("impl=durable/batch=64", func(b *testing.B) { benchDurable(b, srv.ClientURL(), 64, jsRate) })
+			b.Run("impl=durable/async", func(b *testing.B) { benchDurable(b, srv.ClientURL(), asyncBatch, jsRate) })
 		})
 	}
 }
