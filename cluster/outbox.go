@@ -56,6 +56,8 @@ type outbox struct {
 	empty    chan struct{} // closed while the queue is empty
 	wake     chan struct{}
 	draining bool // Close has begun: no more lingering
+	sending  bool // a batch taken from entries is in flight
+	direct   bool // fast mode: a synchronous publish may send itself when nothing is queued
 
 	tracer    trace.Tracer
 	prop      propagation.TextMapPropagator
@@ -79,7 +81,7 @@ type outboxEntry struct {
 func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter metric.Meter) (*outbox, error) {
 	o := &outbox{n: n, send: send, limit: n.cfg.OutboxSize, size: n.cfg.BatchSize, linger: n.cfg.BatchLinger,
 		empty: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}}
+		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}, direct: n.cfg.Mode == Fast}
 	close(o.empty)
 	depth, err := meter.Int64ObservableGauge("signalbus.outbox.depth", metric.WithUnit("{message}"),
 		metric.WithDescription("Signals accepted by PublishAsync and not yet sent to the cluster."))
@@ -117,6 +119,19 @@ func batchSizeHistogram(meter metric.Meter) (metric.Int64Histogram, error) {
 func (o *outbox) Send(ctx context.Context, signals []bus.Signal) error {
 	if async, _ := ctx.Value(asyncKey{}).(bool); async {
 		return o.put(signals)
+	}
+	if o.direct {
+		o.mu.Lock()
+		if len(o.entries) == 0 && !o.sending {
+			// Nothing queued or in flight to overtake: send from the
+			// caller's goroutine and spare it two hand-offs. Only in fast
+			// mode, where a send only buffers: holding the lock through a
+			// round trip would serialise the publishers a batch could
+			// have carried together.
+			defer o.mu.Unlock()
+			return o.sendBatch(signals)
+		}
+		o.mu.Unlock()
 	}
 	e := &outboxEntry{signals: signals, sync: true, ctx: ctx, result: make(chan error, 1)}
 	if err := o.enqueue(e); err != nil {
@@ -300,6 +315,7 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 		parts = append(parts, part{e: e, count: k})
 		e.taken = true
 	}
+	o.sending = len(batch) > 0
 	return batch, parts
 }
 
@@ -313,6 +329,7 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 func (o *outbox) settle(parts []part, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.sending = false
 	retry := errors.Is(err, ErrUnavailable)
 	remove := map[*outboxEntry]bool{}
 	for _, p := range parts {
