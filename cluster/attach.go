@@ -387,3 +387,46 @@ func (a *attachment) detach(ctx context.Context) error {
 	a.cancel()
 	return err
 }
+
+// ErrNotFound is returned when what was to be deleted does not exist.
+var ErrNotFound = errors.New("not found")
+
+// DeleteSubscription deletes the durable consumer of this node's named
+// subscription (bus.WithSubscriptionName, durable mode): its position in
+// the stream is forgotten, and subscribing again under the name starts
+// from "now". Close the subscription first; a subscription still open
+// stops receiving. It returns an error wrapping ErrNotFound when there is
+// no such consumer.
+func (n *Node) DeleteSubscription(ctx context.Context, name string) error {
+	return n.deleteConsumer(ctx, consumerName("sub", n.cfg.Name, name))
+}
+
+// DeleteGroup deletes a group's durable consumer (bus.WithGroup, durable
+// mode), for every node: the signals it had not yet handed out are
+// forgotten by the group. Close its members first. It returns an error
+// wrapping ErrNotFound when there is no such group.
+func (n *Node) DeleteGroup(ctx context.Context, group string) error {
+	return n.deleteConsumer(ctx, consumerName("group", group))
+}
+
+func (n *Node) deleteConsumer(ctx context.Context, consumer string) error {
+	if n.dur == nil {
+		return fmt.Errorf("cluster: delete %s: fast mode keeps no consumers: %w", consumer, ErrNotFound)
+	}
+	select {
+	case <-n.dur.ready:
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: delete %s: %w: no stream yet: %w", consumer, ErrUnavailable, ctx.Err())
+	}
+	ctx, cancel := withDefaultTimeout(ctx, n.cfg.ConnectTimeout)
+	defer cancel()
+	err := n.dur.stream.DeleteConsumer(ctx, consumer)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return fmt.Errorf("cluster: delete %s: %w", consumer, ErrNotFound)
+	default:
+		return fmt.Errorf("cluster: delete %s: %w: %w", consumer, ErrUnavailable, err)
+	}
+}

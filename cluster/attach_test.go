@@ -294,3 +294,48 @@ func TestGroupMembersMustSharePattern(t *testing.T) {
 		t.Fatalf("joining with the group's pattern: %v", err)
 	}
 }
+
+func TestDeleteSubscriptionForgetsItsPosition(t *testing.T) {
+	ext := startNATS(t, true)
+	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL()})
+	node := startNode(t, Config{Name: "del", NATSURL: ext.ClientURL()})
+	waitDurableReady(t, pub, node)
+	ctx := context.Background()
+	first := &inbox{}
+	sub, err := node.Bus().Subscribe("order.*", first, bus.WithSubscriptionName("audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAttached(t, node, 1)
+	publishN(t, pub, "order.created", 0, 5)
+	first.wait(t, 5)
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "order.created", 5, 10) // kept for "audit" while it is closed
+	if err := node.DeleteSubscription(ctx, "audit"); err != nil {
+		t.Fatalf("DeleteSubscription: %v", err)
+	}
+	if err := node.DeleteSubscription(ctx, "audit"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleting it again: err = %v, want ErrNotFound", err)
+	}
+	again := &inbox{}
+	if _, err := node.Bus().Subscribe("order.*", again, bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	waitAttached(t, node, 1)
+	publishN(t, pub, "order.created", 10, 12)
+	checkSequence(t, again.wait(t, 2), 10, 12) // from "now": not 5..9
+	time.Sleep(100 * time.Millisecond)
+	if got := len(again.wait(t, 0)); got != 2 {
+		t.Errorf("received %d after deleting the position, want 2", got)
+	}
+
+	if _, err := node.Bus().Subscribe("order.*", &inbox{}, bus.WithGroup("billing")); err != nil {
+		t.Fatal(err)
+	}
+	waitAttached(t, node, 2)
+	if err := node.DeleteGroup(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteGroup of an unknown group: err = %v, want ErrNotFound", err)
+	}
+}
