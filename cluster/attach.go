@@ -285,18 +285,23 @@ func (d *durable) attach(info bus.SubscriptionInfo, feed bus.Feed) (func(context
 				_ = a.pipe.close(context.Background())
 				return nil, err
 			}
+			d.setups.add()
 			go a.retrySetup()
 		} else {
 			close(a.done)
 		}
 	default:
+		d.setups.add()
 		go a.retrySetup()
 	}
 	return a.detach, nil
 }
 
+// retrySetup makes the consumer in the background; until it exists, the
+// node's publishes wait (see durable.Send).
 func (a *attachment) retrySetup() {
 	defer close(a.done)
+	defer a.d.setups.done()
 	select {
 	case <-a.d.ready:
 	case <-a.stop:
@@ -305,7 +310,11 @@ func (a *attachment) retrySetup() {
 	retryUntil(a.stop, a.d.n.logger, "consumer "+a.cfg.Durable, func() error {
 		err := a.setup()
 		if errors.Is(err, ErrGroupConflict) {
-			a.d.n.logger.Error("subscription not consuming", "consumer", a.cfg.Durable, "error", err)
+			// Retrying cannot help, and Subscribe has returned: the
+			// subscription stays without a consumer, and says so.
+			a.d.n.logger.Error("group member not consuming: its pattern conflicts with the group's",
+				"consumer", a.cfg.Durable, "pattern", a.info.Pattern, "error", err)
+			return nil
 		}
 		return err
 	})

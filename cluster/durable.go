@@ -38,6 +38,7 @@ type durable struct {
 	stop    chan struct{}
 	done    chan struct{}
 	started bool // start ran: done will close
+	setups  pendingSetups
 
 	dedupCounter metric.Int64Counter
 	dedupOpts    []metric.AddOption
@@ -96,6 +97,7 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 		n:           n,
 		js:          js,
 		ready:       make(chan struct{}),
+		setups:      newPendingSetups(),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -226,11 +228,16 @@ func (d *durable) trySetup() error {
 // Send stores the batch: every signal is published asynchronously (the
 // server keeps one connection's publishes in order), then Send waits for
 // every acknowledgement. Publish returns nil only once all are stored.
+// It first waits for the stream, and for the consumers of the groups and
+// named subscriptions made before it, so that those see what it sends.
 func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	select {
 	case <-d.ready:
 	case <-ctx.Done():
 		return fmt.Errorf("%w: no stream yet: %w", ErrUnavailable, ctx.Err())
+	}
+	if err := d.setups.wait(ctx); err != nil {
+		return fmt.Errorf("%w: subscriptions' consumers not ready: %w", ErrUnavailable, err)
 	}
 	n := d.n
 	futures := make([]jetstream.PubAckFuture, 0, len(signals))
@@ -605,4 +612,48 @@ func (w *dedupWindow) add(id string) {
 	delete(w.ids, w.ring[w.next])
 	w.ring[w.next] = id
 	w.next = (w.next + 1) % len(w.ring)
+}
+
+// pendingSetups counts the consumers being set up in the background.
+type pendingSetups struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed while n is 0
+}
+
+func newPendingSetups() pendingSetups {
+	idle := make(chan struct{})
+	close(idle)
+	return pendingSetups{idle: idle}
+}
+
+func (p *pendingSetups) add() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == 0 {
+		p.idle = make(chan struct{})
+	}
+	p.n++
+}
+
+func (p *pendingSetups) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n--
+	if p.n == 0 {
+		close(p.idle)
+	}
+}
+
+// wait returns once none is pending, or ctx's error.
+func (p *pendingSetups) wait(ctx context.Context) error {
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -37,3 +37,34 @@ func Example() {
 	}
 	// Output: order.created from /shop via NATS (published by node-1)
 }
+
+// Example_durableSubscription names a subscription on a durable node, so
+// that it keeps its place in the stream: after a restart of the node
+// (same Name and DataDir), subscribing again under the same name resumes
+// where it stopped. A group (bus.WithGroup) shares each signal among its
+// members across the cluster instead.
+func Example_durableSubscription() {
+	ctx := context.Background()
+	node, err := cluster.Start(ctx, cluster.Config{Name: "node-1", Listen: "127.0.0.1:0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	done := make(chan struct{})
+	audit := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		fmt.Println("audit:", s.Type)
+		close(done)
+		return nil
+	})
+	if _, err := node.Bus().Subscribe("order.*", audit, bus.WithSubscriptionName("audit")); err != nil {
+		log.Fatal(err)
+	}
+	sig, _ := bus.NewSignal("order.paid", "/shop", nil)
+	if err := node.Bus().Publish(ctx, sig); err != nil { // returns once stored
+		log.Fatal(err)
+	}
+	<-done
+	if err := node.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output: audit: order.paid
+}
