@@ -650,8 +650,13 @@ func (p *pendingSetups) wait(ctx context.Context) error {
 	p.mu.Lock()
 	idle := p.idle
 	p.mu.Unlock()
+	return waitClosed(ctx, idle)
+}
+
+// waitClosed waits until ch is closed or ctx ends.
+func waitClosed(ctx context.Context, ch <-chan struct{}) error {
 	select {
-	case <-idle:
+	case <-ch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

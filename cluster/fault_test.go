@@ -113,6 +113,21 @@ func TestFastModeIsolationAndHeal(t *testing.T) {
 // until the stream acknowledges it, as an application that must not lose
 // a signal would: a retry of a signal whose ack was lost is dropped by the
 // stream's duplicate window, so order and uniqueness hold.
+// durableFaultCluster starts three durable nodes, each on its own server
+// of a three-server JetStream cluster whose routes run through fault
+// proxies, with a recording subscription to order.* on every node. Tests
+// using it take seconds and are skipped with -short, saying why.
+func durableFaultCluster(t *testing.T, why string) (*clustertest.Cluster, []*Node, []*inbox) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(why)
+	}
+	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
+	nodes := joinCluster(t, c, Durable)
+	waitDurableReady(t, nodes...)
+	return c, nodes, subscribeAll(t, nodes, "order.*")
+}
+
 func publishAcked(t *testing.T, n *Node, from, to int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -142,13 +157,7 @@ func publishAcked(t *testing.T, n *Node, from, to int) {
 // restarted under a node leaves that node with every acknowledged signal.
 // Every node ends with every acknowledged publish exactly once, in order.
 func TestDurableSurvivesNodeAndServerRestarts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("JetStream cluster elections take seconds; skipped with -short")
-	}
-	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
-	nodes := joinCluster(t, c, Durable)
-	waitDurableReady(t, nodes...)
-	boxes := subscribeAll(t, nodes, "order.*")
+	c, nodes, boxes := durableFaultCluster(t, "JetStream cluster elections take seconds; skipped with -short")
 	// A named (durable) subscription on n1, and a group with a member on
 	// every node.
 	audit := &inbox{}
@@ -223,14 +232,8 @@ func TestDurableSurvivesNodeAndServerRestarts(t *testing.T) {
 // while n0 keeps publishing: n2 sees the partition and the others see it
 // down; after the heal n2 gets every acknowledged signal, once, in order.
 func TestDurableIsolationLongerThanStepDown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits out a Raft step-down (over 10 s); skipped with -short")
-	}
-	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
-	nodes := joinCluster(t, c, Durable)
-	waitDurableReady(t, nodes...)
+	c, nodes, boxes := durableFaultCluster(t, "waits out a Raft step-down (over 10 s); skipped with -short")
 	watchers := []*watcher{watch(t, nodes[0]), nil, watch(t, nodes[2])}
-	boxes := subscribeAll(t, nodes, "order.*")
 	audit := &inbox{} // a named subscription on the isolated node
 	if _, err := nodes[2].Bus().Subscribe("order.*", audit, bus.WithSubscriptionName("audit")); err != nil {
 		t.Fatal(err)
@@ -267,13 +270,7 @@ func TestDurableIsolationLongerThanStepDown(t *testing.T) {
 // while n0 publishes and n2's subscriptions read: every acknowledged
 // signal still reaches every node once, in order, and nothing is parked.
 func TestDurableSlowLink(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short")
-	}
-	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
-	nodes := joinCluster(t, c, Durable)
-	waitDurableReady(t, nodes...)
-	boxes := subscribeAll(t, nodes, "order.*")
+	c, nodes, boxes := durableFaultCluster(t, "skipped with -short")
 	c.Slow(0, 2, 50*time.Millisecond)
 	const total = 200
 	for i := 0; i < total; i += 20 {
@@ -292,13 +289,7 @@ func TestDurableSlowLink(t *testing.T) {
 // of n0 and n2 over and over while n0 publishes: every acknowledged signal
 // reaches every node once, in order.
 func TestDurableFlappingLink(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipped with -short")
-	}
-	c := clustertest.StartCluster(t, 3, clustertest.WithLogger(quietLogger()))
-	nodes := joinCluster(t, c, Durable)
-	waitDurableReady(t, nodes...)
-	boxes := subscribeAll(t, nodes, "order.*")
+	c, nodes, boxes := durableFaultCluster(t, "skipped with -short")
 	stop := make(chan struct{})
 	flapped := make(chan int)
 	go func() {

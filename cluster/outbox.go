@@ -220,12 +220,7 @@ func (o *outbox) waitEmpty(ctx context.Context) error {
 	o.mu.Lock()
 	empty := o.empty
 	o.mu.Unlock()
-	select {
-	case <-empty:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitClosed(ctx, empty)
 }
 
 // part is the share of one entry in a batch.
