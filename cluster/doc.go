@@ -73,8 +73,14 @@
 // resumes where it stopped: what was published meanwhile, in order, and
 // nothing already handled.
 //
-// # Status
+// # Batching
 //
-// Not built yet: configurable publish batching and a batched fast-mode
-// wire format.
+// Every publish on a node joins one queue; one sender takes up to
+// Config.BatchSize signals at a time from its head and sends them
+// pipelined, waiting up to Config.BatchLinger for a partial batch to fill
+// (Close does not wait). The receiving side takes what is waiting, up to
+// BatchSize, and dispatches it as one batch. Each batch has a span with
+// messaging.batch.message_count and one link per publish in it, and its
+// size goes to signalbus.batch.size. On the wire each signal stays its own
+// CloudEvents message.
 package cluster
