@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/signalbus/signalbus/cluster/clustertest"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
 )
 
@@ -448,4 +450,57 @@ func streamMsgs(ctx context.Context, js jetstream.JetStream, name string, want u
 		return fmt.Errorf("stream %s has %d messages, want %d", name, info.State.Msgs, want)
 	}
 	return nil
+}
+
+// TestShutdownWhileCreatingConsumers shuts a cluster down while its servers
+// are still applying consumer assignments, each of which creates a Raft
+// group and opens a WAL store for it. A group created after nats-server's
+// own Shutdown has torn the system account down fails to start, and
+// nats-server v2.15.2 never stops its store: a state-flush goroutine and a
+// reference on the process-wide access-time ticker (server/ats) stay
+// behind, which TestMain's goleak check reports. Shutdown takes JetStream
+// down first so that this cannot happen.
+func TestShutdownWhileCreatingConsumers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("four JetStream clusters; skipped with -short")
+	}
+	t.Parallel()
+	for i := range 4 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			c := clustertest.StartCluster(t, 3)
+			nc, err := nats.Connect(c.ClientURL(i % 3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHUT", Subjects: []string{"shut.>"}, Replicas: 3}); err != nil {
+				t.Fatal(err)
+			}
+			// A few consumers created, the rest still in flight when the
+			// cluster shuts down (t.Cleanup).
+			for k := range 30 {
+				subj := fmt.Sprintf("$JS.API.CONSUMER.CREATE.SHUT.c%d", k)
+				req := fmt.Appendf(nil, `{"stream_name":"SHUT","config":{"durable_name":"c%d","ack_policy":"explicit","num_replicas":3}}`, k)
+				if k < 3 {
+					if _, err := nc.Request(subj, req, 10*time.Second); err != nil {
+						t.Fatal(err)
+					}
+				} else if err := nc.PublishRequest(subj, nc.NewRespInbox(), req); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Let the meta leader commit some of them, so that the
+			// servers are applying assignments when the shutdown begins.
+			time.Sleep(time.Duration(i+1) * 50 * time.Millisecond)
+		})
+	}
 }

@@ -268,10 +268,52 @@ func (s *Server) shutdownAsync() {
 			// Start (the race detector finds them touching the same
 			// fields), so a shutdown waits for Start to return first.
 			<-s.started
+			s.shutdownJetStream()
 			s.ns.Shutdown()
 			s.ns.WaitForShutdown()
 		}()
 	})
+}
+
+// shutdownJetStream takes JetStream down before the rest of the server,
+// while the server (its system account above all) is still fully up.
+//
+// ns.Shutdown alone tears the system account's internal client down
+// (shutdownEventing) before it stops JetStream's meta-group applier
+// (shutdownJetStream). A stream or consumer Raft group that the applier
+// creates in between opens its WAL file store, then fails to start
+// ("system account not setup"), and nats-server v2.15.2 never stops that
+// store (createRaftGroup drops it on the error): its state-flush goroutine
+// and its reference on the process-wide access-time ticker (server/ats)
+// stay for the life of the process. ns.ShutdownJetStream stops the applier
+// first, then the streams, then every Raft group, so no group is created
+// without a system account.
+//
+// ns.Shutdown would first hand over the leaderships this server holds;
+// ShutdownJetStream hands over only the meta group's (waiting up to 2 s
+// for it), so stream and consumer leaderships are handed over here first.
+func (s *Server) shutdownJetStream() {
+	if !s.ns.JetStreamEnabled() {
+		return
+	}
+	if s.ns.JetStreamIsClustered() {
+		if jsz, err := s.ns.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true}); err == nil {
+			me := s.ns.Name()
+			for _, acc := range jsz.AccountDetails {
+				for _, st := range acc.Streams {
+					if st.Cluster != nil && st.Cluster.Leader == me {
+						_ = s.ns.JetStreamStepdownStream(acc.Name, st.Name)
+					}
+					for _, c := range st.Consumer {
+						if c != nil && c.Cluster != nil && c.Cluster.Leader == me {
+							_ = s.ns.JetStreamStepdownConsumer(acc.Name, st.Name, c.Name)
+						}
+					}
+				}
+			}
+		}
+	}
+	_ = s.ns.ShutdownJetStream()
 }
 
 func (s *Server) shutdownNow() {
