@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -292,6 +293,7 @@ func TestDurableFlappingLink(t *testing.T) {
 	c, nodes, boxes := durableFaultCluster(t, "skipped with -short")
 	stop := make(chan struct{})
 	flapped := make(chan int)
+	var flapsSoFar atomic.Int64
 	go func() {
 		flaps := 0
 		defer func() { flapped <- flaps }()
@@ -311,16 +313,20 @@ func TestDurableFlappingLink(t *testing.T) {
 			}
 			c.Restore(0, 2)
 			flaps++
+			flapsSoFar.Store(int64(flaps))
 		}
 	}()
-	const total = 400
-	for i := 0; i < total; i += 20 {
-		publishAcked(t, nodes[0], i, i+20)
+	// At least 400 signals, and on until the link has flapped 3 times
+	// (a fast machine publishes 400 in less), within a minute.
+	total, deadline := 0, time.Now().Add(time.Minute)
+	for total < 400 || flapsSoFar.Load() < 3 && time.Now().Before(deadline) {
+		publishAcked(t, nodes[0], total, total+20)
+		total += 20
 		time.Sleep(50 * time.Millisecond)
 	}
 	close(stop)
 	if flaps := <-flapped; flaps < 3 {
-		t.Errorf("the link flapped only %d times; the test meant more", flaps)
+		t.Errorf("the link flapped only %d times in a minute; the test meant more", flaps)
 	}
 	for _, b := range boxes {
 		checkSequence(t, b.wait(t, total), 0, total)
