@@ -67,7 +67,12 @@ func (r *receiver) run() {
 		}
 		msgs = append(msgs[:0], m)
 		for len(msgs) < r.max {
-			m, err := r.sub.NextMsg(0) // only what is already here
+			// Only what is already here: NextMsg(0) on an empty queue
+			// would wait for a timer before failing, delaying the batch.
+			if waiting, _, _ := r.sub.Pending(); waiting == 0 {
+				break
+			}
+			m, err := r.sub.NextMsg(0)
 			if err != nil {
 				break
 			}
