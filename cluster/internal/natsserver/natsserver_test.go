@@ -477,21 +477,26 @@ func TestShutdownWhileCreatingConsumers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			// Generous deadlines: under a loaded CI machine an R3 create
+			// can take many seconds, and nothing here measures time.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHUT", Subjects: []string{"shut.>"}, Replicas: 3}); err != nil {
+			stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHUT", Subjects: []string{"shut.>"}, Replicas: 3})
+			if err != nil {
 				t.Fatal(err)
 			}
 			// A few consumers created, the rest still in flight when the
 			// cluster shuts down (t.Cleanup).
-			for k := range 30 {
+			for k := range 3 {
+				if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+					Durable: fmt.Sprintf("c%d", k), AckPolicy: jetstream.AckExplicitPolicy, Replicas: 3}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for k := 3; k < 30; k++ {
 				subj := fmt.Sprintf("$JS.API.CONSUMER.CREATE.SHUT.c%d", k)
 				req := fmt.Appendf(nil, `{"stream_name":"SHUT","config":{"durable_name":"c%d","ack_policy":"explicit","num_replicas":3}}`, k)
-				if k < 3 {
-					if _, err := nc.Request(subj, req, 10*time.Second); err != nil {
-						t.Fatal(err)
-					}
-				} else if err := nc.PublishRequest(subj, nc.NewRespInbox(), req); err != nil {
+				if err := nc.PublishRequest(subj, nc.NewRespInbox(), req); err != nil {
 					t.Fatal(err)
 				}
 			}
