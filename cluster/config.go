@@ -215,32 +215,26 @@ func (c Config) Validate() error {
 	if c.DeadLetterSubject != "" && strings.ContainsAny(c.DeadLetterSubject, " \t\r\n*>") {
 		return bad("DeadLetterSubject", c.DeadLetterSubject, "is not a literal NATS subject")
 	}
-	if c.DuplicateWindow < 0 {
-		return bad("DuplicateWindow", c.DuplicateWindow, "is negative")
-	}
-	if c.OutboxSize < 0 {
-		return bad("OutboxSize", c.OutboxSize, "is negative")
-	}
-	if c.BatchSize < 0 {
-		return bad("BatchSize", c.BatchSize, "is negative")
-	}
-	if c.BatchLinger < 0 {
-		return bad("BatchLinger", c.BatchLinger, "is negative")
-	}
-	if c.ReorderGap < 0 {
-		return bad("ReorderGap", c.ReorderGap, "is negative")
-	}
-	if c.ReorderLimit < 0 {
-		return bad("ReorderLimit", c.ReorderLimit, "is negative")
-	}
-	if c.DedupSize < 0 {
-		return bad("DedupSize", c.DedupSize, "is negative")
-	}
-	if c.HeartbeatInterval < 0 {
-		return bad("HeartbeatInterval", c.HeartbeatInterval, "is negative")
-	}
-	if c.MissedHeartbeats < 0 {
-		return bad("MissedHeartbeats", c.MissedHeartbeats, "is negative")
+	// Counts and durations where 0 means "the default" and only a
+	// negative value is wrong, in field order.
+	for _, f := range []struct {
+		name  string
+		value int64
+		show  any
+	}{
+		{"DuplicateWindow", int64(c.DuplicateWindow), c.DuplicateWindow},
+		{"OutboxSize", int64(c.OutboxSize), c.OutboxSize},
+		{"BatchSize", int64(c.BatchSize), c.BatchSize},
+		{"BatchLinger", int64(c.BatchLinger), c.BatchLinger},
+		{"ReorderGap", int64(c.ReorderGap), c.ReorderGap},
+		{"ReorderLimit", int64(c.ReorderLimit), c.ReorderLimit},
+		{"DedupSize", int64(c.DedupSize), c.DedupSize},
+		{"HeartbeatInterval", int64(c.HeartbeatInterval), c.HeartbeatInterval},
+		{"MissedHeartbeats", int64(c.MissedHeartbeats), c.MissedHeartbeats},
+	} {
+		if f.value < 0 {
+			return bad(f.name, f.show, "is negative")
+		}
 	}
 	if c.MembershipSubject != "" && strings.ContainsAny(c.MembershipSubject, " \t\r\n*>") {
 		return bad("MembershipSubject", c.MembershipSubject, "is not a literal NATS subject")
