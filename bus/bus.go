@@ -363,28 +363,26 @@ func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 	}
 	route := b.router.route(e.info.routes, e.sig.Type)
 	var errs []error
+	// failed records a subscription's or group's error and tells whether
+	// routing must stop: the bus closed, or ctx ended.
+	failed := func(err error) bool {
+		if errors.Is(err, ErrClosed) {
+			errs = []error{err}
+			return true
+		}
+		errs = append(errs, err)
+		return ctx.Err() != nil
+	}
 	for _, s := range route.subs {
 		// A subscription closed while the signal was being routed takes
 		// nothing: it had unsubscribed, so the signal was not for it.
-		if _, err := s.offer(ctx, e); err != nil {
-			if errors.Is(err, ErrClosed) {
-				return err
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				return errors.Join(errs...)
-			}
+		if _, err := s.offer(ctx, e); err != nil && failed(err) {
+			return errors.Join(errs...)
 		}
 	}
 	for _, members := range route.groups {
-		if err := b.offerToGroup(ctx, members, e); err != nil {
-			if errors.Is(err, ErrClosed) {
-				return err
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				return errors.Join(errs...)
-			}
+		if err := b.offerToGroup(ctx, members, e); err != nil && failed(err) {
+			return errors.Join(errs...)
 		}
 	}
 	return errors.Join(errs...)
