@@ -109,7 +109,9 @@ func Encode(s bus.Signal, prefix string) (*nats.Msg, error) {
 	return &nats.Msg{Subject: Subject(prefix, s.Type), Header: h, Data: s.Data}, nil
 }
 
-// checkEncodable checks what Encode needs beyond the data limit.
+// checkEncodable checks what Encode needs beyond the data limit: a valid
+// signal (Validate also checks that every string attribute and extension
+// is UTF-8) with an ID.
 func checkEncodable(s bus.Signal) error {
 	v := s
 	v.Data = nil // the node applies its own data limit
@@ -118,19 +120,6 @@ func checkEncodable(s bus.Signal) error {
 	}
 	if s.ID == "" {
 		return fmt.Errorf("%w: id is empty", bus.ErrInvalidSignal)
-	}
-	for _, a := range [...]struct{ name, value string }{
-		{"id", s.ID}, {"source", s.Source}, {"subject", s.Subject},
-		{"datacontenttype", s.DataContentType}, {"dataschema", s.DataSchema},
-	} {
-		if !utf8.ValidString(a.value) {
-			return fmt.Errorf("%w: %s is not valid UTF-8", bus.ErrInvalidSignal, a.name)
-		}
-	}
-	for name, v := range s.Extensions {
-		if str, ok := v.(string); ok && !utf8.ValidString(str) {
-			return fmt.Errorf("%w: extension %q is not valid UTF-8", bus.ErrInvalidSignal, name)
-		}
 	}
 	return nil
 }
@@ -416,10 +405,14 @@ func decodeStructuredType(contentType string, body []byte) (bus.Signal, error) {
 	switch mt := mediaType(contentType); {
 	case mt == "application/cloudevents+json":
 		return decodeStructured(body)
+	case mt == ProtobufContentType:
+		return decodeProtobuf(body)
+	case mt == ProtobufBatchContentType:
+		return bus.Signal{}, notCloudEvent(ReasonUnsupportedFormat, fmt.Sprintf("content-type %q: a batch holds many signals: read it with DecodeAll", contentType))
 	case strings.HasPrefix(mt, "application/cloudevents-batch"):
-		return bus.Signal{}, notCloudEvent(ReasonUnsupportedFormat, fmt.Sprintf("content-type %q: batch mode is not supported", contentType))
+		return bus.Signal{}, notCloudEvent(ReasonUnsupportedFormat, fmt.Sprintf("content-type %q: only the protobuf batch format is supported", contentType))
 	default:
-		return bus.Signal{}, notCloudEvent(ReasonUnsupportedFormat, fmt.Sprintf("content-type %q: only the JSON event format is supported", contentType))
+		return bus.Signal{}, notCloudEvent(ReasonUnsupportedFormat, fmt.Sprintf("content-type %q: only the JSON event format and the protobuf formats are supported", contentType))
 	}
 }
 

@@ -1,0 +1,755 @@
+package wire
+
+import (
+	"fmt"
+	"math"
+	"net/url"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/signalbus/signalbus/bus"
+)
+
+// Media types of the CloudEvents protobuf event format (cloudevents/spec,
+// cloudevents/formats/protobuf-format.md): one event, and a batch.
+const (
+	ProtobufContentType      = "application/cloudevents+protobuf"
+	ProtobufBatchContentType = "application/cloudevents-batch+protobuf"
+)
+
+// Field numbers of cloudevents/formats/cloudevents.proto (io.cloudevents.v1)
+// and of the two well-known types it uses.
+const (
+	fieldBatchEvents = 1 // CloudEventBatch.events
+
+	fieldEventID          = 1 // CloudEvent.id
+	fieldEventSource      = 2
+	fieldEventSpecVersion = 3
+	fieldEventType        = 4
+	fieldEventAttributes  = 5 // map<string, CloudEventAttributeValue>
+	fieldEventBinaryData  = 6
+	fieldEventTextData    = 7
+	fieldEventProtoData   = 8 // google.protobuf.Any
+
+	fieldMapKey   = 1
+	fieldMapValue = 2
+
+	fieldValueBoolean   = 1
+	fieldValueInteger   = 2
+	fieldValueString    = 3
+	fieldValueBytes     = 4
+	fieldValueURI       = 5
+	fieldValueURIRef    = 6
+	fieldValueTimestamp = 7
+
+	fieldTimestampSeconds = 1
+	fieldTimestampNanos   = 2
+
+	fieldAnyTypeURL = 1
+	fieldAnyValue   = 2
+)
+
+// Attr is a string extension attribute that EncodeBatch adds to one signal:
+// what a node stamps on the signals it sends.
+type Attr struct{ Name, Value string }
+
+// EncodeBatch returns signals as one NATS message in the CloudEvents
+// protobuf batch format (content-type application/cloudevents-batch+protobuf),
+// on Subject(prefix, type). The signals must share one type: subscribers
+// filter by subject, so a batch carries one type.
+//
+// stamp, when not nil, gives extra attributes for signal i (appending to dst
+// and returning it spares an allocation per signal); they are written after
+// the signal's own extensions. EncodeBatch sets no Nats-Msg-Id: the caller
+// names the batch.
+//
+// Attribute types are kept: bool as ce_boolean, the integer types as
+// ce_integer, []byte as ce_bytes, time.Time as ce_timestamp, *url.URL as
+// ce_uri, strings as ce_string; time is a ce_timestamp and dataschema a
+// ce_uri. Data goes in binary_data whatever its content type, as the
+// CloudEvents Go SDK writes it (the format asks for text_data for text, but
+// that SDK's reader changes JSON given so). EncodeBatch rejects what Encode
+// rejects, naming the signal.
+func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
+	if len(signals) == 0 {
+		return nil, fmt.Errorf("wire: encode batch: %w: no signals", bus.ErrInvalidSignal)
+	}
+	typ := signals[0].Type
+	size := 0
+	for _, s := range signals {
+		size += 192 + len(s.Data)
+	}
+	body := make([]byte, 0, size)
+	var (
+		event []byte
+		attrs []Attr
+	)
+	for i, s := range signals {
+		if s.Type != typ {
+			return nil, fmt.Errorf("wire: encode batch: signal %d (%q) has type %q, the batch %q: %w",
+				i, s.ID, s.Type, typ, bus.ErrInvalidSignal)
+		}
+		if err := checkEncodable(s); err != nil {
+			return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
+		}
+		if stamp != nil {
+			attrs = stamp(i, attrs[:0])
+		}
+		var err error
+		if event, err = appendEvent(event[:0], s, attrs); err != nil {
+			return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
+		}
+		body = protowire.AppendTag(body, fieldBatchEvents, protowire.BytesType)
+		body = protowire.AppendBytes(body, event)
+	}
+	h := nats.Header{headerContentType: []string{ProtobufBatchContentType}}
+	return &nats.Msg{Subject: Subject(prefix, typ), Header: h, Data: body}, nil
+}
+
+// appendEvent appends s, and the extra attributes, as a CloudEvent message.
+func appendEvent(b []byte, s bus.Signal, extra []Attr) ([]byte, error) {
+	specVersion := s.SpecVersion
+	if specVersion == "" {
+		specVersion = bus.SpecVersion
+	}
+	b = appendStringField(b, fieldEventID, s.ID)
+	b = appendStringField(b, fieldEventSource, s.Source)
+	b = appendStringField(b, fieldEventSpecVersion, specVersion)
+	b = appendStringField(b, fieldEventType, s.Type)
+	if s.Subject != "" {
+		b = appendAttribute(b, "subject", attrValue{field: fieldValueString, str: s.Subject})
+	}
+	if !s.Time.IsZero() {
+		if y := s.Time.Year(); y < 0 || y > 9999 {
+			return nil, fmt.Errorf("time: %w: %v is outside the years 0-9999 of RFC 3339", bus.ErrInvalidSignal, s.Time)
+		}
+		b = appendAttribute(b, "time", attrValue{field: fieldValueTimestamp, time: s.Time})
+	}
+	if s.DataSchema != "" {
+		b = appendAttribute(b, "dataschema", attrValue{field: fieldValueURI, str: s.DataSchema})
+	}
+	if s.DataContentType != "" {
+		b = appendAttribute(b, "datacontenttype", attrValue{field: fieldValueString, str: s.DataContentType})
+	}
+	for name, v := range s.Extensions {
+		value, err := protoValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("extension %q: %w", name, err)
+		}
+		b = appendAttribute(b, name, value)
+	}
+	for _, a := range extra {
+		b = appendAttribute(b, a.Name, attrValue{field: fieldValueString, str: a.Value})
+	}
+	if len(s.Data) > 0 {
+		// Always binary_data, as the CloudEvents Go SDK writes it: its
+		// reader re-encodes text_data of a JSON content type as a JSON
+		// string, so text_data would reach it changed.
+		b = protowire.AppendTag(b, fieldEventBinaryData, protowire.BytesType)
+		b = protowire.AppendBytes(b, s.Data)
+	}
+	return b, nil
+}
+
+// attrValue is one CloudEventAttributeValue: the field of its oneof and
+// the value it holds.
+type attrValue struct {
+	field   protowire.Number
+	str     string // ce_string, ce_uri, ce_uri_ref
+	bytes   []byte
+	boolean bool
+	integer int32
+	time    time.Time
+}
+
+// protoValue maps an extension value (one bus.Signal.Validate accepts) to
+// its typed attribute value.
+func protoValue(v any) (attrValue, error) {
+	switch x := v.(type) {
+	case string:
+		return attrValue{field: fieldValueString, str: x}, nil
+	case bool:
+		return attrValue{field: fieldValueBoolean, boolean: x}, nil
+	case []byte:
+		return attrValue{field: fieldValueBytes, bytes: x}, nil
+	case time.Time:
+		if y := x.Year(); y < 0 || y > 9999 {
+			return attrValue{}, fmt.Errorf("%w: %v is outside the years 0-9999 of RFC 3339", bus.ErrInvalidSignal, x)
+		}
+		return attrValue{field: fieldValueTimestamp, time: x}, nil
+	case *url.URL:
+		if x == nil {
+			return attrValue{}, fmt.Errorf("%w: a nil *url.URL", bus.ErrInvalidSignal)
+		}
+		return attrValue{field: fieldValueURI, str: x.String()}, nil
+	}
+	var n int64
+	switch x := v.(type) {
+	case int:
+		n = int64(x)
+	case int8:
+		n = int64(x)
+	case int16:
+		n = int64(x)
+	case int32:
+		n = int64(x)
+	case int64:
+		n = x
+	case uint8:
+		n = int64(x)
+	case uint16:
+		n = int64(x)
+	case uint32:
+		n = int64(x)
+	default:
+		return attrValue{}, fmt.Errorf("%w: a value of type %T", bus.ErrInvalidSignal, v)
+	}
+	if n < math.MinInt32 || n > math.MaxInt32 {
+		return attrValue{}, fmt.Errorf("%w: %d is outside the 32-bit range of a CloudEvents integer", bus.ErrInvalidSignal, n)
+	}
+	return attrValue{field: fieldValueInteger, integer: int32(n)}, nil
+}
+
+func timestampParts(t time.Time) (seconds int64, nanos int32) {
+	return t.Unix(), int32(t.Nanosecond())
+}
+
+func timestampSize(t time.Time) int {
+	seconds, nanos := timestampParts(t)
+	n := 0
+	if seconds != 0 {
+		n += protowire.SizeTag(fieldTimestampSeconds) + protowire.SizeVarint(uint64(seconds))
+	}
+	if nanos != 0 {
+		n += protowire.SizeTag(fieldTimestampNanos) + protowire.SizeVarint(uint64(nanos))
+	}
+	return n
+}
+
+// size is the encoded length of the CloudEventAttributeValue message.
+func (v attrValue) size() int {
+	n := protowire.SizeTag(v.field)
+	switch v.field {
+	case fieldValueBoolean:
+		return n + 1
+	case fieldValueInteger:
+		return n + protowire.SizeVarint(uint64(int64(v.integer))) // int32 is sign-extended
+	case fieldValueBytes:
+		return n + protowire.SizeBytes(len(v.bytes))
+	case fieldValueTimestamp:
+		return n + protowire.SizeBytes(timestampSize(v.time))
+	}
+	return n + protowire.SizeBytes(len(v.str))
+}
+
+func (v attrValue) appendTo(b []byte) []byte {
+	switch v.field {
+	case fieldValueBoolean:
+		b = protowire.AppendTag(b, v.field, protowire.VarintType)
+		return protowire.AppendVarint(b, protowire.EncodeBool(v.boolean))
+	case fieldValueInteger:
+		b = protowire.AppendTag(b, v.field, protowire.VarintType)
+		return protowire.AppendVarint(b, uint64(int64(v.integer)))
+	case fieldValueBytes:
+		b = protowire.AppendTag(b, v.field, protowire.BytesType)
+		return protowire.AppendBytes(b, v.bytes)
+	case fieldValueTimestamp:
+		b = protowire.AppendTag(b, v.field, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(timestampSize(v.time)))
+		seconds, nanos := timestampParts(v.time)
+		if seconds != 0 {
+			b = protowire.AppendTag(b, fieldTimestampSeconds, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(seconds))
+		}
+		if nanos != 0 {
+			b = protowire.AppendTag(b, fieldTimestampNanos, protowire.VarintType)
+			b = protowire.AppendVarint(b, uint64(nanos))
+		}
+		return b
+	}
+	return appendStringField(b, v.field, v.str)
+}
+
+// appendAttribute appends one entry of the attributes map.
+func appendAttribute(b []byte, name string, v attrValue) []byte {
+	valueSize := v.size()
+	entrySize := protowire.SizeTag(fieldMapKey) + protowire.SizeBytes(len(name)) +
+		protowire.SizeTag(fieldMapValue) + protowire.SizeBytes(valueSize)
+	b = protowire.AppendTag(b, fieldEventAttributes, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(entrySize))
+	b = appendStringField(b, fieldMapKey, name)
+	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(valueSize))
+	return v.appendTo(b)
+}
+
+func appendStringField(b []byte, field protowire.Number, s string) []byte {
+	b = protowire.AppendTag(b, field, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+// Event is one event of a batch message: the signal, or why it is none,
+// and its encoded CloudEvent message, which a node parks on its own when
+// it is not a valid signal.
+type Event struct {
+	Signal bus.Signal
+	Err    error // wraps ErrNotCloudEvent, like Decode's errors
+	Raw    []byte
+}
+
+// IsBatch reports whether a message announces the CloudEvents protobuf
+// batch format in its content-type header.
+func IsBatch(m *nats.Msg) bool {
+	if m == nil {
+		return false
+	}
+	ct, ok := headerValue(m.Header, headerContentType)
+	return ok && mediaType(ct) == ProtobufBatchContentType
+}
+
+// DecodeAll returns the signals a message carries, in order: each event of
+// a protobuf batch (see DecodeBatch), or the one event Decode reads. The
+// error is for the message as a whole (not a CloudEvent, not a batch);
+// an event of a batch that is not a valid signal has its own Event.Err.
+func DecodeAll(m *nats.Msg) ([]Event, error) {
+	if IsBatch(m) {
+		return DecodeBatch(m.Data)
+	}
+	s, err := Decode(m)
+	if err != nil {
+		return nil, err
+	}
+	return []Event{{Signal: s}}, nil
+}
+
+// DecodeBatch reads a body in the CloudEvents protobuf batch format. A body
+// that is not a CloudEventBatch message gives an error wrapping
+// ErrNotCloudEvent (reason bad_structured); otherwise each event gives its
+// signal, which passes bus.Signal.Validate but for the data limit, or an
+// error with a reason, as Decode's do. Data is aliased, not copied.
+// Unknown fields are skipped, as protobuf readers do. DecodeBatch never
+// panics.
+func DecodeBatch(body []byte) ([]Event, error) {
+	n := 0
+	for b := body; len(b) > 0; n++ {
+		num, typ, tagLen := protowire.ConsumeTag(b)
+		if tagLen < 0 {
+			return nil, invalid(ReasonBadStructured, "protobuf batch: malformed field tag", protowire.ParseError(tagLen))
+		}
+		fieldLen := protowire.ConsumeFieldValue(num, typ, b[tagLen:])
+		if fieldLen < 0 {
+			return nil, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: field %d", num), protowire.ParseError(fieldLen))
+		}
+		b = b[tagLen+fieldLen:]
+	}
+	events := make([]Event, 0, n)
+	d := eventDecoder{}
+	for b := body; len(b) > 0; {
+		num, typ, tagLen := protowire.ConsumeTag(b)
+		fieldLen := protowire.ConsumeFieldValue(num, typ, b[tagLen:])
+		field := b[tagLen : tagLen+fieldLen]
+		b = b[tagLen+fieldLen:]
+		if num != fieldBatchEvents {
+			continue // an unknown field
+		}
+		if typ != protowire.BytesType {
+			return nil, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
+		}
+		raw, _ := protowire.ConsumeBytes(field)
+		s, err := d.decode(raw)
+		if err == nil {
+			err = validateDecoded(s)
+		}
+		if err != nil {
+			s = bus.Signal{}
+		}
+		events = append(events, Event{Signal: s, Err: err, Raw: raw})
+	}
+	return events, nil
+}
+
+// decodeProtobuf reads a structured-mode body in the protobuf event format.
+func decodeProtobuf(body []byte) (bus.Signal, error) {
+	var d eventDecoder
+	return d.decode(body)
+}
+
+// eventDecoder decodes CloudEvent messages. Across the events of one batch
+// it shares the strings that repeat (attribute names, source, type,
+// content type) rather than allocate each again: it keeps the last few it
+// made and compares bytes, which is cheaper than hashing them into a map.
+// Extension values, which mostly differ (sequence numbers, trace context),
+// are not shared.
+type eventDecoder struct {
+	recent [16]string
+	next   int
+}
+
+func (d *eventDecoder) intern(b []byte) string {
+	for _, s := range d.recent {
+		if len(s) == len(b) && s == string(b) { // no allocation for the comparison
+			return s
+		}
+	}
+	s := string(b)
+	d.recent[d.next] = s
+	d.next = (d.next + 1) % len(d.recent)
+	return s
+}
+
+// fieldReader walks the fields of one protobuf message.
+type fieldReader struct {
+	b   []byte
+	err error
+}
+
+// next returns the next field; ok is false at the end or on a malformed
+// field (r.err then says which).
+func (r *fieldReader) next() (num protowire.Number, typ protowire.Type, value []byte, varint uint64, ok bool) {
+	if len(r.b) == 0 || r.err != nil {
+		return 0, 0, nil, 0, false
+	}
+	num, typ, n := protowire.ConsumeTag(r.b)
+	if n < 0 {
+		r.err = fmt.Errorf("malformed field tag: %w", protowire.ParseError(n))
+		return 0, 0, nil, 0, false
+	}
+	r.b = r.b[n:]
+	switch typ {
+	case protowire.BytesType:
+		value, n = protowire.ConsumeBytes(r.b)
+	case protowire.VarintType:
+		varint, n = protowire.ConsumeVarint(r.b)
+	default:
+		n = protowire.ConsumeFieldValue(num, typ, r.b)
+	}
+	if n < 0 {
+		r.err = fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		return 0, 0, nil, 0, false
+	}
+	r.b = r.b[n:]
+	return num, typ, value, varint, true
+}
+
+// wantType checks a known field's wire type.
+func wantType(what string, got, want protowire.Type) error {
+	if got != want {
+		return fmt.Errorf("%s has wire type %d, want %d", what, got, want)
+	}
+	return nil
+}
+
+func (d *eventDecoder) decode(b []byte) (bus.Signal, error) {
+	var (
+		s                         bus.Signal
+		hasSpecVersion, hasData   bool
+		anyTypeURL                string
+		idSet, sourceSet, typeSet bool
+	)
+	r := fieldReader{b: b}
+	for {
+		num, typ, value, _, ok := r.next()
+		if !ok {
+			break
+		}
+		what := ""
+		switch num {
+		case fieldEventID, fieldEventSource, fieldEventSpecVersion, fieldEventType:
+			what = [...]string{"", "id", "source", "specversion", "type"}[num]
+			if err := wantType(what, typ, protowire.BytesType); err != nil {
+				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			if !utf8.Valid(value) {
+				return bus.Signal{}, invalid(ReasonBadEncoding, "protobuf event: "+what+" is not valid UTF-8", nil)
+			}
+		}
+		switch num {
+		case fieldEventID:
+			s.ID, idSet = string(value), true
+		case fieldEventSource:
+			s.Source, sourceSet = d.intern(value), true
+		case fieldEventSpecVersion:
+			s.SpecVersion, hasSpecVersion = d.intern(value), true
+		case fieldEventType:
+			s.Type, typeSet = d.intern(value), true
+		case fieldEventAttributes:
+			if err := wantType("an attribute", typ, protowire.BytesType); err != nil {
+				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			if err := d.attribute(&s, value); err != nil {
+				return bus.Signal{}, err
+			}
+		case fieldEventBinaryData, fieldEventTextData:
+			if err := wantType("data", typ, protowire.BytesType); err != nil {
+				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			if num == fieldEventTextData && !utf8.Valid(value) {
+				return bus.Signal{}, invalid(ReasonBadEncoding, "protobuf event: text_data is not valid UTF-8", nil)
+			}
+			s.Data, hasData = value, true
+		case fieldEventProtoData:
+			if err := wantType("proto_data", typ, protowire.BytesType); err != nil {
+				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			url, data, err := decodeAny(value)
+			if err != nil {
+				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event: proto_data", err)
+			}
+			anyTypeURL, s.Data, hasData = url, data, true
+		}
+	}
+	if r.err != nil {
+		return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", r.err)
+	}
+	if !hasSpecVersion {
+		return bus.Signal{}, invalid(ReasonMissingSpecVersion, "protobuf event: spec_version is missing", nil)
+	}
+	if s.SpecVersion != bus.SpecVersion {
+		return bus.Signal{}, invalid(ReasonBadSpecVersion, fmt.Sprintf("protobuf event: spec_version is %q, want %q", s.SpecVersion, bus.SpecVersion), nil)
+	}
+	for _, r := range [...]struct {
+		value, name, reason string
+		set                 bool
+	}{{s.ID, "id", ReasonMissingID, idSet}, {s.Source, "source", ReasonMissingSource, sourceSet}, {s.Type, "type", ReasonMissingType, typeSet}} {
+		if r.value == "" {
+			problem := "is missing"
+			if r.set {
+				problem = "is empty"
+			}
+			return bus.Signal{}, invalid(r.reason, "protobuf event: "+r.name+" "+problem, nil)
+		}
+	}
+	if anyTypeURL != "" {
+		// The format: a protobuf payload's content type may be
+		// application/protobuf, and its schema is its type URL.
+		if s.DataContentType == "" {
+			s.DataContentType = "application/protobuf"
+		}
+		if s.DataSchema == "" {
+			s.DataSchema = anyTypeURL
+		}
+	}
+	if hasData && len(s.Data) == 0 {
+		s.Data = nil
+	}
+	return s, nil
+}
+
+// attribute reads one entry of the attributes map into s.
+func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
+	var (
+		name     string
+		hasName  bool
+		rawValue []byte
+		hasValue bool
+	)
+	r := fieldReader{b: entry}
+	for {
+		num, typ, value, _, ok := r.next()
+		if !ok {
+			break
+		}
+		switch num {
+		case fieldMapKey:
+			if err := wantType("an attribute name", typ, protowire.BytesType); err != nil {
+				return invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			if !utf8.Valid(value) {
+				return invalid(ReasonBadEncoding, "protobuf event: an attribute name is not valid UTF-8", nil)
+			}
+			name, hasName = d.intern(value), true
+		case fieldMapValue:
+			if err := wantType("an attribute value", typ, protowire.BytesType); err != nil {
+				return invalid(ReasonBadStructured, "protobuf event", err)
+			}
+			rawValue, hasValue = value, true
+		}
+	}
+	if r.err != nil {
+		return invalid(ReasonBadStructured, "protobuf event: attribute", r.err)
+	}
+	if !hasName {
+		return invalid(ReasonBadStructured, "protobuf event: an attribute has no name", nil)
+	}
+	if !hasValue {
+		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q has no value", name), nil)
+	}
+	v, err := d.value(rawValue, name == "dataschema", name == "datacontenttype")
+	if err != nil {
+		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
+	}
+	switch name {
+	case "subject", "datacontenttype", "dataschema":
+		str, ok := v.(string)
+		if !ok {
+			return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q is a %T, want a string", name, v), nil)
+		}
+		switch name {
+		case "subject":
+			s.Subject = str
+		case "datacontenttype":
+			s.DataContentType = str
+		default:
+			s.DataSchema = str
+		}
+	case "time":
+		switch t := v.(type) {
+		case time.Time:
+			s.Time = t
+		case string:
+			parsed, err := time.Parse(time.RFC3339Nano, t)
+			if err != nil {
+				return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time %q is not an RFC 3339 timestamp", t), nil)
+			}
+			s.Time = parsed
+		default:
+			return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time is a %T, want a timestamp", v), nil)
+		}
+	case "id", "source", "specversion", "type":
+		return invalid(ReasonDuplicateHeader, fmt.Sprintf("protobuf event: %q is a field of its own, not an attribute", name), nil)
+	default:
+		if s.Extensions == nil {
+			s.Extensions = make(map[string]any, 4)
+		}
+		s.Extensions[name] = v
+	}
+	return nil
+}
+
+// value reads a CloudEventAttributeValue: bool, int32, string, []byte,
+// *url.URL (ce_uri; its text as is when uriText), string (ce_uri_ref) or
+// time.Time (UTC). A shared string is interned.
+func (d *eventDecoder) value(b []byte, uriText, shared bool) (any, error) {
+	var (
+		v     any
+		found bool
+	)
+	r := fieldReader{b: b}
+	for {
+		num, typ, value, varint, ok := r.next()
+		if !ok {
+			break
+		}
+		var err error
+		switch num {
+		case fieldValueBoolean:
+			if err = wantType("ce_boolean", typ, protowire.VarintType); err == nil {
+				v = protowire.DecodeBool(varint)
+			}
+		case fieldValueInteger:
+			if err = wantType("ce_integer", typ, protowire.VarintType); err == nil {
+				v = int32(varint) // proto int32: the low 32 bits of a sign-extended varint
+			}
+		case fieldValueString, fieldValueURIRef:
+			if err = wantType("a string value", typ, protowire.BytesType); err == nil {
+				if !utf8.Valid(value) {
+					return nil, fmt.Errorf("a string value is not valid UTF-8")
+				}
+				if shared {
+					v = d.intern(value)
+				} else {
+					v = string(value)
+				}
+			}
+		case fieldValueBytes:
+			if err = wantType("ce_bytes", typ, protowire.BytesType); err == nil {
+				v = value
+			}
+		case fieldValueURI:
+			if err = wantType("ce_uri", typ, protowire.BytesType); err == nil {
+				if !utf8.Valid(value) {
+					return nil, fmt.Errorf("ce_uri is not valid UTF-8")
+				}
+				if uriText {
+					v = string(value)
+					break
+				}
+				u, perr := url.Parse(string(value))
+				if perr != nil {
+					return nil, fmt.Errorf("ce_uri: %w", perr)
+				}
+				v = u
+			}
+		case fieldValueTimestamp:
+			if err = wantType("ce_timestamp", typ, protowire.BytesType); err == nil {
+				v, err = decodeTimestamp(value)
+			}
+		default:
+			continue // an unknown member of the oneof
+		}
+		if err != nil {
+			return nil, err
+		}
+		found = true
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if !found {
+		return nil, fmt.Errorf("the value is empty")
+	}
+	return v, nil
+}
+
+// decodeTimestamp reads a google.protobuf.Timestamp, refusing what the
+// type's own rules refuse (nanos outside 0–999 999 999, years outside
+// 1–9999).
+func decodeTimestamp(b []byte) (time.Time, error) {
+	var seconds, nanos int64
+	r := fieldReader{b: b}
+	for {
+		num, typ, _, varint, ok := r.next()
+		if !ok {
+			break
+		}
+		switch num {
+		case fieldTimestampSeconds, fieldTimestampNanos:
+			if err := wantType("a timestamp field", typ, protowire.VarintType); err != nil {
+				return time.Time{}, err
+			}
+			if num == fieldTimestampSeconds {
+				seconds = int64(varint)
+			} else {
+				nanos = int64(int32(varint))
+			}
+		}
+	}
+	if r.err != nil {
+		return time.Time{}, r.err
+	}
+	const minSeconds, maxSeconds = -62135596800, 253402300799 // 0001-01-01, 9999-12-31T23:59:59
+	if nanos < 0 || nanos > 999_999_999 || seconds < minSeconds || seconds > maxSeconds {
+		return time.Time{}, fmt.Errorf("timestamp %d s %d ns is out of range", seconds, nanos)
+	}
+	return time.Unix(seconds, nanos).UTC(), nil
+}
+
+// decodeAny reads a google.protobuf.Any: its type URL and value.
+func decodeAny(b []byte) (typeURL string, value []byte, err error) {
+	r := fieldReader{b: b}
+	for {
+		num, typ, v, _, ok := r.next()
+		if !ok {
+			break
+		}
+		switch num {
+		case fieldAnyTypeURL:
+			if err := wantType("type_url", typ, protowire.BytesType); err != nil {
+				return "", nil, err
+			}
+			if !utf8.Valid(v) {
+				return "", nil, fmt.Errorf("type_url is not valid UTF-8")
+			}
+			typeURL = string(v)
+		case fieldAnyValue:
+			if err := wantType("value", typ, protowire.BytesType); err != nil {
+				return "", nil, err
+			}
+			value = v
+		}
+	}
+	return typeURL, value, r.err
+}

@@ -1,0 +1,524 @@
+package wire_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	cepb "github.com/cloudevents/sdk-go/binding/format/protobuf/v2"
+	"github.com/cloudevents/sdk-go/binding/format/protobuf/v2/pb"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+// typedExtensions is the oracle for a protobuf round trip, which keeps
+// types: every integer comes back as an int32, a time as the same instant,
+// a URL as a *url.URL. Times and URLs are rendered as strings so that
+// DeepEqual compares instants and text, not representations.
+func typedExtensions(ext map[string]any) map[string]any {
+	if ext == nil {
+		return nil
+	}
+	out := make(map[string]any, len(ext))
+	for k, v := range ext {
+		switch x := v.(type) {
+		case int:
+			v = int32(x)
+		case int8:
+			v = int32(x)
+		case int16:
+			v = int32(x)
+		case int64:
+			v = int32(x)
+		case uint8:
+			v = int32(x)
+		case uint16:
+			v = int32(x)
+		case uint32:
+			v = int32(x)
+		case time.Time:
+			v = "time " + x.UTC().Format(time.RFC3339Nano)
+		case *url.URL:
+			v = "url " + x.String()
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// diffTyped compares two signals with typed extensions.
+func diffTyped(want, got bus.Signal) string {
+	w, g := want, got
+	w.Extensions, g.Extensions = nil, nil
+	if len(w.Data) == 0 {
+		w.Data = nil
+	}
+	if w.SpecVersion == "" {
+		w.SpecVersion = bus.SpecVersion
+	}
+	d := diffSignals(w, g)
+	if we, ge := typedExtensions(want.Extensions), typedExtensions(got.Extensions); !reflect.DeepEqual(we, ge) {
+		if d != "" {
+			d += "\n"
+		}
+		d += "Extensions differ:\n got  " + jsonString(ge) + "\n want " + jsonString(we)
+	}
+	return d
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// batchEvents splits a CloudEventBatch body into its encoded events, with
+// the protobuf library's own wire reader.
+func batchEvents(t *testing.T, body []byte) [][]byte {
+	t.Helper()
+	var events [][]byte
+	for len(body) > 0 {
+		num, typ, n := protowire.ConsumeTag(body)
+		if n < 0 || num != 1 || typ != protowire.BytesType {
+			t.Fatalf("batch field: num %d type %d (n %d), want events (1, bytes)", num, typ, n)
+		}
+		body = body[n:]
+		raw, m := protowire.ConsumeBytes(body)
+		if m < 0 {
+			t.Fatalf("batch event: %v", protowire.ParseError(m))
+		}
+		events = append(events, raw)
+		body = body[m:]
+	}
+	return events
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	for name, s := range roundTripSignals(t) {
+		t.Run(name, func(t *testing.T) {
+			msg, err := wire.EncodeBatch([]bus.Signal{s}, "", nil)
+			if err != nil {
+				t.Fatalf("EncodeBatch: %v", err)
+			}
+			if want := "signals." + s.Type; msg.Subject != want {
+				t.Errorf("subject = %q, want %q", msg.Subject, want)
+			}
+			if got := msg.Header.Get("content-type"); got != wire.ProtobufBatchContentType {
+				t.Errorf("content-type = %q, want %q", got, wire.ProtobufBatchContentType)
+			}
+			events, err := wire.DecodeAll(msg)
+			if err != nil {
+				t.Fatalf("DecodeAll: %v", err)
+			}
+			if len(events) != 1 || events[0].Err != nil {
+				t.Fatalf("DecodeAll gave %d events (first error %v), want 1 signal", len(events), firstErr(events))
+			}
+			if d := diffTyped(s, events[0].Signal); d != "" {
+				t.Errorf("round trip differs:\n%s", d)
+			}
+		})
+	}
+}
+
+func firstErr(events []wire.Event) error {
+	for _, e := range events {
+		if e.Err != nil {
+			return e.Err
+		}
+	}
+	return nil
+}
+
+func TestEncodeBatchKeepsOrderAndStamps(t *testing.T) {
+	signals := make([]bus.Signal, 5)
+	for i := range signals {
+		signals[i] = mustSignal(t, "order.created", "/orders", map[string]int{"n": i},
+			bus.WithExtension("traceparent", traceParent))
+	}
+	msg, err := wire.EncodeBatch(signals, "custom", func(i int, dst []wire.Attr) []wire.Attr {
+		return append(dst, wire.Attr{Name: "sbseq", Value: strconv.Itoa(100 + i)}, wire.Attr{Name: "sbnode", Value: "n1"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Subject != "custom.order.created" {
+		t.Errorf("subject = %q", msg.Subject)
+	}
+	if id := msg.Header.Get(nats.MsgIdHdr); id != "" {
+		t.Errorf("Nats-Msg-Id = %q, want none (the caller names a batch)", id)
+	}
+	events, err := wire.DecodeAll(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != len(signals) {
+		t.Fatalf("%d events, want %d", len(events), len(signals))
+	}
+	for i, e := range events {
+		if e.Err != nil {
+			t.Fatalf("event %d: %v", i, e.Err)
+		}
+		want := signals[i].Clone()
+		want.Extensions["sbseq"] = strconv.Itoa(100 + i)
+		want.Extensions["sbnode"] = "n1"
+		if d := diffTyped(want, e.Signal); d != "" {
+			t.Errorf("event %d differs:\n%s", i, d)
+		}
+		if e.Signal.DataContentType != "application/json" {
+			t.Errorf("event %d: datacontenttype %q", i, e.Signal.DataContentType)
+		}
+	}
+}
+
+func TestEncodeBatchRefuses(t *testing.T) {
+	a := mustSignal(t, "a", "/s", nil)
+	b := mustSignal(t, "b", "/s", nil)
+	for _, tc := range []struct {
+		name    string
+		signals []bus.Signal
+	}{
+		{"no signals", nil},
+		{"two types", []bus.Signal{a, b}},
+		{"no id", []bus.Signal{{Type: "a", Source: "/s"}}},
+		{"bad extension value", []bus.Signal{{ID: "1", Type: "a", Source: "/s", Extensions: map[string]any{"x": 1.5}}}},
+		{"year 10000", []bus.Signal{{ID: "1", Type: "a", Source: "/s", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := wire.EncodeBatch(tc.signals, "", nil); !errors.Is(err, bus.ErrInvalidSignal) {
+				t.Errorf("EncodeBatch error = %v, want one wrapping bus.ErrInvalidSignal", err)
+			}
+		})
+	}
+}
+
+// TestBatchReadByTheCloudEventsSDK checks interoperability one way: every
+// event of a batch the node sends is a CloudEvent the CloudEvents Go SDK's
+// protobuf format reads, with its attributes and data.
+func TestBatchReadByTheCloudEventsSDK(t *testing.T) {
+	when := time.Date(2026, 11, 27, 8, 30, 0, 123456789, time.UTC)
+	signals := []bus.Signal{
+		mustSignal(t, "order.created", "/orders", map[string]any{"id": 1},
+			bus.WithSubject("order-1"), bus.WithTime(when),
+			bus.WithExtension("tenant", "acme"), bus.WithExtension("count", 3), bus.WithExtension("flag", true)),
+		mustSignal(t, "order.created", "/orders", []byte{0, 1, 2, 0xff},
+			bus.WithDataContentType("application/octet-stream"), bus.WithTime(when)),
+	}
+	msg, err := wire.EncodeBatch(signals, "", func(i int, dst []wire.Attr) []wire.Attr {
+		return append(dst, wire.Attr{Name: "sbseq", Value: strconv.Itoa(i + 1)})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raws := batchEvents(t, msg.Data)
+	if len(raws) != len(signals) {
+		t.Fatalf("%d events in the batch, want %d", len(raws), len(signals))
+	}
+	for i, raw := range raws {
+		var container pb.CloudEvent
+		if err := proto.Unmarshal(raw, &container); err != nil {
+			t.Fatalf("event %d: proto.Unmarshal: %v", i, err)
+		}
+		e, err := cepb.FromProto(&container)
+		if err != nil {
+			t.Fatalf("event %d: FromProto: %v", i, err)
+		}
+		if err := e.Validate(); err != nil {
+			t.Errorf("event %d: the SDK finds it invalid: %v", i, err)
+		}
+		s := signals[i]
+		if e.ID() != s.ID || e.Source() != s.Source || e.Type() != s.Type || e.SpecVersion() != "1.0" {
+			t.Errorf("event %d: id %q source %q type %q specversion %q, want %q %q %q 1.0",
+				i, e.ID(), e.Source(), e.Type(), e.SpecVersion(), s.ID, s.Source, s.Type)
+		}
+		if !e.Time().Equal(s.Time) || e.Subject() != s.Subject || e.DataContentType() != s.DataContentType {
+			t.Errorf("event %d: time %v subject %q datacontenttype %q, want %v %q %q",
+				i, e.Time(), e.Subject(), e.DataContentType(), s.Time, s.Subject, s.DataContentType)
+		}
+		if !bytes.Equal(e.Data(), s.Data) {
+			t.Errorf("event %d: data %q, want %q", i, e.Data(), s.Data)
+		}
+		if got := e.Extensions()["sbseq"]; got != strconv.Itoa(i+1) {
+			t.Errorf("event %d: sbseq = %#v, want %q", i, got, strconv.Itoa(i+1))
+		}
+	}
+	var first pb.CloudEvent
+	if err := proto.Unmarshal(raws[0], &first); err != nil {
+		t.Fatal(err)
+	}
+	e, err := cepb.FromProto(&first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]any{"tenant": "acme", "count": int32(3), "flag": true} {
+		if got := e.Extensions()[name]; got != want {
+			t.Errorf("extension %s = %#v, want %#v (types kept)", name, got, want)
+		}
+	}
+}
+
+// TestBatchFromTheCloudEventsSDK checks the other way: events the SDK
+// turns into protobuf, put in a CloudEventBatch, are read as signals; and
+// one event in the SDK's protobuf format, as a structured-mode message.
+func TestBatchFromTheCloudEventsSDK(t *testing.T) {
+	when := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	var body []byte
+	var events []event.Event
+	for i := range 3 {
+		e := event.New()
+		e.SetID("sdk-" + strconv.Itoa(i))
+		e.SetSource("/sdk")
+		e.SetType("sdk.sent")
+		e.SetTime(when)
+		e.SetSubject("s" + strconv.Itoa(i))
+		e.SetExtension("tenant", "acme")
+		if err := e.SetData("application/json", map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+		container, err := cepb.ToProto(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := proto.Marshal(container)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = protowire.AppendTag(body, 1, protowire.BytesType)
+		body = protowire.AppendBytes(body, raw)
+		events = append(events, e)
+	}
+	msg := &nats.Msg{Subject: "signals.sdk.sent", Header: nats.Header{"Content-Type": {"Application/CloudEvents-Batch+Protobuf; charset=binary"}}, Data: body}
+	got, err := wire.DecodeAll(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(events) {
+		t.Fatalf("%d events, want %d", len(got), len(events))
+	}
+	for i, g := range got {
+		if g.Err != nil {
+			t.Fatalf("event %d: %v", i, g.Err)
+		}
+		e := events[i]
+		want := bus.Signal{ID: e.ID(), Source: e.Source(), Type: e.Type(), SpecVersion: "1.0", Time: when,
+			Subject: e.Subject(), DataContentType: "application/json", Data: e.Data(),
+			Extensions: map[string]any{"tenant": "acme"}}
+		if d := diffTyped(want, g.Signal); d != "" {
+			t.Errorf("event %d differs:\n%s", i, d)
+		}
+	}
+
+	single, err := cepb.Protobuf.Marshal(&events[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := wire.Decode(&nats.Msg{Subject: "signals.sdk.sent", Header: nats.Header{"content-type": {wire.ProtobufContentType}}, Data: single})
+	if err != nil {
+		t.Fatalf("Decode of one protobuf event: %v", err)
+	}
+	if s.ID != "sdk-1" || s.Subject != "s1" || !bytes.Equal(s.Data, events[1].Data()) {
+		t.Errorf("one protobuf event decoded as %+v", s)
+	}
+}
+
+func TestDecodeRefusesABatchWithoutDecodeAll(t *testing.T) {
+	msg, err := wire.EncodeBatch([]bus.Signal{mustSignal(t, "a", "/s", nil)}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = wire.Decode(msg)
+	if !errors.Is(err, wire.ErrNotCloudEvent) || wire.Reason(err) != wire.ReasonUnsupportedFormat {
+		t.Errorf("Decode of a batch: %v (reason %q), want unsupported_format", err, wire.Reason(err))
+	}
+}
+
+// protoEvent builds a CloudEvent message field by field, for the reject
+// cases: each field is (number, wire type, value).
+type pbField struct {
+	num   protowire.Number
+	typ   protowire.Type
+	bytes []byte
+	n     uint64
+}
+
+func pbMessage(fields ...pbField) []byte {
+	var b []byte
+	for _, f := range fields {
+		b = protowire.AppendTag(b, f.num, f.typ)
+		if f.typ == protowire.VarintType {
+			b = protowire.AppendVarint(b, f.n)
+		} else {
+			b = protowire.AppendBytes(b, f.bytes)
+		}
+	}
+	return b
+}
+
+func str(num protowire.Number, s string) pbField {
+	return pbField{num: num, typ: protowire.BytesType, bytes: []byte(s)}
+}
+
+func msgField(num protowire.Number, fields ...pbField) pbField {
+	return pbField{num: num, typ: protowire.BytesType, bytes: pbMessage(fields...)}
+}
+
+func attr(name string, value ...pbField) pbField {
+	return msgField(5, str(1, name), msgField(2, value...))
+}
+
+func validEvent(extra ...pbField) []byte {
+	return pbMessage(append([]pbField{str(1, "id-1"), str(2, "/src"), str(3, "1.0"), str(4, "a.b")}, extra...)...)
+}
+
+func TestDecodeBatchRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		event  []byte
+		reason string
+	}{
+		{"no id", pbMessage(str(2, "/src"), str(3, "1.0"), str(4, "a")), wire.ReasonMissingID},
+		{"empty source", pbMessage(str(1, "1"), str(2, ""), str(3, "1.0"), str(4, "a")), wire.ReasonMissingSource},
+		{"no type", pbMessage(str(1, "1"), str(2, "/s"), str(3, "1.0")), wire.ReasonMissingType},
+		{"no specversion", pbMessage(str(1, "1"), str(2, "/s"), str(4, "a")), wire.ReasonMissingSpecVersion},
+		{"specversion 0.3", pbMessage(str(1, "1"), str(2, "/s"), str(3, "0.3"), str(4, "a")), wire.ReasonBadSpecVersion},
+		{"type outside the grammar", pbMessage(str(1, "1"), str(2, "/s"), str(3, "1.0"), str(4, "a..b")), wire.ReasonBadType},
+		{"id as a varint", pbMessage(pbField{num: 1, typ: protowire.VarintType, n: 7}, str(2, "/s"), str(3, "1.0"), str(4, "a")), wire.ReasonBadStructured},
+		{"id not UTF-8", pbMessage(str(1, "\xff"), str(2, "/s"), str(3, "1.0"), str(4, "a")), wire.ReasonBadEncoding},
+		{"extension name upper-case", validEvent(attr("Tenant", str(3, "x"))), wire.ReasonBadExtension},
+		{"attribute without a value", validEvent(msgField(5, str(1, "x"))), wire.ReasonBadStructured},
+		{"attribute with an empty value", validEvent(attr("x")), wire.ReasonBadStructured},
+		{"time as a bool", validEvent(attr("time", pbField{num: 1, typ: protowire.VarintType, n: 1})), wire.ReasonBadTime},
+		{"time not RFC 3339", validEvent(attr("time", str(3, "yesterday"))), wire.ReasonBadTime},
+		{"timestamp nanos out of range", validEvent(attr("when", msgField(7, pbField{num: 2, typ: protowire.VarintType, n: 2_000_000_000}))), wire.ReasonBadStructured},
+		{"id as an attribute", validEvent(attr("id", str(3, "other"))), wire.ReasonDuplicateHeader},
+		{"text data not UTF-8", validEvent(str(7, "\xfe")), wire.ReasonBadEncoding},
+		{"truncated field", append(validEvent(), 0x0a, 0x05, 'a'), wire.ReasonBadStructured},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := validEvent()
+			body := pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: good},
+				pbField{num: 1, typ: protowire.BytesType, bytes: tc.event},
+				pbField{num: 1, typ: protowire.BytesType, bytes: good})
+			events, err := wire.DecodeBatch(body)
+			if err != nil {
+				t.Fatalf("DecodeBatch: %v, want per-event errors", err)
+			}
+			if len(events) != 3 {
+				t.Fatalf("%d events, want 3", len(events))
+			}
+			if events[0].Err != nil || events[2].Err != nil {
+				t.Errorf("the valid events around the bad one failed: %v, %v", events[0].Err, events[2].Err)
+			}
+			bad := events[1]
+			if !errors.Is(bad.Err, wire.ErrNotCloudEvent) {
+				t.Fatalf("bad event error = %v, want one wrapping ErrNotCloudEvent", bad.Err)
+			}
+			if got := wire.Reason(bad.Err); got != tc.reason {
+				t.Errorf("reason = %q, want %q (error %v)", got, tc.reason, bad.Err)
+			}
+			if !bytes.Equal(bad.Raw, tc.event) {
+				t.Errorf("Raw is not the bad event's bytes")
+			}
+		})
+	}
+}
+
+func TestDecodeBatchRejectsAMalformedBody(t *testing.T) {
+	for name, body := range map[string][]byte{
+		"not protobuf":        []byte("hello, world"),
+		"events as a varint":  pbMessage(pbField{num: 1, typ: protowire.VarintType, n: 1}),
+		"truncated event":     {0x0a, 0x10, 0x0a},
+		"an end-group tag":    {0x0c},
+		"a varint never ends": {0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+	} {
+		t.Run(name, func(t *testing.T) {
+			events, err := wire.DecodeBatch(body)
+			if !errors.Is(err, wire.ErrNotCloudEvent) || wire.Reason(err) != wire.ReasonBadStructured {
+				t.Errorf("DecodeBatch = %d events, %v (reason %q), want a bad_structured error", len(events), err, wire.Reason(err))
+			}
+		})
+	}
+}
+
+func TestDecodeBatchSkipsUnknownFields(t *testing.T) {
+	body := pbMessage(pbField{num: 9, typ: protowire.VarintType, n: 3},
+		pbField{num: 1, typ: protowire.BytesType, bytes: validEvent(pbField{num: 99, typ: protowire.BytesType, bytes: []byte("future")})})
+	events, err := wire.DecodeBatch(body)
+	if err != nil || len(events) != 1 || events[0].Err != nil {
+		t.Fatalf("DecodeBatch = %v, %v; want one signal", events, err)
+	}
+	if events[0].Signal.ID != "id-1" {
+		t.Errorf("signal %+v", events[0].Signal)
+	}
+}
+
+// FuzzDecodeBatch feeds DecodeBatch any body. It must not panic; every
+// error must wrap ErrNotCloudEvent with a known reason; a decoded signal
+// must encode again, and from then on round-trip unchanged.
+func FuzzDecodeBatch(f *testing.F) {
+	for _, s := range roundTripSignals(f) {
+		m, err := wire.EncodeBatch([]bus.Signal{s, s}, "", func(i int, dst []wire.Attr) []wire.Attr {
+			return append(dst, wire.Attr{Name: "sbseq", Value: strconv.Itoa(i)})
+		})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(m.Data)
+	}
+	f.Add(pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: validEvent(attr("time", str(3, "2020-01-01T00:00:00+01:00")))}))
+	f.Add([]byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		events, err := wire.DecodeBatch(body)
+		if err != nil {
+			checkDecodeError(t, err)
+			return
+		}
+		for _, e := range events {
+			if e.Err != nil {
+				checkDecodeError(t, e.Err)
+				continue
+			}
+			d1 := e.Signal
+			m, err := wire.EncodeBatch([]bus.Signal{d1}, "", nil)
+			if err != nil {
+				t.Fatalf("a decoded signal does not encode: %v\n%+v", err, d1)
+			}
+			d2 := decodeOne(t, m)
+			m, err = wire.EncodeBatch([]bus.Signal{d2}, "", nil)
+			if err != nil {
+				t.Fatalf("a decoded signal does not encode: %v\n%+v", err, d2)
+			}
+			d3 := decodeOne(t, m)
+			if d := diffTyped(d2, d3); d != "" {
+				t.Fatalf("not a fixed point:\n%s", d)
+			}
+		}
+	})
+}
+
+func decodeOne(t *testing.T, m *nats.Msg) bus.Signal {
+	t.Helper()
+	events, err := wire.DecodeAll(m)
+	if err != nil || len(events) != 1 || events[0].Err != nil {
+		t.Fatalf("a re-encoded signal does not decode: %v, %v", err, firstErr(events))
+	}
+	return events[0].Signal
+}
+
+func checkDecodeError(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, wire.ErrNotCloudEvent) {
+		t.Fatalf("error does not wrap ErrNotCloudEvent: %v", err)
+	}
+	if r := wire.Reason(err); !knownReasons[r] {
+		t.Fatalf("unknown reason %q for %v", r, err)
+	}
+}
