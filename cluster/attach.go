@@ -175,16 +175,19 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 		return nil, err
 	}
 	handle := func(msg *nats.Msg) {
-		sig, err := wire.Decode(msg)
+		events, err := wire.DecodeAll(msg)
 		if err != nil {
 			return // the node's own subscription, which sees every message, parks it
 		}
-		if !m.match(sig.Type) {
-			return
-		}
-		if err := feed(n.ctx, sig, nil); err != nil && n.ctx.Err() == nil {
-			n.logger.Error("group delivery failed", "group", info.Group, "subscription", info.Name,
-				"signal_id", sig.ID, "type", sig.Type, "error", err)
+		for _, e := range events {
+			sig := e.Signal
+			if e.Err != nil || !m.match(sig.Type) {
+				continue // parked by the node's own subscription, or not this pattern's
+			}
+			if err := feed(n.ctx, sig, nil); err != nil && n.ctx.Err() == nil {
+				n.logger.Error("group delivery failed", "group", info.Group, "subscription", info.Name,
+					"signal_id", sig.ID, "type", sig.Type, "error", err)
+			}
 		}
 	}
 	subs := make([]*nats.Subscription, 0, len(filters))

@@ -106,12 +106,17 @@ func (h *handledSet) waitDistinct(t *testing.T, n int, within time.Duration) {
 // every node handles each signal once, cluster-wide, while a plain
 // subscription on every node still receives every signal.
 func TestGroupSharesWorkAcrossNodes(t *testing.T) {
-	for _, mode := range []Mode{Durable, Fast} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		mode     Mode
+		encoding Encoding
+	}{{Durable, Binary}, {Fast, Binary}, {Durable, ProtobufBatch}, {Fast, ProtobufBatch}} {
+		mode := tc.mode
+		t.Run(mode.String()+"/"+tc.encoding.String(), func(t *testing.T) {
 			ext := startNATS(t, mode == Durable)
 			var nodes []*Node
 			for i := range 3 {
-				nodes = append(nodes, startNode(t, Config{Name: fmt.Sprintf("g%d", i), Mode: mode, NATSURL: ext.ClientURL()}))
+				nodes = append(nodes, startNode(t, Config{Name: fmt.Sprintf("g%d", i), Mode: mode, Encoding: tc.encoding,
+					NATSURL: ext.ClientURL()}))
 			}
 			if mode == Durable {
 				waitDurableReady(t, nodes...)
@@ -130,7 +135,9 @@ func TestGroupSharesWorkAcrossNodes(t *testing.T) {
 			}
 			const perNode = 100
 			for _, n := range nodes {
-				publishN(t, n, "invoice.issued", 0, perNode)
+				// Ten signals per Publish, so that the batch encoding
+				// carries several in one message.
+				publishChunked(t, n, "invoice.issued", 0, perNode, 10)
 			}
 			group.waitDistinct(t, 3*perNode, 20*time.Second)
 			for i, box := range fanOut {
@@ -204,9 +211,15 @@ func TestDurableGroupFailsOverWhenAMemberDies(t *testing.T) {
 // receives what was published meanwhile, in order, and nothing it had
 // handled. An unnamed subscription on the same node starts from "now".
 func TestNamedDurableSubscriptionResumes(t *testing.T) {
+	for _, encoding := range []Encoding{Binary, ProtobufBatch} {
+		t.Run(encoding.String(), func(t *testing.T) { testNamedDurableSubscriptionResumes(t, encoding) })
+	}
+}
+
+func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding) {
 	ext := startNATS(t, true)
-	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL()})
-	cfg := Config{Name: "auditor", NATSURL: ext.ClientURL(), Logger: quietLogger(),
+	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL(), Encoding: encoding})
+	cfg := Config{Name: "auditor", NATSURL: ext.ClientURL(), Logger: quietLogger(), Encoding: encoding,
 		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -220,14 +233,14 @@ func TestNamedDurableSubscriptionResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitAttached(t, node, 1)
-	publishN(t, pub, "order.created", 0, 50)
+	publishChunked(t, pub, "order.created", 0, 50, 10)
 	publishN(t, pub, "stock.moved", 0, 10) // not for the subscription: acknowledged, never handled
 	checkSequence(t, first.wait(t, 50), 0, 50)
 	if err := node.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	publishN(t, pub, "order.created", 50, 120) // while the node is down
+	publishChunked(t, pub, "order.created", 50, 120, 10) // while the node is down
 
 	again, err := Start(ctx, cfg)
 	if err != nil {

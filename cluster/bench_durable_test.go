@@ -32,8 +32,14 @@ func BenchmarkDurable(b *testing.B) {
 			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 			var jsRate float64
 			b.Run("impl=jetstream", func(b *testing.B) { jsRate = benchRawJetStream(b, srv.ClientURL()) })
-			b.Run("impl=durable/batch=64", func(b *testing.B) { benchDurable(b, srv.ClientURL(), 64, jsRate) })
-			b.Run("impl=durable/async", func(b *testing.B) { benchDurable(b, srv.ClientURL(), asyncBatch, jsRate) })
+			for _, enc := range []Encoding{Binary, ProtobufBatch} {
+				b.Run(fmt.Sprintf("impl=durable/enc=%s/batch=64", enc), func(b *testing.B) {
+					benchDurable(b, srv.ClientURL(), enc, 64, jsRate)
+				})
+				b.Run(fmt.Sprintf("impl=durable/enc=%s/async", enc), func(b *testing.B) {
+					benchDurable(b, srv.ClientURL(), enc, asyncBatch, jsRate)
+				})
+			}
 		})
 	}
 }
@@ -98,8 +104,8 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 
 // benchNode starts a durable node on url for a benchmark and waits until
 // its stream and consumer exist.
-func benchNode(b *testing.B, url, name string) *Node {
-	n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Logger: quietLogger(),
+func benchNode(b *testing.B, url, name string, enc Encoding) *Node {
+	n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Encoding: enc, Logger: quietLogger(),
 		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
 	if err != nil {
 		b.Fatal(err)
@@ -109,7 +115,7 @@ func benchNode(b *testing.B, url, name string) *Node {
 	return n
 }
 
-func benchDurable(b *testing.B, url string, batch int, jsRate float64) {
+func benchDurable(b *testing.B, url string, enc Encoding, batch int, jsRate float64) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
-	benchNodeToNode(b, benchNode(b, url, "p"+suffix), benchNode(b, url, "s"+suffix), "bench.durable", batch, jsRate, "x-js")
+	benchNodeToNode(b, benchNode(b, url, "p"+suffix, enc), benchNode(b, url, "s"+suffix, enc), "bench.durable", batch, jsRate, "x-js")
 }

@@ -19,7 +19,7 @@ import (
 func BenchmarkPacedLatency(b *testing.B) {
 	const rate = 10_000
 	b.Run("mode=fast", func(b *testing.B) {
-		nodes := benchCluster(b)
+		nodes := benchCluster(b, Binary)
 		pacedLatency(b, nodes[0], nodes[1], rate)
 	})
 	b.Run("mode=durable", func(b *testing.B) {
@@ -30,7 +30,7 @@ func BenchmarkPacedLatency(b *testing.B) {
 		}
 		b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 		suffix := fmt.Sprint(time.Now().UnixNano())
-		pacedLatency(b, benchNode(b, srv.ClientURL(), "p"+suffix), benchNode(b, srv.ClientURL(), "s"+suffix), rate)
+		pacedLatency(b, benchNode(b, srv.ClientURL(), "p"+suffix, Binary), benchNode(b, srv.ClientURL(), "s"+suffix, Binary), rate)
 	})
 }
 

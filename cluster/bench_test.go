@@ -20,12 +20,19 @@ import (
 // each server. Each fast-mode sub-benchmark reports its rate as a fraction
 // of it ("x-nats").
 func BenchmarkCrossNode(b *testing.B) {
-	nodes := benchCluster(b)
+	nodes := benchCluster(b, Binary)
+	packed := benchCluster(b, ProtobufBatch)
 	b.Run("impl=nats", func(b *testing.B) { benchRawNATS(b, nodes) })
-	for _, batch := range []int{1, 64} {
-		b.Run(fmt.Sprintf("impl=fast/batch=%d", batch), func(b *testing.B) { benchFast(b, nodes, batch) })
+	for _, enc := range []Encoding{Binary, ProtobufBatch} {
+		pair := nodes
+		if enc == ProtobufBatch {
+			pair = packed
+		}
+		for _, batch := range []int{1, 64} {
+			b.Run(fmt.Sprintf("impl=fast/enc=%s/batch=%d", enc, batch), func(b *testing.B) { benchFast(b, pair, batch) })
+		}
+		b.Run(fmt.Sprintf("impl=fast/enc=%s/async", enc), func(b *testing.B) { benchFast(b, pair, asyncBatch) })
 	}
-	b.Run("impl=fast/async", func(b *testing.B) { benchFast(b, nodes, asyncBatch) })
 }
 
 // asyncBatch makes benchNodeToNode publish one signal per PublishAsync
@@ -34,10 +41,11 @@ const asyncBatch = 0
 
 var natsRate float64
 
-func benchCluster(b *testing.B) []*Node {
+func benchCluster(b *testing.B, enc Encoding) []*Node {
 	b.Helper()
 	start := func(cfg Config) *Node {
 		cfg.Mode, cfg.Listen, cfg.ClusterListen, cfg.Logger = Fast, "127.0.0.1:0", "127.0.0.1:0", quietLogger()
+		cfg.Encoding = enc
 		cfg.BusOptions = []bus.Option{bus.WithLogger(quietLogger())}
 		n, err := Start(context.Background(), cfg)
 		if err != nil {

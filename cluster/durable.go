@@ -240,8 +240,46 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		return fmt.Errorf("%w: subscriptions' consumers not ready: %w", ErrUnavailable, err)
 	}
 	n := d.n
-	futures := make([]jetstream.PubAckFuture, 0, len(signals))
-	for _, s := range signals {
+	// Each future stands for the signals its message carries.
+	type stored struct {
+		future  jetstream.PubAckFuture
+		signals []bus.Signal
+	}
+	futures := make([]stored, 0, len(signals))
+	// No retries inside nats.go: it retries a "no responders" publish
+	// after a wait while the later ones go ahead, storing them out of
+	// order. A failure goes back to the caller, whose retry of the same
+	// signal keeps its sequence number.
+	publish := func(msg *nats.Msg, carried []bus.Signal) error {
+		f, err := d.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
+		if err != nil {
+			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, carried[0].ID, err)
+		}
+		futures = append(futures, stored{future: f, signals: carried})
+		return nil
+	}
+	if n.cfg.Encoding == ProtobufBatch {
+		seqs := make([][2]uint64, len(signals))
+		for i, s := range signals {
+			seqs[i][0], seqs[i][1] = d.sequenceFor(s.ID)
+		}
+		err := n.packBatches(signals, func(i int, dst []wire.Attr) []wire.Attr {
+			return n.stampAttrs(dst, seqs[i][0], seqs[i][1])
+		}, func(msg *nats.Msg, carried []bus.Signal) error {
+			// The batch's first and last ids name it: a retry that
+			// repeats the batch is dropped by the stream, and one that
+			// carries less (the outbox retries one signal at a time)
+			// holds only signals the stored batch has, which the
+			// consumers' dedup window drops.
+			msg.Header[nats.MsgIdHdr] = []string{carried[0].ID + ".." + carried[len(carried)-1].ID}
+			return publish(msg, carried)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for i := 0; i < len(signals) && n.cfg.Encoding == Binary; i++ {
+		s := signals[i]
 		msg, err := wire.Encode(s, n.cfg.Prefix)
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", s.ID, err)
@@ -249,25 +287,21 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		seq, floor := d.sequenceFor(s.ID)
 		n.stamp(msg, seq)
 		msg.Header["ce-"+ExtensionFloor] = []string{strconv.FormatUint(floor, 10)}
-		// No retries inside nats.go: it retries a "no responders" publish
-		// after a wait while the later ones go ahead, storing them out of
-		// order. A failure goes back to the caller, whose retry of the
-		// same signal keeps its sequence number.
-		f, err := d.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
-		if err != nil {
-			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, s.ID, err)
+		if err := publish(msg, signals[i:i+1]); err != nil {
+			return err
 		}
-		futures = append(futures, f)
 	}
 	var errs []error
 	for i, f := range futures {
 		select {
-		case <-f.Ok():
-			d.stored(signals[i].ID)
-		case err := <-f.Err():
-			errs = append(errs, fmt.Errorf("signal %s: %w", signals[i].ID, err))
+		case <-f.future.Ok():
+			for _, s := range f.signals {
+				d.stored(s.ID)
+			}
+		case err := <-f.future.Err():
+			errs = append(errs, fmt.Errorf("signal %s: %w", f.signals[0].ID, err))
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %d of %d signals not acknowledged: %w", ErrUnavailable, len(futures)-i, len(futures), ctx.Err())
+			return fmt.Errorf("%w: %d of %d messages not acknowledged: %w", ErrUnavailable, len(futures)-i, len(futures), ctx.Err())
 		}
 	}
 	if len(errs) > 0 {
@@ -385,13 +419,13 @@ func (p *pipe) consume(consumer jetstream.Consumer) error {
 	return nil
 }
 
-// receive takes one stored signal from the consumer: an id already handed
-// on is acknowledged and dropped; a signal a node published goes through
-// the reorderer; anything else is delivered as it comes.
+// receive takes one stored message from the consumer: one signal, or a
+// batch of them (Config.Encoding), each settled on its own share of the
+// message's acknowledgement.
 func (p *pipe) receive(m jetstream.Msg) {
 	n := p.d.n
 	msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
-	sig, err := wire.Decode(msg)
+	events, err := wire.DecodeAll(msg)
 	if err != nil {
 		if p.park {
 			n.park(msg, err)
@@ -399,10 +433,36 @@ func (p *pipe) receive(m jetstream.Msg) {
 		_ = m.Term() // never redeliver what cannot be decoded
 		return
 	}
+	if len(events) == 1 && !wire.IsBatch(msg) {
+		p.receiveSignal(events[0].Signal, m)
+		return
+	}
+	if len(events) == 0 {
+		_ = m.Ack() // an empty batch: nothing to deliver
+		return
+	}
+	shared := newBatchAck(m, len(events))
+	for _, e := range events {
+		if e.Err != nil {
+			if p.park {
+				n.parkEvent(msg, e)
+			}
+			_ = shared.share().Term()
+			continue
+		}
+		p.receiveSignal(e.Signal, shared.share())
+	}
+}
+
+// receiveSignal takes one stored signal: an id already handed on is
+// acknowledged and dropped; a signal a node published goes through the
+// reorderer; anything else is delivered as it comes.
+func (p *pipe) receiveSignal(sig bus.Signal, ack acker) {
+	n := p.d.n
 	if p.dedup.contains(sig.ID) {
 		n.dedupHits.Add(1)
 		p.d.dedupCounter.Add(context.Background(), 1, p.d.dedupOpts...)
-		_ = m.Ack()
+		_ = ack.Ack()
 		return
 	}
 	if p.handling(sig.ID) {
@@ -410,11 +470,11 @@ func (p *pipe) receive(m jetstream.Msg) {
 	}
 	if p.order != nil {
 		if key, seq, ok := orderKey(sig); ok {
-			p.order.add(key, seq, pending{sig: sig, msg: m})
+			p.order.add(key, seq, pending{sig: sig, msg: ack})
 			return
 		}
 	}
-	p.deliver(pending{sig: sig, msg: m})
+	p.deliver(pending{sig: sig, msg: ack})
 }
 
 // arrive queues one arrival for runBatches.

@@ -41,6 +41,23 @@ func publishN(t *testing.T, n *Node, typ string, from, to int) {
 	}
 }
 
+// publishChunked publishes signals #from to #to-1 from n, chunk of them per
+// Publish call (one batch, so one message with the batch encoding).
+func publishChunked(t *testing.T, n *Node, typ string, from, to, chunk int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := from; i < to; i += chunk {
+		batch := make([]bus.Signal, 0, chunk)
+		for j := i; j < min(i+chunk, to); j++ {
+			batch = append(batch, bus.Signal{Type: typ, Source: "/" + n.Name(), Subject: strconv.Itoa(j)})
+		}
+		if err := n.Bus().Publish(ctx, batch...); err != nil {
+			t.Fatalf("Publish #%d…: %v", i, err)
+		}
+	}
+}
+
 func checkSequence(t *testing.T, got []bus.Signal, from, to int) {
 	t.Helper()
 	if len(got) != to-from {

@@ -274,6 +274,18 @@ type fastTransport struct{ n *Node }
 
 func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
+	if n.cfg.Encoding == ProtobufBatch {
+		last := n.seq.Add(uint64(len(signals)))
+		first := last - uint64(len(signals)) + 1
+		return n.packBatches(signals, func(i int, dst []wire.Attr) []wire.Attr {
+			return n.stampAttrs(dst, first+uint64(i), 0)
+		}, func(msg *nats.Msg, _ []bus.Signal) error {
+			if err := n.nc.PublishMsg(msg); err != nil {
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			return nil
+		})
+	}
 	for _, s := range signals {
 		msg, err := wire.Encode(s, n.cfg.Prefix)
 		if err != nil {
@@ -334,6 +346,14 @@ func (n *Node) park(msg *nats.Msg, cause error) {
 	if err := n.nc.PublishMsg(parked); err != nil {
 		n.logger.Error("could not park an invalid message", "subject", msg.Subject, "error", err)
 	}
+}
+
+// parkEvent parks one event of a batch message that is not a valid
+// signal, on its own: the event as a protobuf-format CloudEvent message,
+// with the batch's subject; the batch's other signals go on.
+func (n *Node) parkEvent(batch *nats.Msg, e wire.Event) {
+	msg := &nats.Msg{Subject: batch.Subject, Header: nats.Header{"content-type": {wire.ProtobufContentType}}, Data: e.Raw}
+	n.park(msg, e.Err)
 }
 
 // Close leaves the cluster: it flushes what this node published, drains

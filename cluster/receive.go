@@ -83,19 +83,29 @@ func (r *receiver) run() {
 	}
 }
 
-// handle decodes a batch, parks what is not a CloudEvent, counts gaps and
+// handle decodes a batch of messages (each one signal, or a batch of them:
+// Config.Encoding), parks what is not a CloudEvent, counts gaps and
 // dispatches the rest at once.
 func (r *receiver) handle(msgs []*nats.Msg) {
 	n := r.n
-	signals := make([]bus.Signal, 0, len(msgs))
+	var signals []bus.Signal
 	for _, m := range msgs {
-		sig, err := wire.Decode(m)
+		events, err := wire.DecodeAll(m)
 		if err != nil {
 			n.park(m, err)
 			continue
 		}
-		n.checkSequence(sig)
-		signals = append(signals, sig)
+		if signals == nil {
+			signals = make([]bus.Signal, 0, len(msgs)*len(events))
+		}
+		for _, e := range events {
+			if e.Err != nil {
+				n.parkEvent(m, e)
+				continue
+			}
+			n.checkSequence(e.Signal)
+			signals = append(signals, e.Signal)
+		}
 	}
 	if len(signals) == 0 {
 		return

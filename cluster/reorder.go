@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/signalbus/signalbus/bus"
@@ -15,7 +14,7 @@ import (
 // pending is a stored signal waiting to be dispatched and acknowledged.
 type pending struct {
 	sig bus.Signal
-	msg jetstream.Msg
+	msg acker
 }
 
 // reorderer restores each publisher's order in durable mode. JetStream

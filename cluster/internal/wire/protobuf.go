@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"net/url"
@@ -386,6 +387,47 @@ func decodeProtobuf(body []byte) (bus.Signal, error) {
 type eventDecoder struct {
 	recent [16]string
 	next   int
+	// last holds, per extension name, the raw bytes and the decoded
+	// value of the previous event's attribute: a value that repeats
+	// across a batch (the sending node's name and instance) is shared,
+	// boxed once, instead of allocated for every event.
+	last [8]lastValue
+}
+
+type lastValue struct {
+	name  string
+	raw   []byte
+	value any
+}
+
+// extension decodes an extension value, sharing it with the previous
+// event's when the encoded bytes are the same.
+func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
+	slot := -1
+	for i := range d.last {
+		if d.last[i].name == name {
+			if bytes.Equal(d.last[i].raw, raw) {
+				return d.last[i].value, nil
+			}
+			slot = i
+			break
+		}
+		if slot < 0 && d.last[i].name == "" {
+			slot = i
+		}
+	}
+	v, err := d.value(raw, false, false)
+	if err != nil {
+		return nil, err
+	}
+	switch v.(type) {
+	case []byte, *url.URL: // mutable: never shared
+	default:
+		if slot >= 0 {
+			d.last[slot] = lastValue{name: name, raw: raw, value: v}
+		}
+	}
+	return v, nil
 }
 
 func (d *eventDecoder) intern(b []byte) string {
@@ -577,7 +619,14 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
 	if !hasValue {
 		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q has no value", name), nil)
 	}
-	v, err := d.value(rawValue, name == "dataschema", name == "datacontenttype")
+	var v any
+	var err error
+	switch name {
+	case "subject", "datacontenttype", "dataschema", "time", "id", "source", "specversion", "type":
+		v, err = d.value(rawValue, name == "dataschema", name == "datacontenttype")
+	default:
+		v, err = d.extension(name, rawValue)
+	}
 	if err != nil {
 		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
 	}

@@ -1,0 +1,259 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
+)
+
+// TestProtobufBatchKeepsOrderAcrossTypes: a node with the batch encoding
+// publishes runs of two interleaved types; a node with the same encoding
+// and one with the default binary encoding each see every signal once, in
+// publish order, both through a pattern over both types and through one
+// for one type. On the wire the signals travel as fewer messages than
+// signals, each in the protobuf batch format.
+func TestProtobufBatchKeepsOrderAcrossTypes(t *testing.T) {
+	for _, mode := range []Mode{Fast, Durable} {
+		t.Run(mode.String(), func(t *testing.T) {
+			ext := startNATS(t, mode == Durable)
+			pub := startNode(t, Config{Name: "packer", Mode: mode, Encoding: ProtobufBatch, NATSURL: ext.ClientURL()})
+			packed := startNode(t, Config{Name: "packed", Mode: mode, Encoding: ProtobufBatch, NATSURL: ext.ClientURL()})
+			plain := startNode(t, Config{Name: "plain", Mode: mode, NATSURL: ext.ClientURL()})
+			nodes := []*Node{pub, packed, plain}
+			if mode == Durable {
+				waitDurableReady(t, nodes...)
+			} else {
+				waitConnected(t, nodes)
+			}
+			watcher, err := nats.Connect(ext.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer watcher.Close()
+			var (
+				mu       sync.Mutex
+				messages int
+				formats  = map[string]int{}
+			)
+			if _, err := watcher.Subscribe("signals.t.>", func(m *nats.Msg) {
+				mu.Lock()
+				messages++
+				formats[m.Header.Get("content-type")]++
+				mu.Unlock()
+			}); err != nil {
+				t.Fatal(err)
+			}
+			_ = watcher.Flush()
+
+			var all, onlyA []*inbox
+			for _, n := range nodes[1:] {
+				a, b := &inbox{}, &inbox{}
+				if _, err := n.Bus().Subscribe("t.**", a); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := n.Bus().Subscribe("t.a", b); err != nil {
+					t.Fatal(err)
+				}
+				all, onlyA = append(all, a), append(onlyA, b)
+			}
+			if mode == Fast {
+				waitConnected(t, nodes)
+			}
+			const total = 600
+			typeOf := func(i int) string {
+				if i%7 < 4 {
+					return "t.a"
+				}
+				return "t.b"
+			}
+			var wantA []string
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for i := 0; i < total; i += 50 {
+				batch := make([]bus.Signal, 0, 50)
+				for j := i; j < i+50; j++ {
+					batch = append(batch, bus.Signal{Type: typeOf(j), Source: "/packer", Subject: strconv.Itoa(j)})
+					if typeOf(j) == "t.a" {
+						wantA = append(wantA, strconv.Itoa(j))
+					}
+				}
+				publish := pub.Bus().Publish
+				if i%100 == 50 {
+					publish = pub.PublishAsync // the outbox joins these into bigger batches
+				}
+				if err := publish(ctx, batch...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, box := range all {
+				checkSequence(t, box.wait(t, total), 0, total)
+				got := onlyA[i].wait(t, len(wantA))
+				for k, s := range got {
+					if k >= len(wantA) || s.Subject != wantA[k] {
+						t.Fatalf("%s: t.a subscription's signal %d is #%s, want #%s", nodes[i+1].Name(), k, s.Subject, wantA[k])
+					}
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+			for i, box := range all {
+				if got := len(box.wait(t, 0)); got != total {
+					t.Errorf("%s received %d, want exactly %d", nodes[i+1].Name(), got, total)
+				}
+				if got := len(onlyA[i].wait(t, 0)); got != len(wantA) {
+					t.Errorf("%s t.a received %d, want exactly %d", nodes[i+1].Name(), got, len(wantA))
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("%d signals in %d messages: %v", total, messages, formats)
+			if messages >= total/2 || formats[wire.ProtobufBatchContentType] != messages {
+				t.Errorf("%d signals went as %d messages %v, want fewer than half as many, all %s",
+					total, messages, formats, wire.ProtobufBatchContentType)
+			}
+		})
+	}
+}
+
+// TestProtobufBatchParksOnlyTheBadEvent: a batch from another client holds
+// an event without an id between two valid ones. The valid ones reach the
+// subscription; the bad one alone is parked, as a protobuf-format event
+// with the reason.
+func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
+	for _, mode := range []Mode{Fast, Durable} {
+		t.Run(mode.String(), func(t *testing.T) {
+			n := startNode(t, Config{Name: "solo", Mode: mode})
+			nc, err := nats.Connect(n.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			parked, err := nc.SubscribeSync("signalbus.deadletter")
+			if err != nil {
+				t.Fatal(err)
+			}
+			box := &inbox{}
+			if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+				t.Fatal(err)
+			}
+			if mode == Durable {
+				waitDurableReady(t, n)
+			}
+			good := []bus.Signal{
+				{ID: "one", Type: "job.run", Source: "/other", Subject: "0"},
+				{ID: "two", Type: "job.run", Source: "/other", Subject: "1"},
+			}
+			msg, err := wire.EncodeBatch(good, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Splice an event with no id between the two.
+			var noID []byte
+			noID = protowire.AppendTag(noID, 2, protowire.BytesType)
+			noID = protowire.AppendString(noID, "/other")
+			noID = protowire.AppendTag(noID, 3, protowire.BytesType)
+			noID = protowire.AppendString(noID, "1.0")
+			noID = protowire.AppendTag(noID, 4, protowire.BytesType)
+			noID = protowire.AppendString(noID, "job.run")
+			_, typ, tagLen := protowire.ConsumeTag(msg.Data)
+			first, firstLen := protowire.ConsumeBytes(msg.Data[tagLen:])
+			if typ != protowire.BytesType || firstLen < 0 {
+				t.Fatal("cannot split the batch")
+			}
+			var body []byte
+			body = protowire.AppendTag(body, 1, protowire.BytesType)
+			body = protowire.AppendBytes(body, first)
+			body = protowire.AppendTag(body, 1, protowire.BytesType)
+			body = protowire.AppendBytes(body, noID)
+			body = append(body, msg.Data[tagLen+firstLen:]...)
+			msg.Data = body
+			if mode == Durable {
+				js, err := jetstream.New(nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if _, err := js.PublishMsg(ctx, msg); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := nc.PublishMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+			checkSequence(t, box.wait(t, 2), 0, 2)
+			m, err := parked.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("parked event: %v", err)
+			}
+			if got := m.Header.Get("signalbus-reason"); got != wire.ReasonMissingID {
+				t.Errorf("parked with reason %q, want %q", got, wire.ReasonMissingID)
+			}
+			if got := m.Header.Get("content-type"); got != wire.ProtobufContentType {
+				t.Errorf("parked event content-type %q, want %q", got, wire.ProtobufContentType)
+			}
+			if string(m.Data) != string(noID) {
+				t.Errorf("parked body is not the bad event")
+			}
+			if got := n.Stats().Parked; got != 1 {
+				t.Errorf("Stats().Parked = %d, want 1", got)
+			}
+		})
+	}
+}
+
+// settledMsg is a jetstream.Msg that records how it was settled.
+type settledMsg struct {
+	jetstream.Msg
+	mu      sync.Mutex
+	settled []string
+}
+
+func (m *settledMsg) record(s string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.settled = append(m.settled, s)
+	return nil
+}
+
+func (m *settledMsg) Ack() error                         { return m.record("ack") }
+func (m *settledMsg) Nak() error                         { return m.record("nak") }
+func (m *settledMsg) NakWithDelay(d time.Duration) error { return m.record("nak " + d.String()) }
+func (m *settledMsg) Term() error                        { return m.record("term") }
+func (m *settledMsg) result() []string                   { m.mu.Lock(); defer m.mu.Unlock(); return m.settled }
+
+func TestBatchAckSettlesTheMessageOnceEveryShareIs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		shares func(s []acker)
+		want   string
+	}{
+		{"all acked", func(s []acker) { _ = s[0].Ack(); _ = s[1].Ack(); _ = s[2].Ack() }, "[ack]"},
+		{"a terminated one needs no redelivery", func(s []acker) { _ = s[0].Ack(); _ = s[1].Term(); _ = s[2].Ack() }, "[ack]"},
+		{"one nak redelivers the batch", func(s []acker) { _ = s[0].Ack(); _ = s[1].Nak(); _ = s[2].Ack() }, "[nak]"},
+		{"the longest delay wins", func(s []acker) {
+			_ = s[0].NakWithDelay(time.Second)
+			_ = s[1].Ack()
+			_ = s[2].NakWithDelay(250 * time.Millisecond)
+		}, "[nak 1s]"},
+		{"a share left unsettled holds the batch", func(s []acker) { _ = s[0].Ack(); _ = s[2].Ack() }, "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &settledMsg{}
+			b := newBatchAck(m, 3)
+			shares := []acker{b.share(), b.share(), b.share()}
+			tc.shares(shares)
+			if got := fmt.Sprint(m.result()); got != tc.want {
+				t.Errorf("message settled %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
