@@ -19,6 +19,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no name", Config{}, "Name", "is required"},
 		{"dotted name", Config{Name: "n.1"}, "Name", "must not contain"},
 		{"mode", Config{Name: "n1", Mode: Mode(7)}, "Mode", "neither Durable nor Fast"},
+		{"encoding", Config{Name: "n1", Encoding: Encoding(3)}, "Encoding", "neither Binary nor ProtobufBatch"},
+		{"batch encoding", Config{Name: "n1", Encoding: ProtobufBatch}, "", ""},
 		{"external with server fields", Config{Name: "n1", NATSURL: "nats://a:4222", Listen: ":4222"}, "NATSURL", "runs no server"},
 		{"listen", Config{Name: "n1", Listen: "4222"}, "Listen", "host:port"},
 		{"cluster listen", Config{Name: "n1", ClusterListen: "x"}, "ClusterListen", "host:port"},

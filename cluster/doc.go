@@ -82,5 +82,9 @@
 // BatchSize, and dispatches it as one batch. Each batch has a span with
 // messaging.batch.message_count and one link per publish in it, and its
 // size goes to signalbus.batch.size. On the wire each signal stays its own
-// CloudEvents message.
+// CloudEvents message, unless Config.Encoding is ProtobufBatch: then each
+// batch (each run of one type in it) is one message in the CloudEvents
+// protobuf batch format, several times faster, at the costs its
+// documentation lists (readers must split batches; in durable mode a batch
+// is acknowledged and redelivered as a whole).
 package cluster

@@ -1,5 +1,6 @@
 // Package wire is the cluster's wire codec: it converts between bus.Signal
-// and *nats.Msg following the CloudEvents NATS protocol binding
+// and *nats.Msg following the CloudEvents NATS protocol binding (and, for
+// batches, the CloudEvents protobuf format)
 // (cloudevents/spec, cloudevents/bindings/nats-protocol-binding.md, 1.0.3),
 // so that a plain NATS client, the CloudEvents SDKs and the bus read each
 // other's messages.
@@ -57,7 +58,24 @@
 // event as the body; and, because the CloudEvents Go SDK's core NATS binding
 // sends structured events with no headers at all, a message with no ce-
 // header and no content-type whose body is a JSON object with a
-// "specversion" member. Other event formats and batch mode are refused.
+// "specversion" member; and one event in the protobuf format
+// (application/cloudevents+protobuf). Other event formats are refused, and
+// so is a batch, which holds many signals: DecodeAll reads every kind of
+// message, a batch included.
+//
+// # Batches
+//
+// EncodeBatch writes signals of one type as one message in the CloudEvents
+// protobuf batch format (application/cloudevents-batch+protobuf,
+// cloudevents/spec formats/protobuf-format.md and cloudevents.proto):
+// a CloudEventBatch whose events carry id, source, spec_version and type as
+// fields and every other attribute in the typed attributes map (time as a
+// Timestamp, dataschema as a URI, extensions with their own types), with
+// the data as binary_data. The node writes its stamps (sbnode, sbseq, …) as
+// string attributes. DecodeBatch and DecodeAll read such a batch, event by
+// event: an event that is not a valid signal gets its own error and its
+// encoded bytes, so the node parks it alone. A protobuf round trip keeps
+// attribute types (integers come back as int32, times in UTC).
 //
 // # Why the keys are lower-case
 //
