@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -258,38 +257,21 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		futures = append(futures, stored{future: f, signals: carried})
 		return nil
 	}
-	if n.cfg.Encoding == ProtobufBatch {
-		seqs := make([][2]uint64, len(signals))
-		for i, s := range signals {
-			seqs[i][0], seqs[i][1] = d.sequenceFor(s.ID)
-		}
-		err := n.packBatches(signals, func(i int, dst []wire.Attr) []wire.Attr {
-			return n.stampAttrs(dst, seqs[i][0], seqs[i][1])
-		}, func(msg *nats.Msg, carried []bus.Signal) error {
-			// The batch's first and last ids name it: a retry that
+	err := n.encode(signals, func(i int) (uint64, uint64) { return d.sequenceFor(signals[i].ID) },
+		func(msg *nats.Msg, carried []bus.Signal) error {
+			// A binary message carries its signal's id as Nats-Msg-Id; a
+			// batch is named by its first and last ids: a retry that
 			// repeats the batch is dropped by the stream, and one that
 			// carries less (the outbox retries one signal at a time)
 			// holds only signals the stored batch has, which the
 			// consumers' dedup window drops.
-			msg.Header[nats.MsgIdHdr] = []string{carried[0].ID + ".." + carried[len(carried)-1].ID}
+			if _, named := msg.Header[nats.MsgIdHdr]; !named {
+				msg.Header[nats.MsgIdHdr] = []string{carried[0].ID + ".." + carried[len(carried)-1].ID}
+			}
 			return publish(msg, carried)
 		})
-		if err != nil {
-			return err
-		}
-	}
-	for i := 0; i < len(signals) && n.cfg.Encoding == Binary; i++ {
-		s := signals[i]
-		msg, err := wire.Encode(s, n.cfg.Prefix)
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", s.ID, err)
-		}
-		seq, floor := d.sequenceFor(s.ID)
-		n.stamp(msg, seq)
-		msg.Header["ce-"+ExtensionFloor] = []string{strconv.FormatUint(floor, 10)}
-		if err := publish(msg, signals[i:i+1]); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for i, f := range futures {
@@ -425,16 +407,18 @@ func (p *pipe) consume(consumer jetstream.Consumer) error {
 func (p *pipe) receive(m jetstream.Msg) {
 	n := p.d.n
 	msg := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
-	events, err := wire.DecodeAll(msg)
-	if err != nil {
-		if p.park {
-			n.park(msg, err)
+	if !wire.IsBatch(msg) {
+		sig, err := wire.Decode(msg)
+		if err != nil {
+			p.refuse(msg, m, err)
+			return
 		}
-		_ = m.Term() // never redeliver what cannot be decoded
+		p.receiveSignal(sig, m)
 		return
 	}
-	if len(events) == 1 && !wire.IsBatch(msg) {
-		p.receiveSignal(events[0].Signal, m)
+	events, err := wire.DecodeBatch(msg.Data)
+	if err != nil {
+		p.refuse(msg, m, err)
 		return
 	}
 	if len(events) == 0 {
@@ -452,6 +436,15 @@ func (p *pipe) receive(m jetstream.Msg) {
 		}
 		p.receiveSignal(e.Signal, shared.share())
 	}
+}
+
+// refuse parks (when this pipe parks) and terminates a message that holds
+// no signal: it would never decode, so it must never come back.
+func (p *pipe) refuse(msg *nats.Msg, m jetstream.Msg, err error) {
+	if p.park {
+		p.d.n.park(msg, err)
+	}
+	_ = m.Term()
 }
 
 // receiveSignal takes one stored signal: an id already handed on is

@@ -274,37 +274,13 @@ type fastTransport struct{ n *Node }
 
 func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
-	if n.cfg.Encoding == ProtobufBatch {
-		last := n.seq.Add(uint64(len(signals)))
-		first := last - uint64(len(signals)) + 1
-		return n.packBatches(signals, func(i int, dst []wire.Attr) []wire.Attr {
-			return n.stampAttrs(dst, first+uint64(i), 0)
-		}, func(msg *nats.Msg, _ []bus.Signal) error {
+	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 },
+		func(msg *nats.Msg, _ []bus.Signal) error {
 			if err := n.nc.PublishMsg(msg); err != nil {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
 			return nil
 		})
-	}
-	for _, s := range signals {
-		msg, err := wire.Encode(s, n.cfg.Prefix)
-		if err != nil {
-			return fmt.Errorf("encode %s: %w", s.ID, err)
-		}
-		n.stamp(msg, n.seq.Add(1))
-		if err := n.nc.PublishMsg(msg); err != nil {
-			return fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
-	}
-	return nil
-}
-
-// stamp writes the publisher's node, instance and sequence number into an
-// encoded signal, as extension headers.
-func (n *Node) stamp(msg *nats.Msg, seq uint64) {
-	msg.Header["ce-"+ExtensionNode] = []string{n.cfg.Name}
-	msg.Header["ce-"+ExtensionInstance] = []string{n.instance}
-	msg.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
 }
 
 // checkSequence counts the signals missing between two from one publisher.

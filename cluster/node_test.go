@@ -282,17 +282,25 @@ func TestInteropWithPlainNATS(t *testing.T) {
 // TestInvalidMessagesAreParked: what is not a CloudEvent goes to the
 // dead-letter subject with its reason, is counted, and does not stop the
 // node delivering what follows.
-func TestInvalidMessagesAreParked(t *testing.T) {
-	n := startNode(t, Config{Name: "solo", Mode: Fast})
+// watchParked connects a plain client to n's server and subscribes it to
+// the dead-letter subject; both end with the test.
+func watchParked(t *testing.T, n *Node) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
 	nc, err := nats.Connect(n.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	parked, err := nc.SubscribeSync("signalbus.deadletter")
+	t.Cleanup(nc.Close)
+	parked, err := nc.SubscribeSync(n.cfg.DeadLetterSubject)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, parked
+}
+
+func TestInvalidMessagesAreParked(t *testing.T) {
+	n := startNode(t, Config{Name: "solo", Mode: Fast})
+	nc, parked := watchParked(t, n)
 	box := &inbox{}
 	if _, err := n.Bus().Subscribe("ok", box); err != nil {
 		t.Fatal(err)

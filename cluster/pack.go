@@ -10,9 +10,65 @@ import (
 	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
-// stampAttrs are the extension attributes a node writes on a signal it
-// sends in a batch message: the node, its instance, the signal's sequence
-// number and, in durable mode, the floor (0: none).
+// stamps give signal i of a batch its sequence number and, in durable
+// mode, its floor (0: none). encode asks for each signal once, when the
+// signal is encoded, so that a signal that cannot be encoded takes no
+// number (a number taken and never sent would be a gap receivers wait for).
+type stamps func(i int) (seq, floor uint64)
+
+// encode turns signals into messages in the node's encoding, stamped with
+// the node, its instance, and each signal's numbers, and hands each message,
+// with the signals it carries, to publish, in order:
+//
+//   - Binary: one binary-mode message per signal, the stamps as ce- headers;
+//   - ProtobufBatch: one CloudEvents protobuf batch message per run of
+//     consecutive signals of one type (so that each has its type's subject
+//     and the runs keep the publish order), a run whose message would pass
+//     the server's payload limit split in two; the stamps as attributes.
+func (n *Node) encode(signals []bus.Signal, numbers stamps, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
+	taken := make([]struct {
+		seq, floor uint64
+		ok         bool
+	}, len(signals))
+	stamp := func(i int, dst []wire.Attr) []wire.Attr {
+		if !taken[i].ok {
+			taken[i].seq, taken[i].floor = numbers(i)
+			taken[i].ok = true
+		}
+		return n.stampAttrs(dst, taken[i].seq, taken[i].floor)
+	}
+	if n.cfg.Encoding == ProtobufBatch {
+		for from := 0; from < len(signals); {
+			to := from + 1
+			for to < len(signals) && signals[to].Type == signals[from].Type {
+				to++
+			}
+			if err := n.packRun(signals, from, to, stamp, publish); err != nil {
+				return err
+			}
+			from = to
+		}
+		return nil
+	}
+	var attrs []wire.Attr
+	for i, s := range signals {
+		msg, err := wire.Encode(s, n.cfg.Prefix)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", s.ID, err)
+		}
+		for _, a := range stamp(i, attrs[:0]) {
+			msg.Header["ce-"+a.Name] = []string{a.Value}
+		}
+		if err := publish(msg, signals[i:i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stampAttrs appends the extension attributes a node writes on a signal it
+// sends: the node, its instance, the signal's sequence number and, in
+// durable mode, the floor (0: none).
 func (n *Node) stampAttrs(dst []wire.Attr, seq, floor uint64) []wire.Attr {
 	dst = append(dst,
 		wire.Attr{Name: ExtensionNode, Value: n.cfg.Name},
@@ -24,30 +80,11 @@ func (n *Node) stampAttrs(dst []wire.Attr, seq, floor uint64) []wire.Attr {
 	return dst
 }
 
-// packBatches encodes signals as batch messages (Config.Encoding
-// ProtobufBatch): one per run of consecutive signals of one type, so that
-// each message has its type's subject and the runs keep the publish order;
-// a run whose message would pass the server's payload limit is split. It
-// hands each message, with the signals it carries, to publish, in order.
-// stamp gives signal i's stamps.
-func (n *Node) packBatches(signals []bus.Signal, stamp func(i int, dst []wire.Attr) []wire.Attr,
-	publish func(msg *nats.Msg, carried []bus.Signal) error) error {
-	for from := 0; from < len(signals); {
-		to := from + 1
-		for to < len(signals) && signals[to].Type == signals[from].Type {
-			to++
-		}
-		if err := n.packRun(signals, from, to, stamp, publish); err != nil {
-			return err
-		}
-		from = to
-	}
-	return nil
-}
-
 // payloadMargin is left under the server's payload limit for the headers.
 const payloadMargin = 4 << 10
 
+// packRun sends signals[from:to], all of one type, as one batch message, or
+// as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
 	publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	msg, err := wire.EncodeBatch(signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {

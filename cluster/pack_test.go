@@ -132,15 +132,7 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 	for _, mode := range []Mode{Fast, Durable} {
 		t.Run(mode.String(), func(t *testing.T) {
 			n := startNode(t, Config{Name: "solo", Mode: mode})
-			nc, err := nats.Connect(n.ClientURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			parked, err := nc.SubscribeSync("signalbus.deadletter")
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc, parked := watchParked(t, n)
 			box := &inbox{}
 			if _, err := n.Bus().Subscribe("job.*", box); err != nil {
 				t.Fatal(err)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,16 +89,24 @@ func (r *receiver) run() {
 // dispatches the rest at once.
 func (r *receiver) handle(msgs []*nats.Msg) {
 	n := r.n
-	var signals []bus.Signal
+	signals := make([]bus.Signal, 0, len(msgs))
 	for _, m := range msgs {
-		events, err := wire.DecodeAll(m)
+		if !wire.IsBatch(m) {
+			sig, err := wire.Decode(m)
+			if err != nil {
+				n.park(m, err)
+				continue
+			}
+			n.checkSequence(sig)
+			signals = append(signals, sig)
+			continue
+		}
+		events, err := wire.DecodeBatch(m.Data)
 		if err != nil {
 			n.park(m, err)
 			continue
 		}
-		if signals == nil {
-			signals = make([]bus.Signal, 0, len(msgs)*len(events))
-		}
+		signals = slices.Grow(signals, len(events))
 		for _, e := range events {
 			if e.Err != nil {
 				n.parkEvent(m, e)

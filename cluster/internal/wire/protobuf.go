@@ -334,32 +334,22 @@ func DecodeAll(m *nats.Msg) ([]Event, error) {
 // Unknown fields are skipped, as protobuf readers do. DecodeBatch never
 // panics.
 func DecodeBatch(body []byte) ([]Event, error) {
-	n := 0
-	for b := body; len(b) > 0; n++ {
-		num, typ, tagLen := protowire.ConsumeTag(b)
-		if tagLen < 0 {
-			return nil, invalid(ReasonBadStructured, "protobuf batch: malformed field tag", protowire.ParseError(tagLen))
+	var (
+		events []Event
+		d      eventDecoder
+	)
+	r := fieldReader{b: body}
+	for {
+		num, typ, raw, _, ok := r.next()
+		if !ok {
+			break
 		}
-		fieldLen := protowire.ConsumeFieldValue(num, typ, b[tagLen:])
-		if fieldLen < 0 {
-			return nil, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: field %d", num), protowire.ParseError(fieldLen))
-		}
-		b = b[tagLen+fieldLen:]
-	}
-	events := make([]Event, 0, n)
-	d := eventDecoder{}
-	for b := body; len(b) > 0; {
-		num, typ, tagLen := protowire.ConsumeTag(b)
-		fieldLen := protowire.ConsumeFieldValue(num, typ, b[tagLen:])
-		field := b[tagLen : tagLen+fieldLen]
-		b = b[tagLen+fieldLen:]
 		if num != fieldBatchEvents {
 			continue // an unknown field
 		}
 		if typ != protowire.BytesType {
 			return nil, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
 		}
-		raw, _ := protowire.ConsumeBytes(field)
 		s, err := d.decode(raw)
 		if err == nil {
 			err = validateDecoded(s)
@@ -368,6 +358,9 @@ func DecodeBatch(body []byte) ([]Event, error) {
 			s = bus.Signal{}
 		}
 		events = append(events, Event{Signal: s, Err: err, Raw: raw})
+	}
+	if r.err != nil {
+		return nil, invalid(ReasonBadStructured, "protobuf batch", r.err)
 	}
 	return events, nil
 }
@@ -379,11 +372,10 @@ func decodeProtobuf(body []byte) (bus.Signal, error) {
 }
 
 // eventDecoder decodes CloudEvent messages. Across the events of one batch
-// it shares the strings that repeat (attribute names, source, type,
-// content type) rather than allocate each again: it keeps the last few it
-// made and compares bytes, which is cheaper than hashing them into a map.
-// Extension values, which mostly differ (sequence numbers, trace context),
-// are not shared.
+// it shares what repeats rather than allocate it again: the strings of
+// attribute names, source, type and content type (it keeps the last few it
+// made and compares bytes, which is cheaper than hashing them into a map),
+// and an extension value equal to the previous event's (see last).
 type eventDecoder struct {
 	recent [16]string
 	next   int
