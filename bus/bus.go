@@ -466,7 +466,11 @@ func (b *Bus) Subscribe(pattern string, h Handler, opts ...SubscribeOption) (*Su
 		handler:      h,
 		queue:        newQueue(cfg.queueSize),
 		consumedOpts: []metric.AddOption{metric.WithAttributeSet(set)},
-		recordOpts:   []metric.RecordOption{metric.WithAttributeSet(set)},
+		metrics: recorder{
+			ins:          b.ins,
+			recordOpts:   []metric.RecordOption{metric.WithAttributeSet(set)},
+			consumedOpts: []metric.AddOption{metric.WithAttributeSet(set)},
+		},
 		attrs: append(base,
 			attrOperationName.String("process"),
 			attrOperationType.String("process")),

@@ -32,7 +32,7 @@ type Subscription struct {
 	baseCtx context.Context
 
 	consumedOpts []metric.AddOption
-	recordOpts   []metric.RecordOption
+	metrics      recorder             // per-signal measurements, recorded off the delivery path
 	attrs        []attribute.KeyValue // span attributes common to every run
 
 	closeOnce sync.Once
@@ -48,7 +48,8 @@ func (s *Subscription) Pattern() string { return s.pattern }
 func (s *Subscription) Name() string { return s.cfg.name }
 
 // Done is closed once the subscription's worker has finished: after Close,
-// or after the bus closed, once its queue is drained.
+// or after the bus closed, once its queue is drained and the measurements
+// of its deliveries are recorded.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
 
 // Close unsubscribes: no further signal is routed to the subscription. The
@@ -185,18 +186,20 @@ func DeadLetterFromContext(ctx context.Context) (DeadLetter, bool) {
 // delivers each before the next, retries included, which is what keeps
 // per-publisher FIFO through retries.
 func (s *Subscription) run() {
-	defer close(s.done)
-	var (
-		batch []envelope
-		w     worker
-	)
+	var w worker
+	defer func() {
+		w.submit(s)
+		s.metrics.stop()
+		close(s.done)
+	}()
+	var batch []envelope
 	for {
 		var ok bool
 		batch, ok = s.queue.take(batch[:0])
 		if !ok {
 			return
 		}
-		w.begin(s.bus)
+		w.begin(s)
 		for i := range batch {
 			if s.bus.stopCtx.Err() != nil {
 				s.abandon(batch[i:])
@@ -204,16 +207,26 @@ func (s *Subscription) run() {
 			}
 			batch[i].finish(s.deliver(&w, &batch[i]))
 			batch[i] = envelope{}
+			if w.m != nil {
+				w.m.consumed++
+				if w.now.Sub(w.since) >= maxMeasurementHold {
+					w.submit(s)
+					w.measure(s)
+				}
+			}
 		}
 		w.parent, w.parentCtx = trace.SpanContext{}, nil
-		s.bus.ins.consumed.Add(context.Background(), int64(len(batch)), s.consumedOpts...)
+		w.submit(s)
 	}
 }
 
 // worker is the state one subscription's worker keeps across the signals
 // of a batch, to spare the hot path clock reads and allocations.
 type worker struct {
-	measure bool      // a duration metric is enabled: read the clock
+	// m gathers the batch's measurements for the recorder; nil when no
+	// metric of the batch is enabled.
+	m       *measurements
+	since   time.Time // when m was taken
 	tracing bool      // spans can record
 	now     time.Time // end of the previous handler run, the start of the next
 	// parentCtx holds the producer's span context for the current run of
@@ -222,11 +235,31 @@ type worker struct {
 	parentCtx context.Context
 }
 
-func (w *worker) begin(b *Bus) {
-	w.measure = b.ins.procDur.Enabled(b.stopCtx) || b.ins.latency.Enabled(b.stopCtx)
+func (w *worker) begin(s *Subscription) {
+	b := s.bus
 	w.tracing = b.tracingOn()
-	if w.measure {
+	if b.ins.procDur.Enabled(b.stopCtx) || b.ins.latency.Enabled(b.stopCtx) || b.ins.consumed.Enabled(b.stopCtx) {
 		w.now = time.Now()
+		w.measure(s)
+	}
+}
+
+// maxMeasurementHold bounds how long a worker keeps measurements before
+// handing them over, so that slow handlers or retry waits in a long batch
+// do not hold its metrics back.
+const maxMeasurementHold = 100 * time.Millisecond
+
+// measure takes an empty buffer of measurements.
+func (w *worker) measure(s *Subscription) {
+	w.m = s.metrics.buffer()
+	w.since = w.now
+}
+
+// submit hands the batch's measurements to the recorder.
+func (w *worker) submit(s *Subscription) {
+	if w.m != nil {
+		s.metrics.submit(w.m)
+		w.m = nil
 	}
 }
 
@@ -266,8 +299,8 @@ var errShutdown = fmt.Errorf("%w before the signal was handled", ErrClosed)
 // the dead-letter handler) and errShutdown when Close gave up on it.
 func (s *Subscription) deliver(w *worker, e *envelope) error {
 	b := s.bus
-	if w.measure && !e.sig.Time.IsZero() {
-		b.ins.latency.Record(context.Background(), w.now.Sub(e.sig.Time).Seconds(), s.recordOpts...)
+	if w.m != nil && !e.sig.Time.IsZero() {
+		w.m.latency = append(w.m.latency, w.now.Sub(e.sig.Time).Seconds())
 	}
 	var bo *backoff.ExponentialBackOff
 	policy := s.cfg.retry
@@ -296,6 +329,10 @@ func (s *Subscription) deliver(w *worker, e *envelope) error {
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
+		if w.m != nil && wait >= maxMeasurementHold {
+			w.submit(s)
+			w.measure(s)
+		}
 		b.ins.retries.Add(context.Background(), 1, s.consumedOpts...)
 		b.logger.Debug("handler failed; retrying", "subscription", s.cfg.name, "signal_id", e.sig.ID,
 			"type", e.sig.Type, "attempt", attempt, "wait", wait, "error", err)
@@ -313,7 +350,7 @@ func (s *Subscription) deliver(w *worker, e *envelope) error {
 			s.dropInRetry(e, attempt, err)
 			return errShutdown
 		}
-		if w.measure {
+		if w.m != nil {
 			w.now = time.Now()
 		}
 	}
@@ -344,10 +381,10 @@ func (s *Subscription) attempt(w *worker, e *envelope, attempt int) (err error) 
 		}
 	}
 	err = callHandler(ctx, s.handler, e.sig)
-	if w.measure {
+	if w.m != nil {
 		start := w.now
 		w.now = time.Now()
-		b.ins.procDur.Record(context.Background(), w.now.Sub(start).Seconds(), s.recordOpts...)
+		w.m.process = append(w.m.process, w.now.Sub(start).Seconds())
 	}
 	if err != nil {
 		if span != nil {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -298,19 +300,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		"signalbus.delivery.latency":          9,  // main 7, rejecting 2
 		"messaging.client.operation.duration": 7,
 	} {
-		h, ok := m[name].Data.(metricdata.Histogram[float64])
-		if !ok {
-			t.Errorf("%s is %T, want a float64 histogram", name, m[name].Data)
-			continue
-		}
-		var total uint64
-		for _, dp := range h.DataPoints {
-			total += dp.Count
-			if !slices.Equal(dp.Bounds, bus.LatencyBuckets) {
-				t.Errorf("%s bounds %v, want LatencyBuckets", name, dp.Bounds)
-			}
-		}
-		if total != count {
+		if total := histogramCount(t, m, name); total != count {
 			t.Errorf("%s recorded %d, want %d", name, total, count)
 		}
 	}
@@ -341,6 +331,79 @@ func sumBy(t *testing.T, m map[string]metricdata.Metrics, name, key string) map[
 		out[v.Emit()] += dp.Value
 	}
 	return out
+}
+
+// histogramCount is the number of values a latency histogram recorded
+// over all its series, whose bounds must be LatencyBuckets.
+func histogramCount(t *testing.T, m map[string]metricdata.Metrics, name string) uint64 {
+	t.Helper()
+	h, ok := m[name].Data.(metricdata.Histogram[float64])
+	if !ok {
+		t.Fatalf("%s is %T, want a float64 histogram", name, m[name].Data)
+	}
+	var total uint64
+	for _, dp := range h.DataPoints {
+		total += dp.Count
+		if !slices.Equal(dp.Bounds, bus.LatencyBuckets) {
+			t.Errorf("%s bounds %v, want LatencyBuckets", name, dp.Bounds)
+		}
+	}
+	return total
+}
+
+// The worker hands its measurements to the recorder per batch, but a slow
+// handler or a retry wait inside a batch does not hold back the metrics of
+// the runs before it.
+func TestSlowBatchDoesNotHoldItsMetricsBack(t *testing.T) {
+	processed := func(tel *telemetry) func() bool {
+		return func() bool {
+			m := tel.collect(t)
+			_, ok := m["messaging.process.duration"]
+			return ok && histogramCount(t, m, "messaging.process.duration") == 1
+		}
+	}
+	t.Run("retry wait", func(t *testing.T) {
+		tel := newTelemetry(t)
+		b := newBus(t, tel.opts...)
+		var runs atomic.Int32
+		mustSubscribe(t, b, "retried", bus.HandlerFunc(func(context.Context, bus.Signal) error {
+			if runs.Add(1) == 1 {
+				return errors.New("first run fails")
+			}
+			return nil
+		}), bus.WithRetry(bus.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Second, MaxBackoff: time.Second, Multiplier: 1}))
+		if err := b.Publish(context.Background(), mustSignal(t, "retried", nil)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the failed run's duration", processed(tel))
+		if n := runs.Load(); n != 1 {
+			t.Errorf("the failed run's duration was recorded only after %d runs, want during the retry wait", n)
+		}
+	})
+	t.Run("slow handler", func(t *testing.T) {
+		tel := newTelemetry(t)
+		b := newBus(t, tel.opts...)
+		release, blocked := make(chan struct{}), make(chan struct{})
+		defer close(release)
+		mustSubscribe(t, b, "slow", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+			if s.Subject == "block" {
+				close(blocked)
+				<-release
+				return nil
+			}
+			// Longer than the worker holds measurements back.
+			time.Sleep(150 * time.Millisecond)
+			return nil
+		}))
+		// One Publish, so that the worker takes both as one batch.
+		if err := b.Publish(context.Background(),
+			mustSignal(t, "slow", nil, bus.WithSubject("sleep")),
+			mustSignal(t, "slow", nil, bus.WithSubject("block"))); err != nil {
+			t.Fatal(err)
+		}
+		<-blocked
+		waitFor(t, "the first run's duration while the second run blocks", processed(tel))
+	})
 }
 
 func gaugeBy(t *testing.T, m map[string]metricdata.Metrics, name, key string) map[string]int64 {
