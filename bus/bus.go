@@ -309,6 +309,20 @@ func (b *Bus) send(ctx context.Context, span trace.Span, signals []Signal, start
 	return err
 }
 
+// Wants reports whether a signal of type typ dispatched now would reach
+// anything on this bus: a subscription or group whose pattern matches the
+// type, or the history. A transport asks before decoding what it
+// received, to let go of what no one here wants without paying for it.
+// The answer holds for the moment of the call: a subscription made after
+// it receives only later signals, as it would anyway.
+func (b *Bus) Wants(typ string) bool {
+	if b.history != nil {
+		return true
+	}
+	route := b.router.route(b.types.get(typ).routes, typ)
+	return len(route.subs) > 0 || len(route.groups) > 0
+}
+
 // Dispatch queues signals that a Transport received, published elsewhere
 // (or by this bus, through its transport), for this bus's subscriptions.
 // It is the receiving half of a transport: no publish middleware runs, no

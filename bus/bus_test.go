@@ -888,3 +888,29 @@ func TestCloseDeadlineStopsRetries(t *testing.T) {
 		t.Errorf("handler ran %d times, want 1: no retry after Close gave up", n)
 	}
 }
+
+func TestWantsTellsWhetherDispatchWouldReachAnything(t *testing.T) {
+	b := newBus(t)
+	if b.Wants("order.created") {
+		t.Error("a bus without subscriptions wants order.created")
+	}
+	sub := mustSubscribe(t, b, "order.*", bus.HandlerFunc(func(context.Context, bus.Signal) error { return nil }))
+	mustSubscribe(t, b, "audit.**", bus.HandlerFunc(func(context.Context, bus.Signal) error { return nil }), bus.WithGroup("auditors"))
+	for typ, want := range map[string]bool{
+		"order.created": true, "order": false, "order.created.late": false,
+		"audit": true, "audit.x.y": true, "billing.paid": false,
+	} {
+		if got := b.Wants(typ); got != want {
+			t.Errorf("Wants(%q) = %v, want %v", typ, got, want)
+		}
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Wants("order.created") {
+		t.Error("Wants(order.created) after its only subscription closed")
+	}
+	if withHistory := newBus(t, bus.WithHistory(10)); !withHistory.Wants("anything") {
+		t.Error("a bus with history does not want a signal no subscription matches; its history would miss it")
+	}
+}

@@ -301,7 +301,7 @@ func (s *Signal) UnmarshalJSON(b []byte) error {
 		}
 	}
 	for name, v := range raw {
-		if reservedAttributes[name] {
+		if isReservedAttribute(name) {
 			continue
 		}
 		if err := checkExtensionName(name); err != nil {

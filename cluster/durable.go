@@ -133,10 +133,10 @@ func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending), 
 				n.held.Add(1)
 				d.heldCounter.Add(context.Background(), 1, d.nodeAttr)
 			},
-			func(key string, from, to uint64) {
+			func(key publisherKey, from, to uint64) {
 				n.skipped.Add(int64(to - from))
 				n.logger.Warn("gave up waiting for signals missing from a publisher's sequence; skipped",
-					"consumer", consumer, "publisher", key, "from_seq", from, "to_seq", to-1, "gap_timeout", n.cfg.ReorderGap)
+					"consumer", consumer, "publisher", key.String(), "from_seq", from, "to_seq", to-1, "gap_timeout", n.cfg.ReorderGap)
 			})
 	}
 	return p

@@ -61,7 +61,7 @@ type Node struct {
 	cancel context.CancelFunc
 
 	gapsMu sync.Mutex
-	last   map[string]uint64 // publisher node → last sequence seen
+	last   map[publisherKey]uint64 // publisher → last sequence seen
 
 	parked    atomic.Int64
 	lost      atomic.Int64
@@ -69,6 +69,7 @@ type Node struct {
 	dedupHits atomic.Int64
 	held      atomic.Int64
 	skipped   atomic.Int64
+	undecoded atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -83,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[string]uint64{},
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[publisherKey]uint64{},
 		instance: strconv.FormatUint(rand.Uint64()&0xffffffffffff, 36)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -259,12 +260,16 @@ type Stats struct {
 	DedupHits int64 // duplicates suppressed before the handlers (durable mode)
 	Held      int64 // signals held back to restore a publisher's order (durable mode)
 	Skipped   int64 // sequence numbers given up on after the reorder gap timeout (durable mode)
+	// Undecoded counts the messages of other nodes (or this one) that the
+	// node let go without decoding them, as no subscription here wanted
+	// their type (fast mode).
+	Undecoded int64
 }
 
 // Stats returns the node's loss counters.
 func (n *Node) Stats() Stats {
 	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), DedupHits: n.dedupHits.Load(),
-		Held: n.held.Load(), Skipped: n.skipped.Load()}
+		Held: n.held.Load(), Skipped: n.skipped.Load(), Undecoded: n.undecoded.Load()}
 }
 
 // fastTransport publishes over core NATS: at-most-once, in order per node.
@@ -286,19 +291,23 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 // checkSequence counts the signals missing between two from one publisher.
 // Core NATS keeps each publisher's order, so a jump is a loss.
 func (n *Node) checkSequence(sig bus.Signal) {
-	from, seq, ok := orderKey(sig)
-	if !ok {
-		return
+	if from, seq, ok := orderKey(sig); ok {
+		n.sequenceSeen(from, seq, seq)
 	}
+}
+
+// sequenceSeen is checkSequence for publisher from's signals numbered
+// first to last, which arrived together (one signal: first == last).
+func (n *Node) sequenceSeen(from publisherKey, first, last uint64) {
 	n.gapsMu.Lock()
 	defer n.gapsMu.Unlock()
-	if last, ok := n.last[from]; ok && seq > last+1 {
-		missing := seq - last - 1
+	if prev, ok := n.last[from]; ok && first > prev+1 {
+		missing := first - prev - 1
 		n.lost.Add(int64(missing))
-		n.logger.Warn("signals lost in transit", "from", from, "missing", missing, "after_seq", last)
+		n.logger.Warn("signals lost in transit", "from", from.String(), "missing", missing, "after_seq", prev)
 	}
-	if seq > n.last[from] {
-		n.last[from] = seq
+	if last > n.last[from] {
+		n.last[from] = last
 	}
 }
 

@@ -249,3 +249,50 @@ func TestBatchAckSettlesTheMessageOnceEveryShareIs(t *testing.T) {
 		})
 	}
 }
+
+// TestUnwantedSignalsGoUndecoded: in fast mode every node receives every
+// signal subject, its own publishes included. A node lets a stamped
+// message whose type no local subscription wants go undecoded, yet keeps
+// counting that publisher's sequence across it: no false loss when a
+// wanted signal follows an unwanted run.
+func TestUnwantedSignalsGoUndecoded(t *testing.T) {
+	for _, enc := range []Encoding{Binary, ProtobufBatch} {
+		t.Run(enc.String(), func(t *testing.T) {
+			ext := startNATS(t, false)
+			pub := startNode(t, Config{Name: "pub", Mode: Fast, Encoding: enc, NATSURL: ext.ClientURL()})
+			sub := startNode(t, Config{Name: "sub", Mode: Fast, Encoding: enc, NATSURL: ext.ClientURL()})
+			wanted, mine := &inbox{}, &inbox{}
+			if _, err := sub.Bus().Subscribe("u.wanted", wanted); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pub.Bus().Subscribe("u.mine", mine); err != nil {
+				t.Fatal(err)
+			}
+			waitConnected(t, []*Node{pub, sub})
+			const runs, runLength = 6, 50
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for r := range runs {
+				batch := make([]bus.Signal, 0, runLength+1)
+				for i := range runLength {
+					batch = append(batch, bus.Signal{Type: "u.wanted", Source: "/pub", Subject: strconv.Itoa(r*runLength + i)})
+				}
+				batch = append(batch, bus.Signal{Type: "u.mine", Source: "/pub", Subject: strconv.Itoa(r)})
+				if err := pub.Bus().Publish(ctx, batch...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkSequence(t, wanted.wait(t, runs*runLength), 0, runs*runLength)
+			checkSequence(t, mine.wait(t, runs), 0, runs)
+			for _, n := range []*Node{pub, sub} {
+				st := n.Stats()
+				if st.Lost != 0 {
+					t.Errorf("%s counted %d signals lost; the ones it let go undecoded were not lost", n.Name(), st.Lost)
+				}
+				if st.Undecoded == 0 {
+					t.Errorf("%s decoded every message, though it has no subscription for one of the two types", n.Name())
+				}
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,10 @@ type receiver struct {
 	batchSize metric.Int64Histogram
 	attrs     metric.MeasurementOption
 	done      chan struct{}
+	// Reused from one handle call to the next by the one goroutine that
+	// makes them; the bus copies each signal into its queues.
+	events  []wire.Event
+	signals []bus.Signal
 }
 
 func newReceiver(n *Node, meter metric.Meter) (*receiver, error) {
@@ -89,8 +94,15 @@ func (r *receiver) run() {
 // dispatches the rest at once.
 func (r *receiver) handle(msgs []*nats.Msg) {
 	n := r.n
-	signals := make([]bus.Signal, 0, len(msgs))
+	signals := r.signals[:0]
+	defer func() {
+		clear(signals) // the bus has its copies; drop the references
+		r.signals = signals[:0]
+	}()
 	for _, m := range msgs {
+		if r.unwanted(m) {
+			continue
+		}
 		if !wire.IsBatch(m) {
 			sig, err := wire.Decode(m)
 			if err != nil {
@@ -101,7 +113,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 			signals = append(signals, sig)
 			continue
 		}
-		events, err := wire.DecodeBatch(m.Data)
+		events, err := wire.AppendBatch(r.events[:0], m.Data)
 		if err != nil {
 			n.park(m, err)
 			continue
@@ -115,6 +127,8 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 			n.checkSequence(e.Signal)
 			signals = append(signals, e.Signal)
 		}
+		clear(events)
+		r.events = events[:0]
 	}
 	if len(signals) == 0 {
 		return
@@ -129,6 +143,52 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 	r.batchSize.Record(ctx, int64(len(signals)), r.attrs)
 	n.dispatchBatch(signals)
 	span.End()
+}
+
+// unwanted reports whether m can go undecoded, and accounts for it if so:
+// a message a node stamped (a signal, or a batch of them, of the type its
+// subject names) for which no subscription on this node's bus wants its
+// type. Its stamps still count for the loss check, read without decoding
+// the rest. Everything else is decoded: what is not a valid CloudEvent
+// gets parked, whatever its type.
+//
+// Fast mode's receiver takes every signal subject, its own node's
+// publishes included (that is how they reach its local subscriptions),
+// so a node that publishes a type it does not subscribe to would decode
+// every signal it sends for nothing.
+func (r *receiver) unwanted(m *nats.Msg) bool {
+	n := r.n
+	typ, ok := strings.CutPrefix(m.Subject, n.cfg.Prefix+".")
+	if !ok || n.bus.Wants(typ) {
+		return false
+	}
+	if !wire.IsBatch(m) {
+		node, _ := wire.BinaryExtension(m, ExtensionNode)
+		inst, _ := wire.BinaryExtension(m, ExtensionInstance)
+		text, _ := wire.BinaryExtension(m, ExtensionSequence)
+		from, seq, ok := stampKey(node, inst, text)
+		if !ok {
+			return false
+		}
+		n.sequenceSeen(from, seq, seq)
+		n.undecoded.Add(1)
+		return true
+	}
+	first, last, count, err := wire.BatchEnds(m.Data)
+	if err != nil || count == 0 || first.Err != nil || last.Err != nil ||
+		first.Signal.Type != typ || last.Signal.Type != typ {
+		return false
+	}
+	// The encoder numbers a batch's signals one after the other, so its
+	// ends are all the loss check needs.
+	from, firstSeq, ok := orderKey(first.Signal)
+	to, lastSeq, lastOK := orderKey(last.Signal)
+	if !ok || !lastOK || from != to || lastSeq < firstSeq {
+		return false
+	}
+	n.sequenceSeen(from, firstSeq, lastSeq)
+	n.undecoded.Add(1)
+	return true
 }
 
 // dispatchBatch hands signals to the bus in one call. The bus refuses a

@@ -40,10 +40,10 @@ type reorderer struct {
 	gap       time.Duration
 	limit     int
 	onHeld    func()
-	onSkip    func(key string, from, to uint64)
+	onSkip    func(key publisherKey, from, to uint64)
 
 	mu      sync.Mutex
-	streams map[string]*publisherStream
+	streams map[publisherKey]*publisherStream
 	held    int
 
 	stop chan struct{}
@@ -56,9 +56,9 @@ type publisherStream struct {
 	gapSeen time.Time // when the current gap was first seen
 }
 
-func newReorderer(gap time.Duration, limit int, deliver func(pending), afterSkip func(), onHeld func(), onSkip func(string, uint64, uint64)) *reorderer {
+func newReorderer(gap time.Duration, limit int, deliver func(pending), afterSkip func(), onHeld func(), onSkip func(publisherKey, uint64, uint64)) *reorderer {
 	r := &reorderer{deliver: deliver, afterSkip: afterSkip, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
-		streams: map[string]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
+		streams: map[publisherKey]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -77,22 +77,35 @@ func orderFloor(s bus.Signal, seq uint64) uint64 {
 // orderKey returns the publisher key and sequence of a signal a node
 // published, or ok=false for one from elsewhere (a plain NATS client),
 // which carries no sequence and is dispatched as it comes.
-func orderKey(s bus.Signal) (key string, seq uint64, ok bool) {
+func orderKey(s bus.Signal) (key publisherKey, seq uint64, ok bool) {
 	node, _ := s.Extensions[ExtensionNode].(string)
 	inst, _ := s.Extensions[ExtensionInstance].(string)
 	text, _ := s.Extensions[ExtensionSequence].(string)
+	return stampKey(node, inst, text)
+}
+
+// stampKey is orderKey from the values of the stamp extensions.
+func stampKey(node, inst, text string) (key publisherKey, seq uint64, ok bool) {
 	if node == "" || text == "" {
-		return "", 0, false
+		return publisherKey{}, 0, false
 	}
 	seq, err := strconv.ParseUint(text, 10, 64)
 	if err != nil {
-		return "", 0, false
+		return publisherKey{}, 0, false
 	}
-	return node + "/" + inst, seq, true
+	return publisherKey{node: node, instance: inst}, seq, true
 }
 
+// publisherKey names one publisher's sequence: a node's name and the
+// instance (one run of it) that numbered the signal. A struct rather than
+// a joined string, because receivers look it up for every signal.
+type publisherKey struct{ node, instance string }
+
+// String is the key as logs show it: node/instance.
+func (k publisherKey) String() string { return k.node + "/" + k.instance }
+
 // add takes one arrival of the publisher key's signal number seq.
-func (r *reorderer) add(key string, seq uint64, p pending) {
+func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ps := r.streams[key]
@@ -150,7 +163,7 @@ func (r *reorderer) drainLocked(ps *publisherStream) {
 
 // skipLocked gives up on ps's current gap: the signals missing there are
 // counted as skipped, and what is held after it is dispatched.
-func (r *reorderer) skipLocked(key string, ps *publisherStream) {
+func (r *reorderer) skipLocked(key publisherKey, ps *publisherStream) {
 	if len(ps.held) == 0 {
 		return
 	}

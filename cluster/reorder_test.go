@@ -26,7 +26,7 @@ func newReorderHarness(gap time.Duration, limit int) *reorderHarness {
 		func(p pending) { h.delivered = append(h.delivered, p.sig.Subject) },
 		nil,
 		func() { h.held++ },
-		func(key string, from, to uint64) {
+		func(key publisherKey, from, to uint64) {
 			h.skipped = append(h.skipped, fmt.Sprintf("%s:%d-%d", key, from, to-1))
 		})
 	return h

@@ -334,10 +334,15 @@ func DecodeAll(m *nats.Msg) ([]Event, error) {
 // Unknown fields are skipped, as protobuf readers do. DecodeBatch never
 // panics.
 func DecodeBatch(body []byte) ([]Event, error) {
-	var (
-		events []Event
-		d      eventDecoder
-	)
+	return AppendBatch(nil, body)
+}
+
+// AppendBatch is DecodeBatch appending the events to dst, so that a
+// receiver decoding message after message reuses one slice. On error it
+// returns dst as it was.
+func AppendBatch(dst []Event, body []byte) ([]Event, error) {
+	var d eventDecoder
+	events := dst
 	r := fieldReader{b: body}
 	for {
 		num, typ, raw, _, ok := r.next()
@@ -348,21 +353,67 @@ func DecodeBatch(body []byte) ([]Event, error) {
 			continue // an unknown field
 		}
 		if typ != protowire.BytesType {
-			return nil, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
+			clear(dst[len(dst):cap(dst)]) // what was appended in place
+			return dst, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
 		}
-		s, err := d.decode(raw)
-		if err == nil {
-			err = validateDecoded(s)
-		}
-		if err != nil {
-			s = bus.Signal{}
-		}
-		events = append(events, Event{Signal: s, Err: err, Raw: raw})
+		events = append(events, d.event(raw))
 	}
 	if r.err != nil {
-		return nil, invalid(ReasonBadStructured, "protobuf batch", r.err)
+		clear(dst[len(dst):cap(dst)]) // what was appended in place
+		return dst, invalid(ReasonBadStructured, "protobuf batch", r.err)
 	}
 	return events, nil
+}
+
+// event decodes and checks one encoded event of a batch.
+func (d *eventDecoder) event(raw []byte) Event {
+	s, err := d.decode(raw)
+	if err == nil {
+		err = validateDecoded(s)
+	}
+	if err != nil {
+		s = bus.Signal{}
+	}
+	return Event{Signal: s, Err: err, Raw: raw}
+}
+
+// BatchEnds reads only the first and the last event of a protobuf batch
+// body (as DecodeBatch would) and counts the events, skipping over the
+// ones between without decoding them: what a receiver needs to account
+// for a batch it does not deliver. With one event, first and last are the
+// same; with none, both are zero. Errors are DecodeBatch's.
+func BatchEnds(body []byte) (first, last Event, n int, err error) {
+	var firstRaw, lastRaw []byte
+	r := fieldReader{b: body}
+	for {
+		num, typ, raw, _, ok := r.next()
+		if !ok {
+			break
+		}
+		if num != fieldBatchEvents {
+			continue
+		}
+		if typ != protowire.BytesType {
+			return Event{}, Event{}, 0, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
+		}
+		if n == 0 {
+			firstRaw = raw
+		}
+		lastRaw = raw
+		n++
+	}
+	if r.err != nil {
+		return Event{}, Event{}, 0, invalid(ReasonBadStructured, "protobuf batch", r.err)
+	}
+	if n == 0 {
+		return Event{}, Event{}, 0, nil
+	}
+	var d eventDecoder
+	first = d.event(firstRaw)
+	if n == 1 {
+		return first, first, 1, nil
+	}
+	return first, d.event(lastRaw), n, nil
 }
 
 // decodeProtobuf reads a structured-mode body in the protobuf event format.
@@ -408,7 +459,11 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 			slot = i
 		}
 	}
-	v, err := d.value(raw, false, false)
+	typed, err := d.value(raw, false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := typed.boxed(false)
 	if err != nil {
 		return nil, err
 	}
@@ -611,63 +666,68 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
 	if !hasValue {
 		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q has no value", name), nil)
 	}
-	var v any
-	var err error
 	switch name {
-	case "subject", "datacontenttype", "dataschema", "time", "id", "source", "specversion", "type":
-		v, err = d.value(rawValue, name == "dataschema", name == "datacontenttype")
-	default:
-		v, err = d.extension(name, rawValue)
-	}
-	if err != nil {
-		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
-	}
-	switch name {
-	case "subject", "datacontenttype", "dataschema":
-		str, ok := v.(string)
-		if !ok {
-			return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q is a %T, want a string", name, v), nil)
-		}
-		switch name {
-		case "subject":
-			s.Subject = str
-		case "datacontenttype":
-			s.DataContentType = str
-		default:
-			s.DataSchema = str
-		}
-	case "time":
-		switch t := v.(type) {
-		case time.Time:
-			s.Time = t
-		case string:
-			parsed, err := time.Parse(time.RFC3339Nano, t)
-			if err != nil {
-				return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time %q is not an RFC 3339 timestamp", t), nil)
-			}
-			s.Time = parsed
-		default:
-			return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time is a %T, want a timestamp", v), nil)
-		}
 	case "id", "source", "specversion", "type":
 		return invalid(ReasonDuplicateHeader, fmt.Sprintf("protobuf event: %q is a field of its own, not an attribute", name), nil)
+	case "subject", "datacontenttype", "dataschema", "time":
 	default:
+		v, err := d.extension(name, rawValue)
+		if err != nil {
+			return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
+		}
 		if s.Extensions == nil {
 			s.Extensions = make(map[string]any, 4)
 		}
 		s.Extensions[name] = v
+		return nil
+	}
+	// A context attribute: read into its field, never boxed.
+	v, err := d.value(rawValue, name == "datacontenttype")
+	if err != nil {
+		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
+	}
+	if name == "time" {
+		switch v.field {
+		case fieldValueTimestamp:
+			s.Time = v.time
+		case fieldValueString:
+			parsed, err := time.Parse(time.RFC3339Nano, v.str)
+			if err != nil {
+				return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time %q is not an RFC 3339 timestamp", v.str), nil)
+			}
+			s.Time = parsed
+		default:
+			return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time is a %s, want a timestamp", v.kind()), nil)
+		}
+		return nil
+	}
+	// The format's dataschema is a URI; any string kind will do for the
+	// others.
+	switch {
+	case v.field == fieldValueString, v.field == fieldValueURIRef, v.field == fieldValueURI && name == "dataschema":
+	case v.field == fieldValueURI:
+		if _, err := url.Parse(v.str); err != nil {
+			return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), fmt.Errorf("ce_uri: %w", err))
+		}
+		fallthrough
+	default:
+		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q is a %s, want a string", name, v.kind()), nil)
+	}
+	switch name {
+	case "subject":
+		s.Subject = v.str
+	case "datacontenttype":
+		s.DataContentType = v.str
+	default:
+		s.DataSchema = v.str
 	}
 	return nil
 }
 
-// value reads a CloudEventAttributeValue: bool, int32, string, []byte,
-// *url.URL (ce_uri; its text as is when uriText), string (ce_uri_ref) or
-// time.Time (UTC). A shared string is interned.
-func (d *eventDecoder) value(b []byte, uriText, shared bool) (any, error) {
-	var (
-		v     any
-		found bool
-	)
+// value reads a CloudEventAttributeValue; the last member of the oneof
+// present wins, as protobuf readers do. A shared string is interned.
+func (d *eventDecoder) value(b []byte, shared bool) (attrValue, error) {
+	var v attrValue
 	r := fieldReader{b: b}
 	for {
 		num, typ, value, varint, ok := r.next()
@@ -678,61 +738,98 @@ func (d *eventDecoder) value(b []byte, uriText, shared bool) (any, error) {
 		switch num {
 		case fieldValueBoolean:
 			if err = wantType("ce_boolean", typ, protowire.VarintType); err == nil {
-				v = protowire.DecodeBool(varint)
+				v = attrValue{field: num, boolean: protowire.DecodeBool(varint)}
 			}
 		case fieldValueInteger:
 			if err = wantType("ce_integer", typ, protowire.VarintType); err == nil {
-				v = int32(varint) // proto int32: the low 32 bits of a sign-extended varint
+				v = attrValue{field: num, integer: int32(varint)} // proto int32: the low 32 bits of a sign-extended varint
 			}
-		case fieldValueString, fieldValueURIRef:
-			if err = wantType("a string value", typ, protowire.BytesType); err == nil {
+		case fieldValueString, fieldValueURIRef, fieldValueURI:
+			what := "a string value"
+			if num == fieldValueURI {
+				what = "ce_uri"
+			}
+			if err = wantType(what, typ, protowire.BytesType); err == nil {
 				if !utf8.Valid(value) {
-					return nil, fmt.Errorf("a string value is not valid UTF-8")
+					return attrValue{}, fmt.Errorf("%s is not valid UTF-8", what)
 				}
+				v = attrValue{field: num}
 				if shared {
-					v = d.intern(value)
+					v.str = d.intern(value)
 				} else {
-					v = string(value)
+					v.str = string(value)
 				}
 			}
 		case fieldValueBytes:
 			if err = wantType("ce_bytes", typ, protowire.BytesType); err == nil {
-				v = value
-			}
-		case fieldValueURI:
-			if err = wantType("ce_uri", typ, protowire.BytesType); err == nil {
-				if !utf8.Valid(value) {
-					return nil, fmt.Errorf("ce_uri is not valid UTF-8")
-				}
-				if uriText {
-					v = string(value)
-					break
-				}
-				u, perr := url.Parse(string(value))
-				if perr != nil {
-					return nil, fmt.Errorf("ce_uri: %w", perr)
-				}
-				v = u
+				v = attrValue{field: num, bytes: value}
 			}
 		case fieldValueTimestamp:
 			if err = wantType("ce_timestamp", typ, protowire.BytesType); err == nil {
-				v, err = decodeTimestamp(value)
+				v = attrValue{field: num}
+				v.time, err = decodeTimestamp(value)
 			}
 		default:
 			continue // an unknown member of the oneof
 		}
 		if err != nil {
-			return nil, err
+			return attrValue{}, err
 		}
-		found = true
 	}
 	if r.err != nil {
-		return nil, r.err
+		return attrValue{}, r.err
 	}
-	if !found {
-		return nil, fmt.Errorf("the value is empty")
+	if v.field == 0 {
+		return attrValue{}, fmt.Errorf("the value is empty")
 	}
 	return v, nil
+}
+
+// boxed is the value as a bus.Signal extension holds it: bool, int32,
+// string (ce_string, ce_uri_ref), []byte, *url.URL (ce_uri; its text as is
+// when uriText) or time.Time (UTC).
+func (v attrValue) boxed(uriText bool) (any, error) {
+	switch v.field {
+	case fieldValueBoolean:
+		return v.boolean, nil
+	case fieldValueInteger:
+		return v.integer, nil
+	case fieldValueBytes:
+		return v.bytes, nil
+	case fieldValueTimestamp:
+		return v.time, nil
+	case fieldValueURI:
+		if uriText {
+			return v.str, nil
+		}
+		u, err := url.Parse(v.str)
+		if err != nil {
+			return nil, fmt.Errorf("ce_uri: %w", err)
+		}
+		return u, nil
+	}
+	return v.str, nil
+}
+
+// kind names the member of the oneof v holds, for errors.
+func (v attrValue) kind() string {
+	switch v.field {
+	case fieldValueBoolean:
+		return "ce_boolean"
+	case fieldValueInteger:
+		return "ce_integer"
+	case fieldValueString:
+		return "ce_string"
+	case fieldValueBytes:
+		return "ce_bytes"
+	case fieldValueURI:
+		return "ce_uri"
+	case fieldValueURIRef:
+		return "ce_uri_ref"
+	case fieldValueTimestamp:
+		return "ce_timestamp"
+	}
+	return fmt.Sprintf("field %d", v.field)
 }
 
 // decodeTimestamp reads a google.protobuf.Timestamp, refusing what the

@@ -460,6 +460,82 @@ func TestDecodeBatchSkipsUnknownFields(t *testing.T) {
 	}
 }
 
+// checkPartialReaders checks that AppendBatch and BatchEnds read body as
+// DecodeBatch did (events, err).
+func checkPartialReaders(t *testing.T, body []byte, events []wire.Event, err error) {
+	t.Helper()
+	prefix := []wire.Event{{Raw: []byte("kept")}}
+	appended, aerr := wire.AppendBatch(prefix, body)
+	if (aerr != nil) != (err != nil) {
+		t.Fatalf("AppendBatch error %v, DecodeBatch error %v", aerr, err)
+	}
+	if err != nil {
+		if len(appended) != 1 || string(appended[0].Raw) != "kept" {
+			t.Fatalf("AppendBatch failed but changed dst: %d events", len(appended))
+		}
+	} else if len(appended) != 1+len(events) || string(appended[0].Raw) != "kept" {
+		t.Fatalf("AppendBatch gave %d events after dst, DecodeBatch %d", len(appended)-1, len(events))
+	}
+	first, last, n, eerr := wire.BatchEnds(body)
+	if (eerr != nil) != (err != nil) {
+		t.Fatalf("BatchEnds error %v, DecodeBatch error %v", eerr, err)
+	}
+	if err != nil {
+		return
+	}
+	if n != len(events) {
+		t.Fatalf("BatchEnds counted %d events, DecodeBatch decoded %d", n, len(events))
+	}
+	if n == 0 {
+		return
+	}
+	for _, end := range []struct {
+		name      string
+		got, want wire.Event
+	}{{"first", first, events[0]}, {"last", last, events[n-1]}} {
+		if (end.got.Err != nil) != (end.want.Err != nil) || !bytes.Equal(end.got.Raw, end.want.Raw) {
+			t.Fatalf("BatchEnds' %s event (err %v) is not DecodeBatch's (err %v)", end.name, end.got.Err, end.want.Err)
+		}
+		if end.got.Err == nil {
+			if d := diffTyped(end.want.Signal, end.got.Signal); d != "" {
+				t.Fatalf("BatchEnds' %s signal differs:\n%s", end.name, d)
+			}
+		}
+	}
+}
+
+func TestPartialReadersAgreeWithDecodeBatch(t *testing.T) {
+	signals := make([]bus.Signal, 3)
+	for i := range signals {
+		signals[i] = mustSignal(t, "order.created", "/orders", map[string]int{"n": i})
+	}
+	three, err := wire.EncodeBatch(signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := wire.EncodeBatch(signals[:1], "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string][]byte{
+		"three events":      three.Data,
+		"one event":         one.Data,
+		"no events":         nil,
+		"bad first event":   pbMessage(msgField(1, str(1, "id-1")), msgField(1), pbField{num: 1, typ: protowire.BytesType, bytes: validEvent()}),
+		"bad last event":    pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: validEvent()}, msgField(1, str(4, "a..b"))),
+		"malformed at last": append(append([]byte{}, three.Data...), 0x0a, 0x10),
+		"events as varints": pbMessage(pbField{num: 1, typ: protowire.VarintType, n: 1}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			events, err := wire.DecodeBatch(body)
+			checkPartialReaders(t, body, events, err)
+		})
+	}
+	if _, _, n, err := wire.BatchEnds(three.Data); err != nil || n != 3 {
+		t.Errorf("BatchEnds of three events = %d, %v", n, err)
+	}
+}
+
 // FuzzDecodeBatch feeds DecodeBatch any body. It must not panic; every
 // error must wrap ErrNotCloudEvent with a known reason; a decoded signal
 // must encode again, and from then on round-trip unchanged.
@@ -477,6 +553,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		events, err := wire.DecodeBatch(body)
+		checkPartialReaders(t, body, events, err)
 		if err != nil {
 			checkDecodeError(t, err)
 			return

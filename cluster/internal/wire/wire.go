@@ -388,6 +388,23 @@ func decodeBinary(m *nats.Msg) (bus.Signal, error) {
 	return s, nil
 }
 
+// BinaryExtension returns the value of extension attribute name on a
+// binary-mode message, read from its ce- header (percent-decoded), without
+// decoding the rest of the message; ok is false when the header is
+// missing or its value is not validly encoded. A receiver reads what it
+// needs of a message it does not deliver this way.
+func BinaryExtension(m *nats.Msg, name string) (value string, ok bool) {
+	if m == nil {
+		return "", false
+	}
+	raw, ok := headerValue(m.Header, headerPrefix+name)
+	if !ok {
+		return "", false
+	}
+	v, err := decodeValue(raw)
+	return v, err == nil
+}
+
 // headerValue returns the value of the header named name in any case,
 // trimmed. collect has checked that all its values agree.
 func headerValue(h nats.Header, name string) (string, bool) {
