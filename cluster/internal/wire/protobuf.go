@@ -343,26 +343,42 @@ func DecodeBatch(body []byte) ([]Event, error) {
 func AppendBatch(dst []Event, body []byte) ([]Event, error) {
 	var d eventDecoder
 	events := dst
-	r := fieldReader{b: body}
+	r := batchReader{fields: fieldReader{b: body}}
+	for raw, ok := r.next(); ok; raw, ok = r.next() {
+		events = append(events, d.event(raw))
+	}
+	if r.err != nil {
+		clear(dst[len(dst):cap(dst)]) // what was appended in place
+		return dst, r.err
+	}
+	return events, nil
+}
+
+// batchReader walks the encoded events of a CloudEventBatch body, skipping
+// unknown fields.
+type batchReader struct {
+	fields fieldReader
+	err    error // why the walk stopped before the end of the body
+}
+
+func (r *batchReader) next() (raw []byte, ok bool) {
 	for {
-		num, typ, raw, _, ok := r.next()
+		num, typ, raw, _, ok := r.fields.next()
 		if !ok {
-			break
+			if r.fields.err != nil {
+				r.err = invalid(ReasonBadStructured, "protobuf batch", r.fields.err)
+			}
+			return nil, false
 		}
 		if num != fieldBatchEvents {
 			continue // an unknown field
 		}
 		if typ != protowire.BytesType {
-			clear(dst[len(dst):cap(dst)]) // what was appended in place
-			return dst, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
+			r.err = invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
+			return nil, false
 		}
-		events = append(events, d.event(raw))
+		return raw, true
 	}
-	if r.err != nil {
-		clear(dst[len(dst):cap(dst)]) // what was appended in place
-		return dst, invalid(ReasonBadStructured, "protobuf batch", r.err)
-	}
-	return events, nil
 }
 
 // event decodes and checks one encoded event of a batch.
@@ -384,18 +400,8 @@ func (d *eventDecoder) event(raw []byte) Event {
 // same; with none, both are zero. Errors are DecodeBatch's.
 func BatchEnds(body []byte) (first, last Event, n int, err error) {
 	var firstRaw, lastRaw []byte
-	r := fieldReader{b: body}
-	for {
-		num, typ, raw, _, ok := r.next()
-		if !ok {
-			break
-		}
-		if num != fieldBatchEvents {
-			continue
-		}
-		if typ != protowire.BytesType {
-			return Event{}, Event{}, 0, invalid(ReasonBadStructured, fmt.Sprintf("protobuf batch: events has wire type %d, want bytes", typ), nil)
-		}
+	r := batchReader{fields: fieldReader{b: body}}
+	for raw, ok := r.next(); ok; raw, ok = r.next() {
 		if n == 0 {
 			firstRaw = raw
 		}
@@ -403,7 +409,7 @@ func BatchEnds(body []byte) (first, last Event, n int, err error) {
 		n++
 	}
 	if r.err != nil {
-		return Event{}, Event{}, 0, invalid(ReasonBadStructured, "protobuf batch", r.err)
+		return Event{}, Event{}, 0, r.err
 	}
 	if n == 0 {
 		return Event{}, Event{}, 0, nil
