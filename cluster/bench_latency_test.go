@@ -18,20 +18,22 @@ import (
 // with a fixed count, e.g. -benchtime 20000x (two seconds of load).
 func BenchmarkPacedLatency(b *testing.B) {
 	const rate = 10_000
-	b.Run("mode=fast", func(b *testing.B) {
-		nodes := benchCluster(b, Binary)
-		pacedLatency(b, nodes[0], nodes[1], rate)
-	})
-	b.Run("mode=durable", func(b *testing.B) {
-		srv, err := natsserver.Start(context.Background(), natsserver.Options{Name: "lat", Listen: "127.0.0.1:0",
-			JetStream: true, StoreDir: b.TempDir(), SyncAlways: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
-		suffix := fmt.Sprint(time.Now().UnixNano())
-		pacedLatency(b, benchNode(b, srv.ClientURL(), "p"+suffix, Binary), benchNode(b, srv.ClientURL(), "s"+suffix, Binary), rate)
-	})
+	for _, enc := range []Encoding{Binary, ProtobufBatch} {
+		b.Run(fmt.Sprintf("mode=fast/enc=%s", enc), func(b *testing.B) {
+			nodes := benchCluster(b, enc)
+			pacedLatency(b, nodes[0], nodes[1], rate)
+		})
+		b.Run(fmt.Sprintf("mode=durable/enc=%s", enc), func(b *testing.B) {
+			srv, err := natsserver.Start(context.Background(), natsserver.Options{Name: "lat", Listen: "127.0.0.1:0",
+				JetStream: true, StoreDir: b.TempDir(), SyncAlways: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+			suffix := fmt.Sprint(time.Now().UnixNano())
+			pacedLatency(b, benchNode(b, srv.ClientURL(), "p"+suffix, enc), benchNode(b, srv.ClientURL(), "s"+suffix, enc), rate)
+		})
+	}
 }
 
 func pacedLatency(b *testing.B, pub, sub *Node, rate int) {

@@ -34,7 +34,13 @@
 // write before acknowledging it unless Config.NoSync is set.
 //
 // Fast mode sends over core NATS: at-most-once, in order per publishing
-// node, with gaps in a publisher's sequence counted as lost.
+// node, with gaps in a publisher's sequence counted as lost. Every node
+// receives every signal subject (its own publishes reach its local
+// subscriptions that way); a message another node stamped, of a type no
+// subscription on this node wants (bus.Bus.Wants), goes undecoded, its
+// sequence numbers read from its headers or from the ends of its batch
+// (Stats.Undecoded). Messages from other clients are always decoded, and
+// parked when they are not valid.
 //
 // # Order
 //

@@ -376,6 +376,11 @@ type pipe struct {
 	// them is left unacknowledged, and the first delivery's ack covers it.
 	mu       sync.Mutex
 	inFlight map[string]struct{}
+
+	// events is receive's decoding buffer: receive runs on one goroutine
+	// at a time (runBatches, or the consumer's callback), and hands each
+	// signal on by value.
+	events []wire.Event
 }
 
 // consume starts taking messages from consumer. Short pull expiry and
@@ -416,11 +421,15 @@ func (p *pipe) receive(m jetstream.Msg) {
 		p.receiveSignal(sig, m)
 		return
 	}
-	events, err := wire.DecodeBatch(msg.Data)
+	events, err := wire.AppendBatch(p.events[:0], msg.Data)
 	if err != nil {
 		p.refuse(msg, m, err)
 		return
 	}
+	defer func() {
+		clear(events)
+		p.events = events[:0]
+	}()
 	if len(events) == 0 {
 		_ = m.Ack() // an empty batch: nothing to deliver
 		return
