@@ -718,6 +718,11 @@ func (p *pendingSetups) wait(ctx context.Context) error {
 // waitClosed waits until ch is closed or ctx ends.
 func waitClosed(ctx context.Context, ch <-chan struct{}) error {
 	select {
+	case <-ch: // already closed: done, whatever ctx says
+		return nil
+	default:
+	}
+	select {
 	case <-ch:
 		return nil
 	case <-ctx.Done():

@@ -426,14 +426,25 @@ func (n *Node) release(ctx context.Context) error {
 	if n.nc != nil {
 		n.nc.Close()
 	}
+	stopped := true
 	if n.server != nil {
 		if err := n.server.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("nats-server shutdown: %w", err))
+			stopped = false
 		}
 	}
 	if n.tmpDir != "" {
-		if err := os.RemoveAll(n.tmpDir); err != nil {
-			errs = append(errs, err)
+		if stopped {
+			if err := os.RemoveAll(n.tmpDir); err != nil {
+				errs = append(errs, err)
+			}
+		} else {
+			// The server is still writing its store: remove it once the
+			// server has stopped, not from under it.
+			go func(dir string, stopped <-chan struct{}) {
+				<-stopped
+				_ = os.RemoveAll(dir)
+			}(n.tmpDir, n.server.Stopped())
 		}
 	}
 	return errors.Join(errs...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -369,5 +370,46 @@ func TestCloseDeliversWhatWasPublished(t *testing.T) {
 	}
 	if err := n.Bus().Publish(context.Background(), bus.Signal{Type: "c", Source: "/c"}); !errors.Is(err, bus.ErrClosed) {
 		t.Errorf("Publish after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseKeepsTheTemporaryStoreUntilTheServerStopped: when Close's ctx
+// ends before the embedded server has shut down, the temporary store is
+// not removed from under the server, but once the server has stopped.
+func TestCloseKeepsTheTemporaryStoreUntilTheServerStopped(t *testing.T) {
+	start, cancelStart := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelStart()
+	n, err := Start(start, Config{Name: "tmp", Listen: "127.0.0.1:0", Logger: quietLogger(),
+		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, n)
+	dir := n.tmpDir
+	if dir == "" {
+		t.Fatal("a node without DataDir has no temporary store")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := n.Close(ctx); err == nil {
+		t.Fatal("Close with an ended ctx reported nothing")
+	}
+	select {
+	case <-n.server.Stopped():
+		t.Log("the server stopped before Close returned; nothing to check before it")
+	default:
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("the store was removed while the server was still shutting down: %v", err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the temporary store %s is still there after the server stopped", dir)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -434,7 +434,7 @@ func (o *outbox) close(ctx context.Context) error {
 	}
 	o.entries = nil
 	o.mu.Unlock()
-	if err != nil {
+	if err != nil && left > 0 {
 		o.n.logger.Error("closing with signals still in the outbox; they were not sent", "count", left)
 		return fmt.Errorf("outbox: %d signals not sent: %w", left, err)
 	}

@@ -87,3 +87,21 @@ func hostPort(url string) string {
 	}
 	return url
 }
+
+// TestWaitClosedPrefersWhatIsDone: a channel already closed wins over an
+// ended ctx, so Close with an ended ctx does not report an empty outbox as
+// signals not sent.
+func TestWaitClosedPrefersWhatIsDone(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	closed := make(chan struct{})
+	close(closed)
+	for range 100 { // a select between two ready cases picks at random
+		if err := waitClosed(ctx, closed); err != nil {
+			t.Fatalf("waitClosed on a closed channel with an ended ctx = %v, want nil", err)
+		}
+	}
+	if err := waitClosed(ctx, make(chan struct{})); !errors.Is(err, context.Canceled) {
+		t.Errorf("waitClosed on an open channel with an ended ctx = %v, want context.Canceled", err)
+	}
+}

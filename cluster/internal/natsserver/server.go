@@ -316,6 +316,10 @@ func (s *Server) shutdownJetStream() {
 	_ = s.ns.ShutdownJetStream()
 }
 
+// Stopped is closed once the server has fully shut down, after Shutdown
+// was called: Shutdown may return at its ctx's end before that.
+func (s *Server) Stopped() <-chan struct{} { return s.shutdownDone }
+
 func (s *Server) shutdownNow() {
 	s.shutdownAsync()
 	<-s.shutdownDone
