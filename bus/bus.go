@@ -319,7 +319,15 @@ func (b *Bus) Wants(typ string) bool {
 	if b.history != nil {
 		return true
 	}
-	route := b.router.route(b.types.get(typ).routes, typ)
+	// A transport asks about whatever subjects it sees, junk included:
+	// only types already cached lend their route cache, and none is added,
+	// or junk would use up the bounded set of metric series (see
+	// typeInfoCache).
+	var cached *atomic.Pointer[routeEntry]
+	if ti := b.types.lookup(typ); ti != nil {
+		cached = ti.routes
+	}
+	route := b.router.route(cached, typ)
 	return len(route.subs) > 0 || len(route.groups) > 0
 }
 

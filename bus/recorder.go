@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/metric"
 )
@@ -33,19 +35,29 @@ const recorderBuffers = 3
 // second core the recorder overlaps them with the next batch's handler
 // runs.
 //
-// Only the subscription's worker calls its methods. The goroutine starts
-// with the first batch measured, so a bus without a metrics SDK never runs
-// it, and it ends in stop, which the worker calls as it exits: a
-// subscription's Done is closed only once its measurements are recorded.
+// The worker fills buffers and submits them; the goroutine runs while
+// there is work: submit starts it, and it ends after recorderIdle without
+// any, so an idle subscription (or one on a bus without a metrics SDK,
+// which never submits) costs no goroutine. stop, which the worker calls as
+// it exits, waits until every submitted batch is recorded: a
+// subscription's Done is closed only then. Only the worker calls buffer,
+// submit and stop.
 type recorder struct {
 	ins          *instruments
 	recordOpts   []metric.RecordOption
 	consumedOpts []metric.AddOption
 
-	filled  chan *measurements // waiting to be recorded
+	filled  chan *measurements // waiting to be recorded; as many slots as buffers, so a send never blocks
 	emptied chan *measurements // recorded, free to fill
-	stopped chan struct{}
+
+	mu      sync.Mutex
+	running bool          // the goroutine runs; always true while filled holds a buffer
+	exited  chan struct{} // closed when the running goroutine returns
 }
+
+// recorderIdle is how long the recorder's goroutine waits for work before
+// it ends.
+const recorderIdle = time.Second
 
 // buffer returns an empty batch of measurements to fill, waiting for the
 // recorder to free one when all are in use.
@@ -53,44 +65,73 @@ func (r *recorder) buffer() *measurements {
 	if r.filled == nil {
 		r.filled = make(chan *measurements, recorderBuffers)
 		r.emptied = make(chan *measurements, recorderBuffers)
-		r.stopped = make(chan struct{})
 		for range recorderBuffers {
 			r.emptied <- new(measurements)
 		}
-		go r.run()
 	}
 	return <-r.emptied
 }
 
-// submit queues m for recording; m must come from buffer.
-func (r *recorder) submit(m *measurements) { r.filled <- m }
-
-// stop waits until every submitted batch is recorded and ends the
-// recorder's goroutine.
-func (r *recorder) stop() {
-	if r.filled == nil {
-		return
+// submit queues m for recording, starting the goroutine if it is not
+// running; m must come from buffer.
+func (r *recorder) submit(m *measurements) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.filled <- m
+	if !r.running {
+		r.running, r.exited = true, make(chan struct{})
+		go r.run(r.exited)
 	}
-	close(r.filled)
-	<-r.stopped
 }
 
-func (r *recorder) run() {
-	defer close(r.stopped)
+// stop waits until every submitted batch is recorded and the goroutine,
+// if it runs, has ended. The worker submits nothing after it.
+func (r *recorder) stop() {
+	r.mu.Lock()
+	if !r.running {
+		r.mu.Unlock()
+		return
+	}
+	close(r.filled) // the goroutine records what is left, then sees it closed
+	exited := r.exited
+	r.mu.Unlock()
+	<-exited
+}
+
+func (r *recorder) run(exited chan<- struct{}) {
+	defer close(exited)
 	// Background, not a handler's ctx: the values are recorded after the
 	// runs they measure, whose spans have ended.
 	ctx := context.Background()
-	for m := range r.filled {
-		for _, v := range m.latency {
-			r.ins.latency.Record(ctx, v, r.recordOpts...)
+	idle := time.NewTimer(recorderIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case m, ok := <-r.filled:
+			if !ok {
+				return
+			}
+			for _, v := range m.latency {
+				r.ins.latency.Record(ctx, v, r.recordOpts...)
+			}
+			for _, v := range m.process {
+				r.ins.procDur.Record(ctx, v, r.recordOpts...)
+			}
+			if m.consumed > 0 {
+				r.ins.consumed.Add(ctx, m.consumed, r.consumedOpts...)
+			}
+			m.reset()
+			r.emptied <- m
+			idle.Reset(recorderIdle)
+		case <-idle.C:
+			r.mu.Lock()
+			if len(r.filled) == 0 {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+			idle.Reset(recorderIdle)
 		}
-		for _, v := range m.process {
-			r.ins.procDur.Record(ctx, v, r.recordOpts...)
-		}
-		if m.consumed > 0 {
-			r.ins.consumed.Add(ctx, m.consumed, r.consumedOpts...)
-		}
-		m.reset()
-		r.emptied <- m
 	}
 }

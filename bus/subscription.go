@@ -246,7 +246,8 @@ func (w *worker) begin(s *Subscription) {
 
 // maxMeasurementHold bounds how long a worker keeps measurements before
 // handing them over, so that slow handlers or retry waits in a long batch
-// do not hold its metrics back.
+// do not hold its metrics back. It is checked between handler runs and
+// before a retry wait: a run in progress adds its own duration.
 const maxMeasurementHold = 100 * time.Millisecond
 
 // measure takes an empty buffer of measurements.
@@ -329,7 +330,7 @@ func (s *Subscription) deliver(w *worker, e *envelope) error {
 			bo.Reset()
 		}
 		wait := bo.NextBackOff()
-		if w.m != nil && wait >= maxMeasurementHold {
+		if w.m != nil && (wait >= maxMeasurementHold || w.now.Sub(w.since) >= maxMeasurementHold) {
 			w.submit(s)
 			w.measure(s)
 		}

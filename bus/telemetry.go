@@ -138,6 +138,15 @@ func newTypeInfoCache(busName string) *typeInfoCache {
 	return c
 }
 
+// lookup returns the cached entry of typ, or nil: unlike get it adds none,
+// for callers that see types no signal may ever have.
+func (c *typeInfoCache) lookup(typ string) *typeInfo {
+	if v, ok := c.m.Load(typ); ok {
+		return v.(*typeInfo)
+	}
+	return nil
+}
+
 func (c *typeInfoCache) get(typ string) *typeInfo {
 	if v, ok := c.m.Load(typ); ok {
 		return v.(*typeInfo)

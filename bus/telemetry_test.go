@@ -355,11 +355,11 @@ func histogramCount(t *testing.T, m map[string]metricdata.Metrics, name string) 
 // handler or a retry wait inside a batch does not hold back the metrics of
 // the runs before it.
 func TestSlowBatchDoesNotHoldItsMetricsBack(t *testing.T) {
-	processed := func(tel *telemetry) func() bool {
+	processed := func(tel *telemetry, runs uint64) func() bool {
 		return func() bool {
 			m := tel.collect(t)
 			_, ok := m["messaging.process.duration"]
-			return ok && histogramCount(t, m, "messaging.process.duration") == 1
+			return ok && histogramCount(t, m, "messaging.process.duration") == runs
 		}
 	}
 	t.Run("retry wait", func(t *testing.T) {
@@ -371,11 +371,11 @@ func TestSlowBatchDoesNotHoldItsMetricsBack(t *testing.T) {
 				return errors.New("first run fails")
 			}
 			return nil
-		}), bus.WithRetry(bus.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Second, MaxBackoff: time.Second, Multiplier: 1}))
+		}), bus.WithRetry(bus.RetryPolicy{MaxAttempts: 2, InitialBackoff: 3 * time.Second, MaxBackoff: 3 * time.Second, Multiplier: 1}))
 		if err := b.Publish(context.Background(), mustSignal(t, "retried", nil)); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the failed run's duration", processed(tel))
+		waitFor(t, "the failed run's duration", processed(tel, 1))
 		if n := runs.Load(); n != 1 {
 			t.Errorf("the failed run's duration was recorded only after %d runs, want during the retry wait", n)
 		}
@@ -383,26 +383,38 @@ func TestSlowBatchDoesNotHoldItsMetricsBack(t *testing.T) {
 	t.Run("slow handler", func(t *testing.T) {
 		tel := newTelemetry(t)
 		b := newBus(t, tel.opts...)
+		gate, inGate := make(chan struct{}), make(chan struct{})
 		release, blocked := make(chan struct{}), make(chan struct{})
 		defer close(release)
 		mustSubscribe(t, b, "slow", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
-			if s.Subject == "block" {
+			switch s.Subject {
+			case "gate":
+				close(inGate)
+				<-gate
+			case "block":
 				close(blocked)
 				<-release
-				return nil
+			default:
+				// Longer than the worker holds measurements back.
+				time.Sleep(150 * time.Millisecond)
 			}
-			// Longer than the worker holds measurements back.
-			time.Sleep(150 * time.Millisecond)
 			return nil
 		}))
-		// One Publish, so that the worker takes both as one batch.
-		if err := b.Publish(context.Background(),
+		ctx := context.Background()
+		if err := b.Publish(ctx, mustSignal(t, "slow", nil, bus.WithSubject("gate"))); err != nil {
+			t.Fatal(err)
+		}
+		<-inGate
+		// Both queue behind the gate, so that the worker takes them as one
+		// batch once it opens.
+		if err := b.Publish(ctx,
 			mustSignal(t, "slow", nil, bus.WithSubject("sleep")),
 			mustSignal(t, "slow", nil, bus.WithSubject("block"))); err != nil {
 			t.Fatal(err)
 		}
+		close(gate)
 		<-blocked
-		waitFor(t, "the first run's duration while the second run blocks", processed(tel))
+		waitFor(t, "the gate's and the sleeping run's durations while the third run blocks", processed(tel, 2))
 	})
 }
 
@@ -453,5 +465,26 @@ func TestNoSDKStillPropagates(t *testing.T) {
 	}
 	if _, ok := r.signals[2].Extensions["traceparent"]; ok {
 		t.Errorf("a signal published without trace context got a traceparent: %v", r.signals[2].Extensions)
+	}
+}
+
+// TestWantsLeavesTheTypeSeriesAlone: a transport asks Wants about every
+// subject it sees, junk included; that must not use up the bounded set of
+// per-type metric series, so a type published afterwards still gets its
+// own series rather than _OTHER.
+func TestWantsLeavesTheTypeSeriesAlone(t *testing.T) {
+	tel := newTelemetry(t)
+	b := newBus(t, tel.opts...)
+	for i := range 1500 {
+		if b.Wants(fmt.Sprintf("junk.%d", i)) {
+			t.Fatalf("Wants(junk.%d) with no subscription", i)
+		}
+	}
+	if err := b.Publish(context.Background(), mustSignal(t, "real.type", nil)); err != nil {
+		t.Fatal(err)
+	}
+	sent := sumBy(t, tel.collect(t), "messaging.client.sent.messages", "messaging.destination.name")
+	if sent["real.type"] != 1 {
+		t.Errorf("sent by type = %v, want real.type 1 in a series of its own", sent)
 	}
 }

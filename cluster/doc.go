@@ -39,7 +39,8 @@
 // subscriptions that way); a message another node stamped, of a type no
 // subscription on this node wants (bus.Bus.Wants), goes undecoded, its
 // sequence numbers read from its headers or from the ends of its batch
-// (Stats.Undecoded). Messages from other clients are always decoded, and
+// (Stats.Undecoded), and left for the nodes that want it to check and, if
+// invalid, park. Messages from other clients are always decoded, and
 // parked when they are not valid.
 //
 // # Order

@@ -319,20 +319,23 @@ func TestDurableFlappingLink(t *testing.T) {
 		var flapsSoFar atomic.Int64
 		go func() {
 			flaps := 0
-			defer func() { flapped <- flaps }()
-			for {
+			defer func() {
+				c.Restore(0, 2)
+				flapped <- flaps
+			}()
+			// pause waits 300 ms, or reports false once stop is closed.
+			pause := func() bool {
 				select {
 				case <-stop:
-					c.Restore(0, 2)
-					return
+					return false
 				case <-time.After(300 * time.Millisecond):
+					return true
 				}
+			}
+			for pause() {
 				c.Cut(0, 2)
-				select {
-				case <-stop:
-					c.Restore(0, 2)
+				if !pause() {
 					return
-				case <-time.After(300 * time.Millisecond):
 				}
 				c.Restore(0, 2)
 				flaps++

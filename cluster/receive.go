@@ -149,8 +149,9 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 // a message a node stamped (a signal, or a batch of them, of the type its
 // subject names) for which no subscription on this node's bus wants its
 // type. Its stamps still count for the loss check, read without decoding
-// the rest. Everything else is decoded: what is not a valid CloudEvent
-// gets parked, whatever its type.
+// the rest. Such a message is not checked here: if it is not a valid
+// CloudEvent, the nodes that want its type park it. Everything else is
+// decoded, and parked here when it is not valid.
 //
 // Fast mode's receiver takes every signal subject, its own node's
 // publishes included (that is how they reach its local subscriptions),
@@ -163,9 +164,12 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 		return false
 	}
 	if !wire.IsBatch(m) {
-		node, _ := wire.BinaryExtension(m, ExtensionNode)
-		inst, _ := wire.BinaryExtension(m, ExtensionInstance)
-		text, _ := wire.BinaryExtension(m, ExtensionSequence)
+		if t, _ := wire.BinaryAttribute(m, "type"); t != typ {
+			return false
+		}
+		node, _ := wire.BinaryAttribute(m, ExtensionNode)
+		inst, _ := wire.BinaryAttribute(m, ExtensionInstance)
+		text, _ := wire.BinaryAttribute(m, ExtensionSequence)
 		from, seq, ok := stampKey(node, inst, text)
 		if !ok {
 			return false
@@ -179,11 +183,12 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 		first.Signal.Type != typ || last.Signal.Type != typ {
 		return false
 	}
-	// The encoder numbers a batch's signals one after the other, so its
-	// ends are all the loss check needs.
+	// A node numbers a batch's signals one after the other, so its ends
+	// are all the loss check needs; a batch numbered otherwise is not one
+	// a node sent, and is decoded.
 	from, firstSeq, ok := orderKey(first.Signal)
 	to, lastSeq, lastOK := orderKey(last.Signal)
-	if !ok || !lastOK || from != to || lastSeq < firstSeq {
+	if !ok || !lastOK || from != to || lastSeq < firstSeq || lastSeq-firstSeq+1 != uint64(count) {
 		return false
 	}
 	n.sequenceSeen(from, firstSeq, lastSeq)

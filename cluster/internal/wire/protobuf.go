@@ -348,7 +348,14 @@ func AppendBatch(dst []Event, body []byte) ([]Event, error) {
 		events = append(events, d.event(raw))
 	}
 	if r.err != nil {
-		clear(dst[len(dst):cap(dst)]) // what was appended in place
+		// Drop the references appended in place, and only those: in dst's
+		// own array if it had room for all, else in all of its spare room,
+		// which append filled before it moved on to a bigger array.
+		if cap(events) == cap(dst) {
+			clear(events[len(dst):])
+		} else {
+			clear(dst[len(dst):cap(dst)])
+		}
 		return dst, r.err
 	}
 	return events, nil
@@ -696,7 +703,7 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
 		switch v.field {
 		case fieldValueTimestamp:
 			s.Time = v.time
-		case fieldValueString:
+		case fieldValueString, fieldValueURIRef:
 			parsed, err := time.Parse(time.RFC3339Nano, v.str)
 			if err != nil {
 				return invalid(ReasonBadTime, fmt.Sprintf("protobuf event: time %q is not an RFC 3339 timestamp", v.str), nil)

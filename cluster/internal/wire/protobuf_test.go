@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -464,17 +465,37 @@ func TestDecodeBatchSkipsUnknownFields(t *testing.T) {
 // DecodeBatch did (events, err).
 func checkPartialReaders(t *testing.T, body []byte, events []wire.Event, err error) {
 	t.Helper()
-	prefix := []wire.Event{{Raw: []byte("kept")}}
-	appended, aerr := wire.AppendBatch(prefix, body)
-	if (aerr != nil) != (err != nil) {
-		t.Fatalf("AppendBatch error %v, DecodeBatch error %v", aerr, err)
-	}
-	if err != nil {
-		if len(appended) != 1 || string(appended[0].Raw) != "kept" {
-			t.Fatalf("AppendBatch failed but changed dst: %d events", len(appended))
+	// Two kinds of dst: one without room (AppendBatch moves to a new
+	// array) and one with more room than the body has events (each takes
+	// two bytes at least), filled with live values that AppendBatch may
+	// overwrite only by appending: on error it clears what it appended and
+	// nothing else.
+	for _, room := range []int{0, len(body)/2 + 1} {
+		backing := make([]wire.Event, 1+room)
+		for i := range backing {
+			backing[i].Raw = []byte("live")
 		}
-	} else if len(appended) != 1+len(events) || string(appended[0].Raw) != "kept" {
-		t.Fatalf("AppendBatch gave %d events after dst, DecodeBatch %d", len(appended)-1, len(events))
+		backing[0].Raw = []byte("kept")
+		dst := backing[:1]
+		appended, aerr := wire.AppendBatch(dst, body)
+		if (aerr != nil) != (err != nil) {
+			t.Fatalf("AppendBatch error %v, DecodeBatch error %v", aerr, err)
+		}
+		if err != nil {
+			if len(appended) != 1 || string(appended[0].Raw) != "kept" {
+				t.Fatalf("AppendBatch failed but changed dst: %d events", len(appended))
+			}
+			for i, e := range backing[1:] {
+				if e.Raw != nil && string(e.Raw) != "live" {
+					t.Fatalf("AppendBatch failed and left event %d behind in dst's room", i)
+				}
+			}
+			if room > 0 && string(backing[room].Raw) != "live" {
+				t.Fatal("AppendBatch failed and cleared room it had not appended to")
+			}
+		} else if len(appended) != 1+len(events) || string(appended[0].Raw) != "kept" {
+			t.Fatalf("AppendBatch gave %d events after dst, DecodeBatch %d", len(appended)-1, len(events))
+		}
 	}
 	first, last, n, eerr := wire.BatchEnds(body)
 	if (eerr != nil) != (err != nil) {
@@ -597,5 +618,37 @@ func checkDecodeError(t *testing.T, err error) {
 	}
 	if r := wire.Reason(err); !knownReasons[r] {
 		t.Fatalf("unknown reason %q for %v", r, err)
+	}
+}
+
+// TestDecodeBatchReadsContextAttributesOfAnyStringKind: a writer may give
+// time as a timestamp or as an RFC 3339 string (ce_string or ce_uri_ref),
+// and subject as ce_string or ce_uri_ref; dataschema may also come as
+// ce_uri, kept as its text.
+func TestDecodeBatchReadsContextAttributesOfAnyStringKind(t *testing.T) {
+	want := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for name, fields := range map[string][]pbField{
+		"time as ce_string":        {attr("time", str(3, "2020-01-01T00:00:00Z"))},
+		"time as ce_uri_ref":       {attr("time", str(6, "2020-01-01T00:00:00Z"))},
+		"subject as ce_uri_ref":    {attr("subject", str(6, "orders/1")), attr("time", str(3, "2020-01-01T00:00:00Z"))},
+		"dataschema as ce_uri":     {attr("dataschema", str(5, "https://example.com/s")), attr("time", str(3, "2020-01-01T00:00:00Z"))},
+		"dataschema as ce_uri_ref": {attr("dataschema", str(6, "/s")), attr("time", str(3, "2020-01-01T00:00:00Z"))},
+	} {
+		t.Run(name, func(t *testing.T) {
+			events, err := wire.DecodeBatch(pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: validEvent(fields...)}))
+			if err != nil || len(events) != 1 || events[0].Err != nil {
+				t.Fatalf("DecodeBatch = %v, %v", events, err)
+			}
+			s := events[0].Signal
+			if !s.Time.Equal(want) {
+				t.Errorf("time = %v, want %v", s.Time, want)
+			}
+			if name == "subject as ce_uri_ref" && s.Subject != "orders/1" {
+				t.Errorf("subject = %q", s.Subject)
+			}
+			if strings.HasPrefix(name, "dataschema") && s.DataSchema == "" {
+				t.Errorf("dataschema missing: %+v", s)
+			}
+		})
 	}
 }

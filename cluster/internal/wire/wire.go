@@ -388,12 +388,13 @@ func decodeBinary(m *nats.Msg) (bus.Signal, error) {
 	return s, nil
 }
 
-// BinaryExtension returns the value of extension attribute name on a
-// binary-mode message, read from its ce- header (percent-decoded), without
-// decoding the rest of the message; ok is false when the header is
-// missing or its value is not validly encoded. A receiver reads what it
-// needs of a message it does not deliver this way.
-func BinaryExtension(m *nats.Msg, name string) (value string, ok bool) {
+// BinaryAttribute returns the value of attribute name (type, or an
+// extension such as sbseq) on a binary-mode message, read from its ce-
+// header (percent-decoded), without decoding the rest of the message; ok
+// is false when the header is missing or its value is not validly
+// encoded. A receiver reads what it needs of a message it does not deliver
+// this way.
+func BinaryAttribute(m *nats.Msg, name string) (value string, ok bool) {
 	if m == nil {
 		return "", false
 	}

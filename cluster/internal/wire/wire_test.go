@@ -548,23 +548,23 @@ func TestDecodeStructuredMatchesMarshalJSON(t *testing.T) {
 	}
 }
 
-func TestBinaryExtensionReadsOneHeader(t *testing.T) {
+func TestBinaryAttributeReadsOneHeader(t *testing.T) {
 	s := mustSignal(t, "order.created", "/orders", nil, bus.WithExtension("note", "50% off, café"))
 	m, err := wire.Encode(s, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := wire.BinaryExtension(m, "note"); !ok || v != "50% off, café" {
-		t.Errorf("BinaryExtension(note) = %q, %v; want the value Encode wrote", v, ok)
+	if v, ok := wire.BinaryAttribute(m, "note"); !ok || v != "50% off, café" {
+		t.Errorf("BinaryAttribute(note) = %q, %v; want the value Encode wrote", v, ok)
 	}
-	if v, ok := wire.BinaryExtension(m, "absent"); ok {
-		t.Errorf("BinaryExtension(absent) = %q, true; want not found", v)
+	if v, ok := wire.BinaryAttribute(m, "absent"); ok {
+		t.Errorf("BinaryAttribute(absent) = %q, true; want not found", v)
 	}
 	m.Header.Set("Ce-Broken", "%zz")
-	if v, ok := wire.BinaryExtension(m, "broken"); ok {
-		t.Errorf("BinaryExtension of a badly percent-encoded header = %q, true; want not ok", v)
+	if v, ok := wire.BinaryAttribute(m, "broken"); ok {
+		t.Errorf("BinaryAttribute of a badly percent-encoded header = %q, true; want not ok", v)
 	}
-	if _, ok := wire.BinaryExtension(nil, "note"); ok {
-		t.Error("BinaryExtension(nil) found a value")
+	if _, ok := wire.BinaryAttribute(nil, "note"); ok {
+		t.Error("BinaryAttribute(nil) found a value")
 	}
 }
