@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -50,13 +51,18 @@ type recorder struct {
 	filled  chan *measurements // waiting to be recorded; as many slots as buffers, so a send never blocks
 	emptied chan *measurements // recorded, free to fill
 
-	mu      sync.Mutex
-	running bool          // the goroutine runs; always true while filled holds a buffer
-	exited  chan struct{} // closed when the running goroutine returns
+	// running is true while a goroutine records. Whoever turns it from
+	// false to true runs (submit starts a goroutine; an idle goroutine
+	// that finds work after giving up keeps going), so exactly one runs
+	// whenever filled holds a buffer. No lock on the hot path: a submit
+	// is a channel send and, mostly, a failed compare-and-swap.
+	running atomic.Bool
+	runners sync.WaitGroup
+	idle    time.Duration // recorderIdle, unless a test shortens it
 }
 
-// recorderIdle is how long the recorder's goroutine waits for work before
-// it ends.
+// recorderIdle is how long the recorder's goroutine goes without work
+// (one to two periods) before it ends.
 const recorderIdle = time.Second
 
 // buffer returns an empty batch of measurements to fill, waiting for the
@@ -72,39 +78,38 @@ func (r *recorder) buffer() *measurements {
 	return <-r.emptied
 }
 
-// submit queues m for recording, starting the goroutine if it is not
-// running; m must come from buffer.
+// submit queues m for recording, starting the goroutine if none runs; m
+// must come from buffer.
 func (r *recorder) submit(m *measurements) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.filled <- m
-	if !r.running {
-		r.running, r.exited = true, make(chan struct{})
-		go r.run(r.exited)
+	if r.running.CompareAndSwap(false, true) {
+		r.runners.Add(1)
+		go r.run()
 	}
 }
 
-// stop waits until every submitted batch is recorded and the goroutine,
-// if it runs, has ended. The worker submits nothing after it.
+// stop waits until every submitted batch is recorded and the goroutine
+// has ended. The worker submits nothing after it.
 func (r *recorder) stop() {
-	r.mu.Lock()
-	if !r.running {
-		r.mu.Unlock()
+	if r.filled == nil {
 		return
 	}
-	close(r.filled) // the goroutine records what is left, then sees it closed
-	exited := r.exited
-	r.mu.Unlock()
-	<-exited
+	close(r.filled) // a running goroutine records what is left, then sees it closed
+	r.runners.Wait()
 }
 
-func (r *recorder) run(exited chan<- struct{}) {
-	defer close(exited)
+func (r *recorder) run() {
+	defer r.runners.Done()
 	// Background, not a handler's ctx: the values are recorded after the
 	// runs they measure, whose spans have ended.
 	ctx := context.Background()
-	idle := time.NewTimer(recorderIdle)
+	period := r.idle
+	if period <= 0 {
+		period = recorderIdle
+	}
+	idle := time.NewTicker(period)
 	defer idle.Stop()
+	worked := true
 	for {
 		select {
 		case m, ok := <-r.filled:
@@ -122,16 +127,20 @@ func (r *recorder) run(exited chan<- struct{}) {
 			}
 			m.reset()
 			r.emptied <- m
-			idle.Reset(recorderIdle)
+			worked = true
 		case <-idle.C:
-			r.mu.Lock()
-			if len(r.filled) == 0 {
-				r.running = false
-				r.mu.Unlock()
-				return
+			if worked {
+				worked = false
+				continue
 			}
-			r.mu.Unlock()
-			idle.Reset(recorderIdle)
+			r.running.Store(false)
+			// A submit between the last receive and the Store saw running
+			// and started nothing: take its work back, unless a submit
+			// after the Store started a goroutine for it.
+			if len(r.filled) > 0 && r.running.CompareAndSwap(false, true) {
+				continue
+			}
+			return
 		}
 	}
 }
