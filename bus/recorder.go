@@ -37,9 +37,9 @@ const recorderBuffers = 3
 // runs.
 //
 // The worker fills buffers and submits them; the goroutine runs while
-// there is work: submit starts it, and it ends after one to two recorderIdle periods without
-// any, so an idle subscription (or one on a bus without a metrics SDK,
-// which never submits) costs no goroutine. stop, which the worker calls as
+// there is work: submit starts it, and it ends after one to two
+// recorderIdle periods without any, so an idle subscription (or one on a
+// bus without a metrics SDK, which never submits) costs no goroutine. stop, which the worker calls as
 // it exits, waits until every submitted batch is recorded: a
 // subscription's Done is closed only then. Only the worker calls buffer,
 // submit and stop.
