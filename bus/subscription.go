@@ -210,8 +210,7 @@ func (s *Subscription) run() {
 			if w.m != nil {
 				w.m.consumed++
 				if w.now.Sub(w.since) >= maxMeasurementHold {
-					w.submit(s)
-					w.measure(s)
+					w.handOver(s)
 				}
 			}
 		}
@@ -254,6 +253,13 @@ const maxMeasurementHold = 100 * time.Millisecond
 func (w *worker) measure(s *Subscription) {
 	w.m = s.metrics.buffer()
 	w.since = w.now
+}
+
+// handOver submits the measurements so far, in the middle of a batch,
+// and goes on with an empty buffer.
+func (w *worker) handOver(s *Subscription) {
+	w.submit(s)
+	w.measure(s)
 }
 
 // submit hands the batch's measurements to the recorder.
@@ -331,8 +337,7 @@ func (s *Subscription) deliver(w *worker, e *envelope) error {
 		}
 		wait := bo.NextBackOff()
 		if w.m != nil && (wait >= maxMeasurementHold || w.now.Sub(w.since) >= maxMeasurementHold) {
-			w.submit(s)
-			w.measure(s)
+			w.handOver(s)
 		}
 		b.ins.retries.Add(context.Background(), 1, s.consumedOpts...)
 		b.logger.Debug("handler failed; retrying", "subscription", s.cfg.name, "signal_id", e.sig.ID,
