@@ -103,8 +103,8 @@ func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 		if event, err = appendEvent(event[:0], s, attrs); err != nil {
 			return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
 		}
-		body = protowire.AppendTag(body, fieldBatchEvents, protowire.BytesType)
-		body = protowire.AppendBytes(body, event)
+		body = appendTag(body, fieldBatchEvents, protowire.BytesType)
+		body = appendBytes(body, event)
 	}
 	h := nats.Header{headerContentType: []string{ProtobufBatchContentType}}
 	return &nats.Msg{Subject: Subject(prefix, typ), Header: h, Data: body}, nil
@@ -149,8 +149,8 @@ func appendEvent(b []byte, s bus.Signal, extra []Attr) ([]byte, error) {
 		// Always binary_data, as the CloudEvents Go SDK writes it: its
 		// reader re-encodes text_data of a JSON content type as a JSON
 		// string, so text_data would reach it changed.
-		b = protowire.AppendTag(b, fieldEventBinaryData, protowire.BytesType)
-		b = protowire.AppendBytes(b, s.Data)
+		b = appendTag(b, fieldEventBinaryData, protowire.BytesType)
+		b = appendBytes(b, s.Data)
 	}
 	return b, nil
 }
@@ -249,25 +249,25 @@ func (v attrValue) size() int {
 func (v attrValue) appendTo(b []byte) []byte {
 	switch v.field {
 	case fieldValueBoolean:
-		b = protowire.AppendTag(b, v.field, protowire.VarintType)
-		return protowire.AppendVarint(b, protowire.EncodeBool(v.boolean))
+		b = appendTag(b, v.field, protowire.VarintType)
+		return appendVarint(b, protowire.EncodeBool(v.boolean))
 	case fieldValueInteger:
-		b = protowire.AppendTag(b, v.field, protowire.VarintType)
-		return protowire.AppendVarint(b, uint64(int64(v.integer)))
+		b = appendTag(b, v.field, protowire.VarintType)
+		return appendVarint(b, uint64(int64(v.integer)))
 	case fieldValueBytes:
-		b = protowire.AppendTag(b, v.field, protowire.BytesType)
-		return protowire.AppendBytes(b, v.bytes)
+		b = appendTag(b, v.field, protowire.BytesType)
+		return appendBytes(b, v.bytes)
 	case fieldValueTimestamp:
-		b = protowire.AppendTag(b, v.field, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(timestampSize(v.time)))
+		b = appendTag(b, v.field, protowire.BytesType)
+		b = appendVarint(b, uint64(timestampSize(v.time)))
 		seconds, nanos := timestampParts(v.time)
 		if seconds != 0 {
-			b = protowire.AppendTag(b, fieldTimestampSeconds, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(seconds))
+			b = appendTag(b, fieldTimestampSeconds, protowire.VarintType)
+			b = appendVarint(b, uint64(seconds))
 		}
 		if nanos != 0 {
-			b = protowire.AppendTag(b, fieldTimestampNanos, protowire.VarintType)
-			b = protowire.AppendVarint(b, uint64(nanos))
+			b = appendTag(b, fieldTimestampNanos, protowire.VarintType)
+			b = appendVarint(b, uint64(nanos))
 		}
 		return b
 	}
@@ -279,17 +279,40 @@ func appendAttribute(b []byte, name string, v attrValue) []byte {
 	valueSize := v.size()
 	entrySize := protowire.SizeTag(fieldMapKey) + protowire.SizeBytes(len(name)) +
 		protowire.SizeTag(fieldMapValue) + protowire.SizeBytes(valueSize)
-	b = protowire.AppendTag(b, fieldEventAttributes, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(entrySize))
+	b = appendTag(b, fieldEventAttributes, protowire.BytesType)
+	b = appendVarint(b, uint64(entrySize))
 	b = appendStringField(b, fieldMapKey, name)
-	b = protowire.AppendTag(b, fieldMapValue, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(valueSize))
+	b = appendTag(b, fieldMapValue, protowire.BytesType)
+	b = appendVarint(b, uint64(valueSize))
 	return v.appendTo(b)
 }
 
+// appendVarint is protowire.AppendVarint with the one-byte case inline:
+// nearly every tag, and most lengths, of an event.
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
+// appendTag appends a field's tag, which is one byte for field numbers
+// under 16: every field of the format (see the field constants).
+func appendTag(b []byte, num protowire.Number, typ protowire.Type) []byte {
+	return append(b, byte(num)<<3|byte(typ&7))
+}
+
+func appendBytes(b, v []byte) []byte {
+	return append(appendVarint(b, uint64(len(v))), v...)
+}
+
+func appendString(b []byte, v string) []byte {
+	return append(appendVarint(b, uint64(len(v))), v...)
+}
+
 func appendStringField(b []byte, field protowire.Number, s string) []byte {
-	b = protowire.AppendTag(b, field, protowire.BytesType)
-	return protowire.AppendString(b, s)
+	b = appendTag(b, field, protowire.BytesType)
+	return appendString(b, s)
 }
 
 // Event is one event of a batch message: the signal, or why it is none,
@@ -437,10 +460,15 @@ func decodeProtobuf(body []byte) (bus.Signal, error) {
 
 // eventDecoder decodes CloudEvent messages. Across the events of one batch
 // it shares what repeats rather than allocate it again: the strings of
-// attribute names, source, type and content type (it keeps the last few it
-// made and compares bytes, which is cheaper than hashing them into a map),
-// and an extension value equal to the previous event's (see last).
+// attribute names, source, type and content type, and an extension value
+// equal to the previous event's (see last).
 type eventDecoder struct {
+	// slots holds the string last read at each place of an event (source,
+	// spec version, type, content type, the name of the i-th attribute):
+	// the events of a batch repeat them in the same places, so one
+	// comparison finds most. recent holds the last few made, for the
+	// others. Both hold only valid UTF-8.
+	slots  [slotAttributeNames + 16]string
 	recent [16]string
 	next   int
 	// last holds, per extension name, the raw bytes and the decoded
@@ -449,6 +477,15 @@ type eventDecoder struct {
 	// boxed once, instead of allocated for every event.
 	last [8]lastValue
 }
+
+// Places of an event whose strings eventDecoder shares (see slots).
+const (
+	slotSource = iota
+	slotSpecVersion
+	slotType
+	slotDataContentType
+	slotAttributeNames // the first attribute's name; the i-th is at slotAttributeNames+i
+)
 
 type lastValue struct {
 	name  string
@@ -490,16 +527,35 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 	return v, nil
 }
 
-func (d *eventDecoder) intern(b []byte) string {
-	for _, s := range d.recent {
-		if len(s) == len(b) && s == string(b) { // no allocation for the comparison
-			return s
+// text returns b as a string, shared with an earlier one when the decoder
+// made the same before (in place slot, or recently), and false when b is
+// not valid UTF-8. A slot beyond the decoder's places only searches the
+// recent ones.
+func (d *eventDecoder) text(slot int, b []byte) (string, bool) {
+	if slot < len(d.slots) {
+		if s := d.slots[slot]; len(s) == len(b) && s == string(b) { // no allocation for the comparison
+			return s, true
 		}
 	}
-	s := string(b)
-	d.recent[d.next] = s
-	d.next = (d.next + 1) % len(d.recent)
-	return s
+	s, found := "", false
+	for _, r := range d.recent {
+		if len(r) == len(b) && r == string(b) {
+			s, found = r, true
+			break
+		}
+	}
+	if !found {
+		if !utf8.Valid(b) {
+			return "", false
+		}
+		s = string(b)
+		d.recent[d.next] = s
+		d.next = (d.next + 1) % len(d.recent)
+	}
+	if slot < len(d.slots) {
+		d.slots[slot] = s
+	}
+	return s, true
 }
 
 // fieldReader walks the fields of one protobuf message.
@@ -509,14 +565,34 @@ type fieldReader struct {
 }
 
 // next returns the next field; ok is false at the end or on a malformed
-// field (r.err then says which).
+// field (r.err then says which). Most fields of a CloudEvent have a
+// one-byte tag and a length or value under 128: those take a path short
+// enough to inline, the others protowire's general one.
 func (r *fieldReader) next() (num protowire.Number, typ protowire.Type, value []byte, varint uint64, ok bool) {
+	b := r.b
+	if len(b) >= 2 && b[0] < 0x80 && b[0] >= 1<<3 && b[1] < 0x80 {
+		switch protowire.Type(b[0] & 7) {
+		case protowire.BytesType:
+			if end := 2 + int(b[1]); end <= len(b) {
+				r.b = b[end:]
+				return protowire.Number(b[0] >> 3), protowire.BytesType, b[2:end:end], 0, true
+			}
+		case protowire.VarintType:
+			r.b = b[2:]
+			return protowire.Number(b[0] >> 3), protowire.VarintType, nil, uint64(b[1]), true
+		}
+	}
+	return r.general()
+}
+
+func (r *fieldReader) general() (num protowire.Number, typ protowire.Type, value []byte, varint uint64, ok bool) {
 	if len(r.b) == 0 || r.err != nil {
 		return 0, 0, nil, 0, false
 	}
 	num, typ, n := protowire.ConsumeTag(r.b)
 	if n < 0 {
 		r.err = fmt.Errorf("malformed field tag: %w", protowire.ParseError(n))
+		r.b = nil
 		return 0, 0, nil, 0, false
 	}
 	r.b = r.b[n:]
@@ -530,6 +606,7 @@ func (r *fieldReader) next() (num protowire.Number, typ protowire.Type, value []
 	}
 	if n < 0 {
 		r.err = fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		r.b = nil
 		return 0, 0, nil, 0, false
 	}
 	r.b = r.b[n:]
@@ -550,6 +627,7 @@ func (d *eventDecoder) decode(b []byte) (bus.Signal, error) {
 		hasSpecVersion, hasData   bool
 		anyTypeURL                string
 		idSet, sourceSet, typeSet bool
+		attributes                int
 	)
 	r := fieldReader{b: b}
 	for {
@@ -557,33 +635,41 @@ func (d *eventDecoder) decode(b []byte) (bus.Signal, error) {
 		if !ok {
 			break
 		}
-		what := ""
 		switch num {
 		case fieldEventID, fieldEventSource, fieldEventSpecVersion, fieldEventType:
-			what = [...]string{"", "id", "source", "specversion", "type"}[num]
+			what := [...]string{"", "id", "source", "specversion", "type"}[num]
 			if err := wantType(what, typ, protowire.BytesType); err != nil {
 				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
 			}
-			if !utf8.Valid(value) {
+			var text string
+			valid := true
+			if num == fieldEventID {
+				// Unique to the event: not worth looking up.
+				text, valid = string(value), utf8.Valid(value)
+			} else {
+				text, valid = d.text([...]int{0, 0, slotSource, slotSpecVersion, slotType}[num], value)
+			}
+			if !valid {
 				return bus.Signal{}, invalid(ReasonBadEncoding, "protobuf event: "+what+" is not valid UTF-8", nil)
 			}
-		}
-		switch num {
-		case fieldEventID:
-			s.ID, idSet = string(value), true
-		case fieldEventSource:
-			s.Source, sourceSet = d.intern(value), true
-		case fieldEventSpecVersion:
-			s.SpecVersion, hasSpecVersion = d.intern(value), true
-		case fieldEventType:
-			s.Type, typeSet = d.intern(value), true
+			switch num {
+			case fieldEventID:
+				s.ID, idSet = text, true
+			case fieldEventSource:
+				s.Source, sourceSet = text, true
+			case fieldEventSpecVersion:
+				s.SpecVersion, hasSpecVersion = text, true
+			default:
+				s.Type, typeSet = text, true
+			}
 		case fieldEventAttributes:
 			if err := wantType("an attribute", typ, protowire.BytesType); err != nil {
 				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
 			}
-			if err := d.attribute(&s, value); err != nil {
+			if err := d.attribute(&s, value, slotAttributeNames+attributes); err != nil {
 				return bus.Signal{}, err
 			}
+			attributes++
 		case fieldEventBinaryData, fieldEventTextData:
 			if err := wantType("data", typ, protowire.BytesType); err != nil {
 				return bus.Signal{}, invalid(ReasonBadStructured, "protobuf event", err)
@@ -641,7 +727,8 @@ func (d *eventDecoder) decode(b []byte) (bus.Signal, error) {
 }
 
 // attribute reads one entry of the attributes map into s.
-func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
+// The attribute's name goes to the decoder's place nameSlot.
+func (d *eventDecoder) attribute(s *bus.Signal, entry []byte, nameSlot int) error {
 	var (
 		name     string
 		hasName  bool
@@ -659,10 +746,11 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte) error {
 			if err := wantType("an attribute name", typ, protowire.BytesType); err != nil {
 				return invalid(ReasonBadStructured, "protobuf event", err)
 			}
-			if !utf8.Valid(value) {
+			text, valid := d.text(nameSlot, value)
+			if !valid {
 				return invalid(ReasonBadEncoding, "protobuf event: an attribute name is not valid UTF-8", nil)
 			}
-			name, hasName = d.intern(value), true
+			name, hasName = text, true
 		case fieldMapValue:
 			if err := wantType("an attribute value", typ, protowire.BytesType); err != nil {
 				return invalid(ReasonBadStructured, "protobuf event", err)
@@ -763,14 +851,15 @@ func (d *eventDecoder) value(b []byte, shared bool) (attrValue, error) {
 				what = "ce_uri"
 			}
 			if err = wantType(what, typ, protowire.BytesType); err == nil {
-				if !utf8.Valid(value) {
-					return attrValue{}, fmt.Errorf("%s is not valid UTF-8", what)
-				}
 				v = attrValue{field: num}
+				valid := true
 				if shared {
-					v.str = d.intern(value)
+					v.str, valid = d.text(slotDataContentType, value)
 				} else {
-					v.str = string(value)
+					v.str, valid = string(value), utf8.Valid(value)
+				}
+				if !valid {
+					return attrValue{}, fmt.Errorf("%s is not valid UTF-8", what)
 				}
 			}
 		case fieldValueBytes:

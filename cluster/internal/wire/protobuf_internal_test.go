@@ -1,0 +1,102 @@
+package wire
+
+import (
+	"bytes"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The encoder and the field reader take short cuts for the common shapes
+// (one-byte tags, one-byte varints and lengths); each must agree with
+// protowire, which they stand in for, on both sides of every cut-off.
+
+func TestAppendHelpersAgreeWithProtowire(t *testing.T) {
+	for num := protowire.Number(1); num < 16; num++ {
+		for _, typ := range []protowire.Type{protowire.VarintType, protowire.Fixed64Type, protowire.BytesType, protowire.Fixed32Type} {
+			if got, want := appendTag(nil, num, typ), protowire.AppendTag(nil, num, typ); !bytes.Equal(got, want) {
+				t.Errorf("appendTag(%d, %d) = %x, protowire %x", num, typ, got, want)
+			}
+		}
+	}
+	for _, v := range []uint64{0, 1, 127, 128, 300, 16383, 16384, 1 << 35, ^uint64(0)} {
+		if got, want := appendVarint([]byte{9}, v), protowire.AppendVarint([]byte{9}, v); !bytes.Equal(got, want) {
+			t.Errorf("appendVarint(%d) = %x, protowire %x", v, got, want)
+		}
+	}
+	for _, n := range []int{0, 1, 127, 128, 129, 16383, 16384} {
+		v := bytes.Repeat([]byte{'x'}, n)
+		if got, want := appendBytes(nil, v), protowire.AppendBytes(nil, v); !bytes.Equal(got, want) {
+			t.Errorf("appendBytes(%d bytes) differs from protowire", n)
+		}
+		if got, want := appendString(nil, string(v)), protowire.AppendString(nil, string(v)); !bytes.Equal(got, want) {
+			t.Errorf("appendString(%d bytes) differs from protowire", n)
+		}
+	}
+}
+
+func TestFieldReaderReadsWhatProtowireWrote(t *testing.T) {
+	type field struct {
+		num    protowire.Number
+		typ    protowire.Type
+		value  []byte
+		varint uint64
+	}
+	var want []field
+	var b []byte
+	for _, num := range []protowire.Number{1, 15, 16, 2047, 2048} {
+		for _, n := range []int{0, 1, 126, 127, 128, 300} {
+			v := bytes.Repeat([]byte{byte(n)}, n)
+			b = protowire.AppendTag(b, num, protowire.BytesType)
+			b = protowire.AppendBytes(b, v)
+			want = append(want, field{num: num, typ: protowire.BytesType, value: v})
+		}
+		for _, v := range []uint64{0, 127, 128, 1 << 40} {
+			b = protowire.AppendTag(b, num, protowire.VarintType)
+			b = protowire.AppendVarint(b, v)
+			want = append(want, field{num: num, typ: protowire.VarintType, varint: v})
+		}
+		b = protowire.AppendTag(b, num, protowire.Fixed32Type)
+		b = protowire.AppendFixed32(b, 7)
+		want = append(want, field{num: num, typ: protowire.Fixed32Type})
+	}
+	r := fieldReader{b: b}
+	for i, w := range want {
+		num, typ, value, varint, ok := r.next()
+		if !ok {
+			t.Fatalf("field %d: reader stopped: %v", i, r.err)
+		}
+		if num != w.num || typ != w.typ || !bytes.Equal(value, w.value) || varint != w.varint {
+			t.Fatalf("field %d: read (%d, %d, %d bytes, %d), want (%d, %d, %d bytes, %d)",
+				i, num, typ, len(value), varint, w.num, w.typ, len(w.value), w.varint)
+		}
+	}
+	if _, _, _, _, ok := r.next(); ok || r.err != nil {
+		t.Fatalf("after the last field: ok=%v err=%v, want the end", ok, r.err)
+	}
+}
+
+func TestFieldReaderRefusesTruncatedFields(t *testing.T) {
+	for _, b := range [][]byte{
+		{0x0a, 0x05, 'a', 'b'},  // bytes field shorter than its length
+		{0x0a},                  // tag without length
+		{0x08},                  // varint tag without value
+		{0x08, 0x80},            // unterminated varint
+		{0x00, 0x01},            // field number 0
+		{0x0a, 0x80, 0x01, 'x'}, // two-byte length, one byte of data
+		{0x0b, 0x01},            // start group: not in the format
+	} {
+		r := fieldReader{b: b}
+		for {
+			if _, _, _, _, ok := r.next(); !ok {
+				break
+			}
+		}
+		if r.err == nil {
+			t.Errorf("%x: read to the end without an error", b)
+		}
+		if _, _, _, _, ok := r.next(); ok {
+			t.Errorf("%x: read on after an error", b)
+		}
+	}
+}
