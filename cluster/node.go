@@ -288,16 +288,9 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 		})
 }
 
-// checkSequence counts the signals missing between two from one publisher.
-// Core NATS keeps each publisher's order, so a jump is a loss.
-func (n *Node) checkSequence(sig bus.Signal) {
-	if from, seq, ok := orderKey(sig); ok {
-		n.sequenceSeen(from, seq, seq)
-	}
-}
-
-// sequenceSeen is checkSequence for publisher from's signals numbered
-// first to last, which arrived together (one signal: first == last).
+// sequenceSeen counts the signals missing before publisher from's signals
+// numbered first to last, which arrived together (one signal: first ==
+// last). Core NATS keeps each publisher's order, so a jump is a loss.
 func (n *Node) sequenceSeen(from publisherKey, first, last uint64) {
 	n.gapsMu.Lock()
 	defer n.gapsMu.Unlock()

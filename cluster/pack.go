@@ -87,7 +87,9 @@ const payloadMargin = 4 << 10
 // as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
 	publish func(msg *nats.Msg, carried []bus.Signal) error) error {
-	msg, err := wire.EncodeBatch(signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
+	// Every signal a node sends came through its bus's Publish, which
+	// validated it.
+	msg, err := wire.EncodePublished(signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
 		return stamp(from+i, dst)
 	})
 	if err != nil {

@@ -125,80 +125,106 @@ func TestProtobufBatchKeepsOrderAcrossTypes(t *testing.T) {
 }
 
 // TestProtobufBatchParksOnlyTheBadEvent: a batch from another client holds
-// an event without an id between two valid ones. The valid ones reach the
-// subscription; the bad one alone is parked, as a protobuf-format event
-// with the reason.
+// a bad event between two valid ones: one the decoder refuses (no id), or
+// one only validation refuses (an upper-case extension name; a fast node
+// leaves that check to its bus, and must still find the culprit). The
+// valid ones reach the subscription; the bad one alone is parked, as a
+// protobuf-format event with the reason.
 func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
-	for _, mode := range []Mode{Fast, Durable} {
-		t.Run(mode.String(), func(t *testing.T) {
-			n := startNode(t, Config{Name: "solo", Mode: mode})
-			nc, parked := watchParked(t, n)
-			box := &inbox{}
-			if _, err := n.Bus().Subscribe("job.*", box); err != nil {
-				t.Fatal(err)
-			}
-			if mode == Durable {
-				waitDurableReady(t, n)
-			}
-			good := []bus.Signal{
-				{ID: "one", Type: "job.run", Source: "/other", Subject: "0"},
-				{ID: "two", Type: "job.run", Source: "/other", Subject: "1"},
-			}
-			msg, err := wire.EncodeBatch(good, "", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Splice an event with no id between the two.
-			var noID []byte
-			noID = protowire.AppendTag(noID, 2, protowire.BytesType)
-			noID = protowire.AppendString(noID, "/other")
-			noID = protowire.AppendTag(noID, 3, protowire.BytesType)
-			noID = protowire.AppendString(noID, "1.0")
-			noID = protowire.AppendTag(noID, 4, protowire.BytesType)
-			noID = protowire.AppendString(noID, "job.run")
-			_, typ, tagLen := protowire.ConsumeTag(msg.Data)
-			first, firstLen := protowire.ConsumeBytes(msg.Data[tagLen:])
-			if typ != protowire.BytesType || firstLen < 0 {
-				t.Fatal("cannot split the batch")
-			}
-			var body []byte
-			body = protowire.AppendTag(body, 1, protowire.BytesType)
-			body = protowire.AppendBytes(body, first)
-			body = protowire.AppendTag(body, 1, protowire.BytesType)
-			body = protowire.AppendBytes(body, noID)
-			body = append(body, msg.Data[tagLen+firstLen:]...)
-			msg.Data = body
-			if mode == Durable {
-				js, err := jetstream.New(nc)
+	event := func(id string, attributes ...[2]string) []byte {
+		var b []byte
+		if id != "" {
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendString(b, id)
+		}
+		for field, v := range map[protowire.Number]string{2: "/other", 3: "1.0", 4: "job.run"} {
+			b = protowire.AppendTag(b, field, protowire.BytesType)
+			b = protowire.AppendString(b, v)
+		}
+		for _, a := range attributes {
+			var value, entry []byte
+			value = protowire.AppendTag(value, 3, protowire.BytesType) // ce_string
+			value = protowire.AppendString(value, a[1])
+			entry = protowire.AppendTag(entry, 1, protowire.BytesType)
+			entry = protowire.AppendString(entry, a[0])
+			entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+			entry = protowire.AppendBytes(entry, value)
+			b = protowire.AppendTag(b, 5, protowire.BytesType)
+			b = protowire.AppendBytes(b, entry)
+		}
+		return b
+	}
+	for _, bad := range []struct {
+		name, reason string
+		event        []byte
+	}{
+		{"no id", wire.ReasonMissingID, event("")},
+		{"bad extension name", wire.ReasonBadExtension, event("three", [2]string{"BAD", "x"})},
+	} {
+		for _, mode := range []Mode{Fast, Durable} {
+			t.Run(bad.name+"/"+mode.String(), func(t *testing.T) {
+				n := startNode(t, Config{Name: "solo", Mode: mode})
+				nc, parked := watchParked(t, n)
+				box := &inbox{}
+				if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+					t.Fatal(err)
+				}
+				if mode == Durable {
+					waitDurableReady(t, n)
+				}
+				good := []bus.Signal{
+					{ID: "one", Type: "job.run", Source: "/other", Subject: "0"},
+					{ID: "two", Type: "job.run", Source: "/other", Subject: "1"},
+				}
+				msg, err := wire.EncodeBatch(good, "", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if _, err := js.PublishMsg(ctx, msg); err != nil {
+				// Splice the bad event between the two.
+				_, typ, tagLen := protowire.ConsumeTag(msg.Data)
+				first, firstLen := protowire.ConsumeBytes(msg.Data[tagLen:])
+				if typ != protowire.BytesType || firstLen < 0 {
+					t.Fatal("cannot split the batch")
+				}
+				var body []byte
+				body = protowire.AppendTag(body, 1, protowire.BytesType)
+				body = protowire.AppendBytes(body, first)
+				body = protowire.AppendTag(body, 1, protowire.BytesType)
+				body = protowire.AppendBytes(body, bad.event)
+				body = append(body, msg.Data[tagLen+firstLen:]...)
+				msg.Data = body
+				if mode == Durable {
+					js, err := jetstream.New(nc)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					if _, err := js.PublishMsg(ctx, msg); err != nil {
+						t.Fatal(err)
+					}
+				} else if err := nc.PublishMsg(msg); err != nil {
 					t.Fatal(err)
 				}
-			} else if err := nc.PublishMsg(msg); err != nil {
-				t.Fatal(err)
-			}
-			checkSequence(t, box.wait(t, 2), 0, 2)
-			m, err := parked.NextMsg(10 * time.Second)
-			if err != nil {
-				t.Fatalf("parked event: %v", err)
-			}
-			if got := m.Header.Get("signalbus-reason"); got != wire.ReasonMissingID {
-				t.Errorf("parked with reason %q, want %q", got, wire.ReasonMissingID)
-			}
-			if got := m.Header.Get("content-type"); got != wire.ProtobufContentType {
-				t.Errorf("parked event content-type %q, want %q", got, wire.ProtobufContentType)
-			}
-			if string(m.Data) != string(noID) {
-				t.Errorf("parked body is not the bad event")
-			}
-			if got := n.Stats().Parked; got != 1 {
-				t.Errorf("Stats().Parked = %d, want 1", got)
-			}
-		})
+				checkSequence(t, box.wait(t, 2), 0, 2)
+				m, err := parked.NextMsg(10 * time.Second)
+				if err != nil {
+					t.Fatalf("parked event: %v", err)
+				}
+				if got := m.Header.Get("signalbus-reason"); got != bad.reason {
+					t.Errorf("parked with reason %q, want %q", got, bad.reason)
+				}
+				if got := m.Header.Get("content-type"); got != wire.ProtobufContentType {
+					t.Errorf("parked event content-type %q, want %q", got, wire.ProtobufContentType)
+				}
+				if string(m.Data) != string(bad.event) {
+					t.Errorf("parked body is not the bad event")
+				}
+				if got := n.Stats().Parked; got != 1 {
+					t.Errorf("Stats().Parked = %d, want 1", got)
+				}
+			})
+		}
 	}
 }
 

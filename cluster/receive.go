@@ -35,6 +35,15 @@ type receiver struct {
 	// makes them; the bus copies each signal into its queues.
 	events  []wire.Event
 	signals []bus.Signal
+	origins []origin // of each of signals
+}
+
+// origin is where a received signal came from, to park it should the bus
+// refuse it as invalid: its message and, for an event of a batch, the
+// event's own encoding.
+type origin struct {
+	msg *nats.Msg
+	raw []byte // nil: the signal is the whole message
 }
 
 func newReceiver(n *Node, meter metric.Meter) (*receiver, error) {
@@ -91,15 +100,23 @@ func (r *receiver) run() {
 
 // handle decodes a batch of messages (each one signal, or a batch of them:
 // Config.Encoding), parks what is not a CloudEvent, counts gaps and
-// dispatches the rest at once.
+// dispatches the rest at once. The events of a batch are not validated
+// here: Dispatch validates them anyway, and only when it refuses the
+// batch are they checked one by one (see dispatch).
 func (r *receiver) handle(msgs []*nats.Msg) {
 	n := r.n
-	signals := r.signals[:0]
+	signals, origins := r.signals[:0], r.origins[:0]
 	defer func() {
-		clear(signals) // the bus has its copies; drop the references
-		r.signals = signals[:0]
+		// The bus has its copies; drop the references.
+		clear(signals)
+		clear(origins)
+		r.signals, r.origins = signals[:0], origins[:0]
 	}()
+	seen := sequenceRun{n: n}
 	for _, m := range msgs {
+		// The loss check must see the numbers in their order of arrival,
+		// and unwanted accounts for its messages at once.
+		seen.flush()
 		if r.unwanted(m) {
 			continue
 		}
@@ -109,27 +126,31 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 				n.park(m, err)
 				continue
 			}
-			n.checkSequence(sig)
+			seen.add(sig)
 			signals = append(signals, sig)
+			origins = append(origins, origin{msg: m})
 			continue
 		}
-		events, err := wire.AppendBatch(r.events[:0], m.Data)
+		events, err := wire.AppendBatchUnchecked(r.events[:0], m.Data)
 		if err != nil {
 			n.park(m, err)
 			continue
 		}
 		signals = slices.Grow(signals, len(events))
+		origins = slices.Grow(origins, len(events))
 		for _, e := range events {
 			if e.Err != nil {
 				n.parkEvent(m, e)
 				continue
 			}
-			n.checkSequence(e.Signal)
+			seen.add(e.Signal)
 			signals = append(signals, e.Signal)
+			origins = append(origins, origin{msg: m, raw: e.Raw})
 		}
 		clear(events)
 		r.events = events[:0]
 	}
+	seen.flush()
 	if len(signals) == 0 {
 		return
 	}
@@ -141,8 +162,69 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		addSignalLinks(span, r.prop, signals)
 	}
 	r.batchSize.Record(ctx, int64(len(signals)), r.attrs)
-	n.dispatchBatch(signals)
+	r.dispatch(signals, origins)
 	span.End()
+}
+
+// dispatch hands signals to the bus in one call. The bus refuses a whole
+// batch for one signal it finds invalid; then each is checked on its own:
+// one that is not a valid signal is parked, as if it had been found so
+// when decoded, and the others go one at a time, so that only what the
+// bus refuses for its own reasons (its data limit) is refused.
+func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
+	n := r.n
+	err := n.bus.Dispatch(n.ctx, signals...)
+	if err == nil || errors.Is(err, bus.ErrClosed) {
+		return
+	}
+	if !errors.Is(err, bus.ErrInvalidSignal) {
+		n.logger.Error("dispatch failed", "count", len(signals), "error", err)
+		return
+	}
+	for i, sig := range signals {
+		if err := wire.Check(sig); err != nil {
+			if o := origins[i]; o.raw == nil {
+				n.park(o.msg, err)
+			} else {
+				n.parkEvent(o.msg, wire.Event{Err: err, Raw: o.raw})
+			}
+			continue
+		}
+		if err := n.bus.Dispatch(n.ctx, sig); err != nil && !errors.Is(err, bus.ErrClosed) {
+			n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
+		}
+	}
+}
+
+// sequenceRun gathers the sequence numbers a receiver sees into runs of
+// one publisher's consecutive numbers, for the node's loss check
+// (sequenceSeen, which takes a lock) once per run rather than per signal:
+// a batch from a node is one run.
+type sequenceRun struct {
+	n           *Node
+	from        publisherKey
+	first, last uint64
+	open        bool
+}
+
+func (r *sequenceRun) add(sig bus.Signal) {
+	from, seq, ok := orderKey(sig)
+	if !ok {
+		return
+	}
+	if r.open && seq == r.last+1 && from == r.from {
+		r.last = seq
+		return
+	}
+	r.flush()
+	r.from, r.first, r.last, r.open = from, seq, seq, true
+}
+
+func (r *sequenceRun) flush() {
+	if r.open {
+		r.n.sequenceSeen(r.from, r.first, r.last)
+		r.open = false
+	}
 }
 
 // unwanted reports whether m can go undecoded, and accounts for it if so:
@@ -194,25 +276,6 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 	n.sequenceSeen(from, firstSeq, lastSeq)
 	n.undecoded.Add(1)
 	return true
-}
-
-// dispatchBatch hands signals to the bus in one call. The bus refuses a
-// whole batch for one signal it finds invalid (over its data limit, say),
-// so then each goes on its own and only the bad one is refused.
-func (n *Node) dispatchBatch(signals []bus.Signal) {
-	err := n.bus.Dispatch(n.ctx, signals...)
-	if err == nil || errors.Is(err, bus.ErrClosed) {
-		return
-	}
-	if !errors.Is(err, bus.ErrInvalidSignal) || len(signals) == 1 {
-		n.logger.Error("dispatch failed", "count", len(signals), "error", err)
-		return
-	}
-	for _, sig := range signals {
-		if err := n.bus.Dispatch(n.ctx, sig); err != nil && !errors.Is(err, bus.ErrClosed) {
-			n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
-		}
-	}
 }
 
 // close drains the subscription within ctx and waits for the batches in

@@ -75,6 +75,18 @@ type Attr struct{ Name, Value string }
 // that SDK's reader changes JSON given so). EncodeBatch rejects what Encode
 // rejects, naming the signal.
 func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
+	return encodeBatch(signals, prefix, stamp, true)
+}
+
+// EncodePublished is EncodeBatch for signals as bus.Publish hands them to
+// a bus.Transport: validated and filled already, so not checked against
+// the bus's rules again (what the format itself cannot carry is still
+// refused).
+func EncodePublished(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
+	return encodeBatch(signals, prefix, stamp, false)
+}
+
+func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr, check bool) (*nats.Msg, error) {
 	if len(signals) == 0 {
 		return nil, fmt.Errorf("wire: encode batch: %w: no signals", bus.ErrInvalidSignal)
 	}
@@ -93,8 +105,10 @@ func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 			return nil, fmt.Errorf("wire: encode batch: signal %d (%q) has type %q, the batch %q: %w",
 				i, s.ID, s.Type, typ, bus.ErrInvalidSignal)
 		}
-		if err := checkEncodable(s); err != nil {
-			return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
+		if check {
+			if err := checkEncodable(s); err != nil {
+				return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
+			}
 		}
 		if stamp != nil {
 			attrs = stamp(i, attrs[:0])
@@ -364,7 +378,28 @@ func DecodeBatch(body []byte) ([]Event, error) {
 // receiver decoding message after message reuses one slice. On error it
 // returns dst as it was.
 func AppendBatch(dst []Event, body []byte) ([]Event, error) {
-	var d eventDecoder
+	return appendBatch(dst, body, true)
+}
+
+// AppendBatchUnchecked is AppendBatch without checking the signals
+// against bus.Signal.Validate: an Event.Err then says only that the event
+// is not a CloudEvent the bus could take at all (malformed, a required
+// attribute missing, not UTF-8). It is for a receiver that hands the
+// signals to bus.Bus.Dispatch, which validates them anyway, and calls
+// Check for the reason of one it refuses.
+func AppendBatchUnchecked(dst []Event, body []byte) ([]Event, error) {
+	return appendBatch(dst, body, false)
+}
+
+// Check tells why a signal that AppendBatchUnchecked decoded is not one
+// AppendBatch would have given: nil, or an error with a reason, as
+// AppendBatch's Event.Err.
+func Check(s bus.Signal) error {
+	return validateDecoded(s)
+}
+
+func appendBatch(dst []Event, body []byte, check bool) ([]Event, error) {
+	d := eventDecoder{unchecked: !check}
 	events := dst
 	r := batchReader{fields: fieldReader{b: body}}
 	for raw, ok := r.next(); ok; raw, ok = r.next() {
@@ -414,7 +449,7 @@ func (r *batchReader) next() (raw []byte, ok bool) {
 // event decodes and checks one encoded event of a batch.
 func (d *eventDecoder) event(raw []byte) Event {
 	s, err := d.decode(raw)
-	if err == nil {
+	if err == nil && !d.unchecked {
 		err = validateDecoded(s)
 	}
 	if err != nil {
@@ -476,6 +511,8 @@ type eventDecoder struct {
 	// across a batch (the sending node's name and instance) is shared,
 	// boxed once, instead of allocated for every event.
 	last [8]lastValue
+	// unchecked: event leaves bus.Signal.Validate to the caller.
+	unchecked bool
 }
 
 // Places of an event whose strings eventDecoder shares (see slots).

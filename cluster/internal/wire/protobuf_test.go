@@ -497,6 +497,35 @@ func checkPartialReaders(t *testing.T, body []byte, events []wire.Event, err err
 			t.Fatalf("AppendBatch gave %d events after dst, DecodeBatch %d", len(appended)-1, len(events))
 		}
 	}
+	unchecked, uerr := wire.AppendBatchUnchecked(nil, body)
+	if (uerr != nil) != (err != nil) || len(unchecked) != len(events) {
+		t.Fatalf("AppendBatchUnchecked: %d events, error %v; DecodeBatch %d, %v", len(unchecked), uerr, len(events), err)
+	}
+	for i, e := range events {
+		u := unchecked[i]
+		if !bytes.Equal(u.Raw, e.Raw) {
+			t.Fatalf("event %d: AppendBatchUnchecked's raw bytes are not DecodeBatch's", i)
+		}
+		switch {
+		case e.Err == nil && u.Err != nil:
+			t.Fatalf("event %d: AppendBatchUnchecked refused what DecodeBatch took: %v", i, u.Err)
+		case e.Err == nil:
+			if d := diffTyped(e.Signal, u.Signal); d != "" {
+				t.Fatalf("event %d: AppendBatchUnchecked's signal differs:\n%s", i, d)
+			}
+		case u.Err != nil:
+			if wire.Reason(u.Err) != wire.Reason(e.Err) {
+				t.Fatalf("event %d: AppendBatchUnchecked's reason %q, DecodeBatch's %q", i, wire.Reason(u.Err), wire.Reason(e.Err))
+			}
+		default:
+			// Left to the caller's validation: Check must find what
+			// DecodeBatch found.
+			cerr := wire.Check(u.Signal)
+			if cerr == nil || wire.Reason(cerr) != wire.Reason(e.Err) {
+				t.Fatalf("event %d: Check gives %v, DecodeBatch refused it with %v", i, cerr, e.Err)
+			}
+		}
+	}
 	first, last, n, eerr := wire.BatchEnds(body)
 	if (eerr != nil) != (err != nil) {
 		t.Fatalf("BatchEnds error %v, DecodeBatch error %v", eerr, err)
@@ -539,9 +568,11 @@ func TestPartialReadersAgreeWithDecodeBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, body := range map[string][]byte{
-		"three events":      three.Data,
-		"one event":         one.Data,
-		"no events":         nil,
+		"three events": three.Data,
+		"one event":    one.Data,
+		"no events":    nil,
+		"invalid extension name": pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: validEvent()},
+			pbField{num: 1, typ: protowire.BytesType, bytes: validEvent(attr("BAD", str(3, "x")))}),
 		"bad first event":   pbMessage(msgField(1, str(1, "id-1")), msgField(1), pbField{num: 1, typ: protowire.BytesType, bytes: validEvent()}),
 		"bad last event":    pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: validEvent()}, msgField(1, str(4, "a..b"))),
 		"malformed at last": append(append([]byte{}, three.Data...), 0x0a, 0x10),
@@ -650,5 +681,31 @@ func TestDecodeBatchReadsContextAttributesOfAnyStringKind(t *testing.T) {
 				t.Errorf("dataschema missing: %+v", s)
 			}
 		})
+	}
+}
+
+// TestEncodePublishedWritesWhatEncodeBatchWrites: for signals that passed
+// Publish's validation, skipping the check changes nothing in what goes
+// on the wire.
+func TestEncodePublishedWritesWhatEncodeBatchWrites(t *testing.T) {
+	signals := roundTripSignals(t)
+	stamp := func(i int, dst []wire.Attr) []wire.Attr {
+		return append(dst, wire.Attr{Name: "sbseq", Value: strconv.Itoa(i)})
+	}
+	for i, s := range signals {
+		checked, err := wire.EncodeBatch([]bus.Signal{s}, "", stamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		published, err := wire.EncodePublished([]bus.Signal{s}, "", stamp)
+		if err != nil {
+			t.Fatalf("signal %s: EncodePublished: %v", i, err)
+		}
+		if checked.Subject != published.Subject || !reflect.DeepEqual(checked.Header, published.Header) {
+			t.Fatalf("signal %s: subject or headers differ: %v %v, %v %v", i, checked.Subject, checked.Header, published.Subject, published.Header)
+		}
+		if d := diffTyped(decodeOne(t, checked), decodeOne(t, published)); d != "" {
+			t.Fatalf("signal %s: EncodePublished wrote another signal:\n%s", i, d)
+		}
 	}
 }
