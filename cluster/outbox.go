@@ -321,13 +321,16 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 // what cannot (a signal the wire cannot encode) leaves the queue, with
 // the error told to a synchronous publisher or logged for an asynchronous
 // one.
+//
+// The parts are the head of the queue, in order: take took them from
+// there, and nothing else removes a taken entry (abandon skips them), so
+// settling costs the batch, not the queue behind it.
 func (o *outbox) settle(parts []part, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.sending = false
 	retry := errors.Is(err, ErrUnavailable)
-	remove := map[*outboxEntry]bool{}
-	for _, p := range parts {
+	done := func(p part) bool {
 		e := p.e
 		e.taken = false
 		switch {
@@ -336,23 +339,36 @@ func (o *outbox) settle(parts []part, err error) {
 			if !e.sync {
 				o.async -= p.count
 			}
-			if len(e.signals) == 0 {
-				remove[e] = true
-				if e.sync {
-					e.result <- nil
-				}
+			if len(e.signals) > 0 {
+				return false
 			}
+			if e.sync {
+				e.result <- nil
+			}
+			return true
 		case e.sync && (!retry || e.ctx.Err() != nil):
-			remove[e] = true
 			e.result <- err
+			return true
 		case !e.sync && !retry:
-			remove[e] = true
 			o.async -= len(e.signals)
 			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", len(e.signals), "error", err)
+			return true
+		}
+		return false
+	}
+	// Keep the unfinished entries of the head, in order, at its end, and
+	// let the queue start at the first of them.
+	head := o.entries[:len(parts)]
+	at := len(head)
+	for i := len(parts) - 1; i >= 0; i-- {
+		if !done(parts[i]) {
+			at--
+			head[at] = parts[i].e
 		}
 	}
-	if len(remove) > 0 {
-		o.entries = slices.DeleteFunc(o.entries, func(e *outboxEntry) bool { return remove[e] })
+	if at > 0 {
+		clear(head[:at])
+		o.entries = o.entries[at:]
 		o.markEmptyLocked()
 	}
 }

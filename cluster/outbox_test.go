@@ -3,9 +3,17 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
@@ -103,5 +111,99 @@ func TestWaitClosedPrefersWhatIsDone(t *testing.T) {
 	}
 	if err := waitClosed(ctx, make(chan struct{})); !errors.Is(err, context.Canceled) {
 		t.Errorf("waitClosed on an open channel with an ended ctx = %v, want context.Canceled", err)
+	}
+}
+
+// TestOutboxSendsEachSignalOnceInOrderAcrossPartialBatches drives the
+// outbox with a scripted send: entries split across batches, a failed
+// batch retried signal by signal, asynchronous and synchronous entries
+// mixed. Every signal must be sent once, in publish order, and the queue
+// must end empty with nothing counted against the async limit.
+func TestOutboxSendsEachSignalOnceInOrderAcrossPartialBatches(t *testing.T) {
+	cfg := Config{Name: "solo", Mode: Durable, BatchSize: 4, OutboxSize: 100}
+	cfg.TracerProvider = tracenoop.NewTracerProvider()
+	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var (
+		mu    sync.Mutex
+		sent  []string
+		calls int
+	)
+	gate := make(chan struct{})
+	send := func(_ context.Context, batch []bus.Signal) error {
+		mu.Lock()
+		calls++
+		call := calls
+		mu.Unlock()
+		if call == 1 {
+			<-gate // hold the first batch while the rest queues up
+		}
+		if call == 2 {
+			return fmt.Errorf("%w: scripted", ErrUnavailable)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range batch {
+			sent = append(sent, s.ID)
+		}
+		return nil
+	}
+	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	entry := func(name string, count int) []bus.Signal {
+		signals := make([]bus.Signal, count)
+		for i := range signals {
+			signals[i].ID = fmt.Sprintf("%s-%d", name, i)
+			want = append(want, signals[i].ID)
+		}
+		return signals
+	}
+	if err := o.put(entry("a", 3)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return calls == 1 }) // a is in flight
+	if err := o.put(entry("b", 6)); err != nil {
+		t.Fatal(err)
+	}
+	syncDone := make(chan error, 1)
+	syncSignals := entry("c", 2)
+	go func() { syncDone <- o.Send(context.Background(), syncSignals) }()
+	waitFor(t, func() bool { o.mu.Lock(); defer o.mu.Unlock(); return len(o.entries) == 3 })
+	if err := o.put(entry("d", 1)); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if err := <-syncDone; err != nil {
+		t.Fatalf("synchronous send: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := o.waitEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(sent, want) {
+		t.Errorf("sent %v, want each once in order: %v", sent, want)
+	}
+	if d := o.depth(); d != 0 {
+		t.Errorf("depth after draining = %d, want 0", d)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
