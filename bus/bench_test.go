@@ -9,9 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -56,6 +60,11 @@ func BenchmarkThroughput(b *testing.B) {
 // the end so its cost is counted) and a tracing SDK whose spans go through a
 // batch processor into an exporter that discards them.
 func sdkOptions(b *testing.B, sampler sdktrace.Sampler) []bus.Option {
+	tp, mp := sdkProviders(b, sampler)
+	return []bus.Option{bus.WithTracerProvider(tp), bus.WithMeterProvider(mp)}
+}
+
+func sdkProviders(b *testing.B, sampler sdktrace.Sampler) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	tp := sdktrace.NewTracerProvider(
@@ -66,7 +75,50 @@ func sdkOptions(b *testing.B, sampler sdktrace.Sampler) []bus.Option {
 		_ = tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
-	return []bus.Option{bus.WithTracerProvider(tp), bus.WithMeterProvider(mp)}
+	return tp, mp
+}
+
+// BenchmarkSDKFloor makes, in one goroutine and without any bus code, the
+// OpenTelemetry SDK calls the bus makes for one signal published alone
+// (batch=1) with the SDK at 1 % sampling: the send span, the trace
+// context written into the signal's extensions, the sent counter and the
+// publish duration; the process span, the delivery latency and process
+// duration histograms and the consumed counter. ns/op is the SDK's own
+// CPU time per signal: the floor under BenchmarkThroughput's
+// sdk=ratio1pct/batch=1 on this machine. A rate of R signals/s on C cores
+// leaves C/R seconds of CPU per signal for everything, the SDK included.
+func BenchmarkSDKFloor(b *testing.B) {
+	tp, mp := sdkProviders(b, sdktrace.TraceIDRatioBased(0.01))
+	tracer := tp.Tracer(bus.ScopeName)
+	meter := mp.Meter(bus.ScopeName)
+	sent, _ := meter.Int64Counter("messaging.client.sent.messages")
+	consumed, _ := meter.Int64Counter("messaging.client.consumed.messages")
+	opDuration, _ := meter.Float64Histogram("messaging.client.operation.duration", metric.WithExplicitBucketBoundaries(bus.LatencyBuckets...))
+	latency, _ := meter.Float64Histogram("signalbus.delivery.latency", metric.WithExplicitBucketBoundaries(bus.LatencyBuckets...))
+	procDur, _ := meter.Float64Histogram("messaging.process.duration", metric.WithExplicitBucketBoundaries(bus.LatencyBuckets...))
+	typeSet := attribute.NewSet(attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.bus", "bench"),
+		attribute.String("messaging.destination.name", "order.created"))
+	subSet := attribute.NewSet(attribute.String("messaging.system", "signalbus"), attribute.String("signalbus.bus", "bench"),
+		attribute.String("messaging.destination.subscription.name", "order.*"))
+	prop := propagation.TraceContext{}
+	producer := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+	consumer := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		sendCtx, send := tracer.Start(ctx, "send order.created", producer...)
+		carrier := make(propagation.MapCarrier, 2)
+		prop.Inject(sendCtx, carrier)
+		sent.Add(sendCtx, 1, metric.WithAttributeSet(typeSet))
+		opDuration.Record(sendCtx, 0.000002, metric.WithAttributeSet(typeSet))
+		send.End()
+		parent := trace.ContextWithSpanContext(ctx, send.SpanContext())
+		_, process := tracer.Start(parent, "process order.created", consumer...)
+		process.End()
+		latency.Record(ctx, 0.00001, metric.WithAttributeSet(subSet))
+		procDur.Record(ctx, 0.000001, metric.WithAttributeSet(subSet))
+		consumed.Add(ctx, 1, metric.WithAttributeSet(subSet))
+	}
 }
 
 type discardExporter struct{ *tracetest.NoopExporter }
