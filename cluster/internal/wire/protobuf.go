@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -93,13 +94,10 @@ func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 	typ := signals[0].Type
 	size := 0
 	for _, s := range signals {
-		size += 192 + len(s.Data)
+		size += 256 + len(s.Data)
 	}
 	body := make([]byte, 0, size)
-	var (
-		event []byte
-		attrs []Attr
-	)
+	var attrs []Attr
 	for i, s := range signals {
 		if s.Type != typ {
 			return nil, fmt.Errorf("wire: encode batch: signal %d (%q) has type %q, the batch %q: %w",
@@ -113,15 +111,43 @@ func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 		if stamp != nil {
 			attrs = stamp(i, attrs[:0])
 		}
+		// The event goes straight into the body, behind room for its
+		// length in two bytes (an event of 128 B to 16 KiB), which is
+		// fixed up once the length is known.
+		body = appendTag(body, fieldBatchEvents, protowire.BytesType)
+		at := len(body)
+		body = append(body, 0, 0)
 		var err error
-		if event, err = appendEvent(event[:0], s, attrs); err != nil {
+		if body, err = appendEvent(body, s, attrs); err != nil {
 			return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
 		}
-		body = appendTag(body, fieldBatchEvents, protowire.BytesType)
-		body = appendBytes(body, event)
+		body = putLength(body, at)
+		if i == 0 && len(signals) > 1 {
+			// The others are likely alike: make room for them at once
+			// rather than grow the body step by step.
+			body = slices.Grow(body, (len(signals)-1)*(len(body)+len(body)/8))
+		}
 	}
 	h := nats.Header{headerContentType: []string{ProtobufBatchContentType}}
 	return &nats.Msg{Subject: Subject(prefix, typ), Header: h, Data: body}, nil
+}
+
+// putLength writes, at b[at:at+2], the length of what follows those two
+// bytes as a varint, moving what follows when the varint needs another
+// number of bytes.
+func putLength(b []byte, at int) []byte {
+	n := uint64(len(b) - at - 2)
+	size := protowire.SizeVarint(n)
+	switch {
+	case size == 1:
+		copy(b[at+1:], b[at+2:])
+		b = b[:len(b)-1]
+	case size > 2:
+		b = append(b, make([]byte, size-2)...)
+		copy(b[at+size:], b[at+2:])
+	}
+	protowire.AppendVarint(b[at:at], n) // in place: b has the room
+	return b
 }
 
 // appendEvent appends s, and the extra attributes, as a CloudEvent message.

@@ -100,3 +100,16 @@ func TestFieldReaderRefusesTruncatedFields(t *testing.T) {
 		}
 	}
 }
+
+func TestPutLengthWritesWhatAppendBytesWrites(t *testing.T) {
+	for _, n := range []int{0, 1, 127, 128, 16383, 16384, 1 << 21} {
+		payload := bytes.Repeat([]byte{'p'}, n)
+		b := append([]byte("head"), 0, 0)
+		b = append(b, payload...)
+		got := putLength(b, 4)
+		want := protowire.AppendBytes([]byte("head"), payload)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%d bytes: putLength gives %d bytes, protowire %d", n, len(got), len(want))
+		}
+	}
+}
