@@ -35,7 +35,8 @@ type receiver struct {
 	// makes them; the bus copies each signal into its queues.
 	events  []wire.Event
 	signals []bus.Signal
-	origins []origin // of each of signals
+	origins []origin     // of each of signals
+	decoder wire.Decoder // keeps what repeats from one batch to the next
 }
 
 // origin is where a received signal came from, to park it should the bus
@@ -131,7 +132,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 			origins = append(origins, origin{msg: m})
 			continue
 		}
-		events, err := wire.AppendBatchUnchecked(r.events[:0], m.Data)
+		events, err := r.decoder.AppendBatchUnchecked(r.events[:0], m.Data)
 		if err != nil {
 			n.park(m, err)
 			continue
@@ -260,7 +261,7 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 		n.undecoded.Add(1)
 		return true
 	}
-	first, last, count, err := wire.BatchEnds(m.Data)
+	first, last, count, err := r.decoder.BatchEnds(m.Data)
 	if err != nil || count == 0 || first.Err != nil || last.Err != nil ||
 		first.Signal.Type != typ || last.Signal.Type != typ {
 		return false

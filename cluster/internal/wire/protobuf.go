@@ -404,7 +404,8 @@ func DecodeBatch(body []byte) ([]Event, error) {
 // receiver decoding message after message reuses one slice. On error it
 // returns dst as it was.
 func AppendBatch(dst []Event, body []byte) ([]Event, error) {
-	return appendBatch(dst, body, true)
+	var d Decoder
+	return d.AppendBatch(dst, body)
 }
 
 // AppendBatchUnchecked is AppendBatch without checking the signals
@@ -414,7 +415,26 @@ func AppendBatch(dst []Event, body []byte) ([]Event, error) {
 // signals to bus.Bus.Dispatch, which validates them anyway, and calls
 // Check for the reason of one it refuses.
 func AppendBatchUnchecked(dst []Event, body []byte) ([]Event, error) {
-	return appendBatch(dst, body, false)
+	var d Decoder
+	return d.AppendBatchUnchecked(dst, body)
+}
+
+// Decoder decodes protobuf batch bodies as AppendBatch,
+// AppendBatchUnchecked and BatchEnds do, and keeps what repeats from one
+// body to the next (attribute names, source, type, content type, the
+// sending node's stamps): a receiver decoding message after message makes
+// them once rather than once per message, which matters most for batches
+// of one. The zero Decoder is ready; it is not safe for concurrent use.
+type Decoder struct{ d eventDecoder }
+
+// AppendBatch is the package's AppendBatch.
+func (d *Decoder) AppendBatch(dst []Event, body []byte) ([]Event, error) {
+	return d.d.appendBatch(dst, body, true)
+}
+
+// AppendBatchUnchecked is the package's AppendBatchUnchecked.
+func (d *Decoder) AppendBatchUnchecked(dst []Event, body []byte) ([]Event, error) {
+	return d.d.appendBatch(dst, body, false)
 }
 
 // Check tells why a signal that AppendBatchUnchecked decoded is not one
@@ -424,12 +444,11 @@ func Check(s bus.Signal) error {
 	return validateDecoded(s)
 }
 
-func appendBatch(dst []Event, body []byte, check bool) ([]Event, error) {
-	d := eventDecoder{unchecked: !check}
+func (d *eventDecoder) appendBatch(dst []Event, body []byte, check bool) ([]Event, error) {
 	events := dst
 	r := batchReader{fields: fieldReader{b: body}}
 	for raw, ok := r.next(); ok; raw, ok = r.next() {
-		events = append(events, d.event(raw))
+		events = append(events, d.event(raw, check))
 	}
 	if r.err != nil {
 		// Drop the references appended in place, and only those: in dst's
@@ -472,10 +491,11 @@ func (r *batchReader) next() (raw []byte, ok bool) {
 	}
 }
 
-// event decodes and checks one encoded event of a batch.
-func (d *eventDecoder) event(raw []byte) Event {
+// event decodes one encoded event of a batch, and checks it against
+// bus.Signal.Validate if asked.
+func (d *eventDecoder) event(raw []byte, check bool) Event {
 	s, err := d.decode(raw)
-	if err == nil && !d.unchecked {
+	if err == nil && check {
 		err = validateDecoded(s)
 	}
 	if err != nil {
@@ -490,6 +510,12 @@ func (d *eventDecoder) event(raw []byte) Event {
 // for a batch it does not deliver. With one event, first and last are the
 // same; with none, both are zero. Errors are DecodeBatch's.
 func BatchEnds(body []byte) (first, last Event, n int, err error) {
+	var d Decoder
+	return d.BatchEnds(body)
+}
+
+// BatchEnds is the package's BatchEnds.
+func (d *Decoder) BatchEnds(body []byte) (first, last Event, n int, err error) {
 	var firstRaw, lastRaw []byte
 	r := batchReader{fields: fieldReader{b: body}}
 	for raw, ok := r.next(); ok; raw, ok = r.next() {
@@ -505,12 +531,11 @@ func BatchEnds(body []byte) (first, last Event, n int, err error) {
 	if n == 0 {
 		return Event{}, Event{}, 0, nil
 	}
-	var d eventDecoder
-	first = d.event(firstRaw)
+	first = d.d.event(firstRaw, true)
 	if n == 1 {
 		return first, first, 1, nil
 	}
-	return first, d.event(lastRaw), n, nil
+	return first, d.d.event(lastRaw, true), n, nil
 }
 
 // decodeProtobuf reads a structured-mode body in the protobuf event format.
@@ -519,7 +544,7 @@ func decodeProtobuf(body []byte) (bus.Signal, error) {
 	return d.decode(body)
 }
 
-// eventDecoder decodes CloudEvent messages. Across the events of one batch
+// eventDecoder decodes CloudEvent messages. Across the events it decodes
 // it shares what repeats rather than allocate it again: the strings of
 // attribute names, source, type and content type, and an extension value
 // equal to the previous event's (see last).
@@ -535,10 +560,10 @@ type eventDecoder struct {
 	// last holds, per extension name, the raw bytes and the decoded
 	// value of the previous event's attribute: a value that repeats
 	// across a batch (the sending node's name and instance) is shared,
-	// boxed once, instead of allocated for every event.
+	// boxed once, instead of allocated for every event. The bytes are
+	// copied, so that a decoder kept from message to message does not
+	// hold on to old messages.
 	last [8]lastValue
-	// unchecked: event leaves bus.Signal.Validate to the caller.
-	unchecked bool
 }
 
 // Places of an event whose strings eventDecoder shares (see slots).
@@ -552,9 +577,14 @@ const (
 
 type lastValue struct {
 	name  string
-	raw   []byte
+	raw   [maxSharedValue]byte
+	size  int
 	value any
 }
+
+// maxSharedValue bounds the encoded size of an extension value that
+// eventDecoder shares between events: stamps are short.
+const maxSharedValue = 64
 
 // extension decodes an extension value, sharing it with the previous
 // event's when the encoded bytes are the same.
@@ -562,7 +592,7 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 	slot := -1
 	for i := range d.last {
 		if d.last[i].name == name {
-			if bytes.Equal(d.last[i].raw, raw) {
+			if last := &d.last[i]; bytes.Equal(last.raw[:last.size], raw) {
 				return d.last[i].value, nil
 			}
 			slot = i
@@ -583,8 +613,9 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 	switch v.(type) {
 	case []byte, *url.URL: // mutable: never shared
 	default:
-		if slot >= 0 {
-			d.last[slot] = lastValue{name: name, raw: raw, value: v}
+		if slot >= 0 && len(raw) <= maxSharedValue {
+			last := &d.last[slot]
+			last.name, last.size, last.value = name, copy(last.raw[:], raw), v
 		}
 	}
 	return v, nil
