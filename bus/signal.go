@@ -183,6 +183,9 @@ func (s Signal) validate(maxData int) error {
 	if len(s.Data) > maxData {
 		return fieldError("data", fmt.Sprintf("is %d bytes, over the %d-byte limit", len(s.Data), maxData))
 	}
+	if !s.Time.IsZero() && !inRFC3339Range(s.Time) {
+		return fieldError("time", fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", s.Time))
+	}
 	for name, v := range s.Extensions {
 		if err := checkExtensionName(name); err != nil {
 			return err
@@ -252,6 +255,13 @@ func checkExtensionName(name string) error {
 	return nil
 }
 
+// inRFC3339Range reports whether t's year has the four digits RFC 3339
+// writes: a CloudEvents time must be one, in every format.
+func inRFC3339Range(t time.Time) bool {
+	y := t.Year()
+	return y >= 0 && y <= 9999
+}
+
 // checkInt32 enforces the range of the CloudEvents Integer type (32-bit
 // signed): consumers in other languages reject anything wider.
 func checkInt32(name string, v int64) error {
@@ -274,7 +284,12 @@ func checkExtensionValue(name string, v any) error {
 		return checkInt32(name, u)
 	case uint32:
 		return checkInt32(name, int64(u))
-	case bool, int8, int16, int32, uint8, uint16, []byte, time.Time:
+	case time.Time:
+		if !inRFC3339Range(u) {
+			return fieldError(fmt.Sprintf("extension %q", name), fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", u))
+		}
+		return nil
+	case bool, int8, int16, int32, uint8, uint16, []byte:
 		return nil
 	case *url.URL:
 		if u == nil {

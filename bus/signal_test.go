@@ -343,6 +343,10 @@ func TestSignalValidate(t *testing.T) {
 		{name: "extension uint32", sig: ext("n", uint32(1))},
 		{name: "extension bytes", sig: ext("b", []byte("x"))},
 		{name: "extension time", sig: ext("at", time.Now())},
+		{name: "extension time year 0 and 9999", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+			s.Extensions = map[string]any{"at": time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)}
+		})},
 		{name: "extension url", sig: ext("ref", &url.URL{Scheme: "urn", Opaque: "x"})},
 		{name: "long extension name", sig: ext(strings.Repeat("a", 40), "v")},
 
@@ -382,6 +386,11 @@ func TestSignalValidate(t *testing.T) {
 		{name: "extension nil", sig: ext("none", nil), field: `extension "none"`},
 		{name: "extension url value", sig: ext("ref", url.URL{Host: "x"}), field: `extension "ref"`},
 		{name: "extension nil url", sig: ext("ref", (*url.URL)(nil)), field: `extension "ref"`},
+
+		// Times RFC 3339 cannot write.
+		{name: "time year 10000", sig: with(func(s *bus.Signal) { s.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }), field: "time"},
+		{name: "time year -1", sig: with(func(s *bus.Signal) { s.Time = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC) }), field: "time"},
+		{name: "extension time year 10000", sig: ext("at", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)), field: `extension "at"`},
 
 		// Spec version and data.
 		{name: "specversion 0.3", sig: with(func(s *bus.Signal) { s.SpecVersion = "0.3" }), field: "specversion"},

@@ -123,9 +123,15 @@ func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 		}
 		body = putLength(body, at)
 		if i == 0 && len(signals) > 1 {
-			// The others are likely alike: make room for them at once
-			// rather than grow the body step by step.
-			body = slices.Grow(body, (len(signals)-1)*(len(body)+len(body)/8))
+			// The others likely have the first one's attributes: make room
+			// for those and their data at once, rather than grow the body
+			// step by step.
+			attributes := len(body) - len(s.Data)
+			need := 0
+			for _, next := range signals[1:] {
+				need += attributes + attributes/8 + len(next.Data)
+			}
+			body = slices.Grow(body, need)
 		}
 	}
 	h := nats.Header{headerContentType: []string{ProtobufBatchContentType}}
@@ -582,6 +588,9 @@ type lastValue struct {
 	value any
 }
 
+// maxSharedText bounds the strings eventDecoder keeps to share.
+const maxSharedText = 256
+
 // maxSharedValue bounds the encoded size of an extension value that
 // eventDecoder shares between events: stamps are short.
 const maxSharedValue = 64
@@ -626,6 +635,11 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 // not valid UTF-8. A slot beyond the decoder's places only searches the
 // recent ones.
 func (d *eventDecoder) text(slot int, b []byte) (string, bool) {
+	if len(b) > maxSharedText {
+		// Not worth keeping, and a decoder kept from message to message
+		// must not hold on to big ones.
+		return string(b), utf8.Valid(b)
+	}
 	if slot < len(d.slots) {
 		if s := d.slots[slot]; len(s) == len(b) && s == string(b) { // no allocation for the comparison
 			return s, true

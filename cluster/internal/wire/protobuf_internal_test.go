@@ -2,9 +2,12 @@ package wire
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/signalbus/signalbus/bus"
 )
 
 // The encoder and the field reader take short cuts for the common shapes
@@ -111,5 +114,23 @@ func TestPutLengthWritesWhatAppendBytesWrites(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Errorf("%d bytes: putLength gives %d bytes, protowire %d", n, len(got), len(want))
 		}
+	}
+}
+
+// TestEncodeBatchSizesTheBodyToItsSignals: the body is sized on the first
+// event's attributes and every signal's data, not on the first event alone
+// (a big first signal would make room for hundreds of big ones).
+func TestEncodeBatchSizesTheBodyToItsSignals(t *testing.T) {
+	signals := make([]bus.Signal, 256)
+	for i := range signals {
+		signals[i] = bus.Signal{ID: fmt.Sprint(i), Type: "a.b", Source: "/s", SpecVersion: "1.0"}
+	}
+	signals[0].Data = make([]byte, 512<<10)
+	m, err := EncodeBatch(signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit := 2*len(m.Data) + 256*len(signals); cap(m.Data) > limit {
+		t.Errorf("a %d-byte body was given %d bytes of room, over %d", len(m.Data), cap(m.Data), limit)
 	}
 }

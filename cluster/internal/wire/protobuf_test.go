@@ -730,26 +730,63 @@ func TestDecodeBatchReadsContextAttributesOfAnyStringKind(t *testing.T) {
 
 // TestEncodePublishedWritesWhatEncodeBatchWrites: for signals that passed
 // Publish's validation, skipping the check changes nothing in what goes
-// on the wire.
+// on the wire, batch of many included; and the check is what it skips: a
+// signal the bus would refuse is encoded as it is, for the receiver to
+// refuse.
 func TestEncodePublishedWritesWhatEncodeBatchWrites(t *testing.T) {
-	signals := roundTripSignals(t)
+	var signals []bus.Signal
+	for _, s := range roundTripSignals(t) {
+		s.Type = "one.type" // a batch carries one type
+		signals = append(signals, s)
+	}
 	stamp := func(i int, dst []wire.Attr) []wire.Attr {
 		return append(dst, wire.Attr{Name: "sbseq", Value: strconv.Itoa(i)})
 	}
-	for i, s := range signals {
-		checked, err := wire.EncodeBatch([]bus.Signal{s}, "", stamp)
-		if err != nil {
-			t.Fatal(err)
+	checked, err := wire.EncodeBatch(signals, "", stamp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := wire.EncodePublished(signals, "", stamp)
+	if err != nil {
+		t.Fatalf("EncodePublished: %v", err)
+	}
+	if checked.Subject != published.Subject || !reflect.DeepEqual(checked.Header, published.Header) {
+		t.Fatalf("subject or headers differ: %v %v, %v %v", checked.Subject, checked.Header, published.Subject, published.Header)
+	}
+	want, err := wire.DecodeBatch(checked.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := wire.DecodeBatch(published.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(signals) || len(want) != len(signals) {
+		t.Fatalf("decoded %d and %d events of %d", len(got), len(want), len(signals))
+	}
+	for i := range got {
+		if got[i].Err != nil || want[i].Err != nil {
+			t.Fatalf("event %d: %v, %v", i, got[i].Err, want[i].Err)
 		}
-		published, err := wire.EncodePublished([]bus.Signal{s}, "", stamp)
-		if err != nil {
-			t.Fatalf("signal %s: EncodePublished: %v", i, err)
+		if d := diffTyped(want[i].Signal, got[i].Signal); d != "" {
+			t.Fatalf("event %d: EncodePublished wrote another signal:\n%s", i, d)
 		}
-		if checked.Subject != published.Subject || !reflect.DeepEqual(checked.Header, published.Header) {
-			t.Fatalf("signal %s: subject or headers differ: %v %v, %v %v", i, checked.Subject, checked.Header, published.Subject, published.Header)
-		}
-		if d := diffTyped(decodeOne(t, checked), decodeOne(t, published)); d != "" {
-			t.Fatalf("signal %s: EncodePublished wrote another signal:\n%s", i, d)
-		}
+	}
+
+	bad := mustSignal(t, "one.type", "/src", nil)
+	bad.Extensions = map[string]any{"Upper": "x"}
+	if _, err := wire.EncodeBatch([]bus.Signal{bad}, "", nil); !errors.Is(err, bus.ErrInvalidSignal) {
+		t.Fatalf("EncodeBatch of an invalid signal: %v, want ErrInvalidSignal", err)
+	}
+	m, err := wire.EncodePublished([]bus.Signal{bad}, "", nil)
+	if err != nil {
+		t.Fatalf("EncodePublished checked what it is told is checked: %v", err)
+	}
+	events, err := wire.AppendBatchUnchecked(nil, m.Data)
+	if err != nil || len(events) != 1 || events[0].Err != nil {
+		t.Fatalf("AppendBatchUnchecked: %v %v", err, events)
+	}
+	if err := wire.Check(events[0].Signal); wire.Reason(err) != wire.ReasonBadExtension {
+		t.Fatalf("Check = %v, want reason %s", err, wire.ReasonBadExtension)
 	}
 }
