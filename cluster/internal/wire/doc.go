@@ -77,6 +77,14 @@
 // encoded bytes, so the node parks it alone. A protobuf round trip keeps
 // attribute types (integers come back as int32, times in UTC).
 //
+// Each signal is validated once on each side: EncodePublished writes
+// signals as bus.Publish hands them to a transport, already validated, and
+// AppendBatchUnchecked leaves validation to bus.Bus.Dispatch, with Check
+// for the reason of a signal Dispatch refuses. A Decoder kept by a
+// receiver shares what repeats from one message to the next (attribute
+// names, source, type, the sending node's stamps) instead of allocating it
+// per message.
+//
 // # Why the keys are lower-case
 //
 // nats.Header is a plain map compared byte for byte: Header.Get("ce-id")
