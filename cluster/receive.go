@@ -261,16 +261,15 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 		n.undecoded.Add(1)
 		return true
 	}
-	first, last, count, err := r.decoder.BatchEnds(m.Data)
-	if err != nil || count == 0 || first.Err != nil || last.Err != nil ||
-		first.Signal.Type != typ || last.Signal.Type != typ {
+	first, last, count, err := r.decoder.BatchStamps(m.Data, ExtensionNode, ExtensionInstance, ExtensionSequence)
+	if err != nil || count == 0 || !first.OK || !last.OK || first.Type != typ || last.Type != typ {
 		return false
 	}
 	// A node numbers a batch's signals one after the other, so its ends
 	// are all the loss check needs; a batch numbered otherwise is not one
 	// a node sent, and is decoded.
-	from, firstSeq, ok := orderKey(first.Signal)
-	to, lastSeq, lastOK := orderKey(last.Signal)
+	from, firstSeq, ok := stampKey(first.Values[0], first.Values[1], first.Values[2])
+	to, lastSeq, lastOK := stampKey(last.Values[0], last.Values[1], last.Values[2])
 	if !ok || !lastOK || from != to || lastSeq < firstSeq || lastSeq-firstSeq+1 != uint64(count) {
 		return false
 	}

@@ -426,7 +426,7 @@ func AppendBatchUnchecked(dst []Event, body []byte) ([]Event, error) {
 }
 
 // Decoder decodes protobuf batch bodies as AppendBatch,
-// AppendBatchUnchecked and BatchEnds do, and keeps what repeats from one
+// AppendBatchUnchecked and BatchStamps do, and keeps what repeats from one
 // body to the next (attribute names, source, type, content type, the
 // sending node's stamps): a receiver decoding message after message makes
 // them once rather than once per message, which matters most for batches
@@ -510,18 +510,36 @@ func (d *eventDecoder) event(raw []byte, check bool) Event {
 	return Event{Signal: s, Err: err, Raw: raw}
 }
 
-// BatchEnds reads only the first and the last event of a protobuf batch
-// body (as DecodeBatch would) and counts the events, skipping over the
-// ones between without decoding them: what a receiver needs to account
-// for a batch it does not deliver. With one event, first and last are the
-// same; with none, both are zero. Errors are DecodeBatch's.
-func BatchEnds(body []byte) (first, last Event, n int, err error) {
-	var d Decoder
-	return d.BatchEnds(body)
+// MaxStampNames is how many attribute names BatchStamps reads at most.
+const MaxStampNames = 4
+
+// Stamps is what BatchStamps reads of one event: its type and the values
+// of the attributes asked for, in the order of their names ("" for one
+// absent or not a ce_string). OK is false when the event could not be
+// read that far (malformed, or without a type).
+type Stamps struct {
+	Type   string
+	Values [MaxStampNames]string
+	OK     bool
 }
 
-// BatchEnds is the package's BatchEnds.
-func (d *Decoder) BatchEnds(body []byte) (first, last Event, n int, err error) {
+// BatchStamps reads only the type and a few string attributes of the
+// first and the last event of a protobuf batch body, and counts the
+// events: what a receiver needs to account for a batch it lets go
+// undecoded (the stamps of a node's batch are numbered one after the
+// other). Nothing else of the events is decoded or checked. With one
+// event, first and last are the same; with none, both are zero. The error
+// is for the batch as a whole, as DecodeBatch's.
+func BatchStamps(body []byte, names ...string) (first, last Stamps, n int, err error) {
+	var d Decoder
+	return d.BatchStamps(body, names...)
+}
+
+// BatchStamps is the package's BatchStamps.
+func (d *Decoder) BatchStamps(body []byte, names ...string) (first, last Stamps, n int, err error) {
+	if len(names) > MaxStampNames {
+		return Stamps{}, Stamps{}, 0, fmt.Errorf("wire: BatchStamps reads at most %d names, not %d", MaxStampNames, len(names))
+	}
 	var firstRaw, lastRaw []byte
 	r := batchReader{fields: fieldReader{b: body}}
 	for raw, ok := r.next(); ok; raw, ok = r.next() {
@@ -532,16 +550,107 @@ func (d *Decoder) BatchEnds(body []byte) (first, last Event, n int, err error) {
 		n++
 	}
 	if r.err != nil {
-		return Event{}, Event{}, 0, r.err
+		return Stamps{}, Stamps{}, 0, r.err
 	}
 	if n == 0 {
-		return Event{}, Event{}, 0, nil
+		return Stamps{}, Stamps{}, 0, nil
 	}
-	first = d.d.event(firstRaw, true)
+	first = d.d.stamps(firstRaw, names)
 	if n == 1 {
 		return first, first, 1, nil
 	}
-	return first, d.d.event(lastRaw, true), n, nil
+	return first, d.d.stamps(lastRaw, names), n, nil
+}
+
+// stamps reads an event's type and the ce_string values of the attributes
+// named.
+func (d *eventDecoder) stamps(raw []byte, names []string) Stamps {
+	var st Stamps
+	hasType := false
+	r := fieldReader{b: raw}
+	for {
+		num, typ, value, _, ok := r.next()
+		if !ok {
+			break
+		}
+		if typ != protowire.BytesType {
+			continue
+		}
+		switch num {
+		case fieldEventType:
+			text, valid := d.text(slotType, value)
+			if !valid {
+				return Stamps{}
+			}
+			st.Type, hasType = text, true
+		case fieldEventAttributes:
+			// The last entry of a name wins, as in a protobuf map.
+			if i, v := d.stampAttribute(value, names); i >= 0 {
+				st.Values[i] = v
+			}
+		}
+	}
+	if r.err != nil || !hasType {
+		return Stamps{}
+	}
+	st.OK = true
+	return st
+}
+
+// stampAttribute reads an attributes map entry: the index in names of its
+// name (-1 if none) and its value, "" unless a string (ce_string or
+// ce_uri_ref, as a decoded extension) of valid UTF-8.
+func (d *eventDecoder) stampAttribute(entry []byte, names []string) (index int, value string) {
+	var name, raw []byte
+	r := fieldReader{b: entry}
+	for {
+		num, typ, v, _, more := r.next()
+		if !more {
+			break
+		}
+		if typ == protowire.BytesType && num == fieldMapKey {
+			name = v
+		} else if typ == protowire.BytesType && num == fieldMapValue {
+			raw = v
+		}
+	}
+	if r.err != nil {
+		return -1, ""
+	}
+	index = -1
+	for i, n := range names {
+		if n == string(name) { // no allocation for the comparison
+			index = i
+			break
+		}
+	}
+	if index < 0 {
+		return -1, ""
+	}
+	var str []byte
+	found := false
+	r = fieldReader{b: raw}
+	for {
+		num, typ, v, _, more := r.next()
+		if !more {
+			break
+		}
+		if (num == fieldValueString || num == fieldValueURIRef) && typ == protowire.BytesType {
+			str, found = v, true
+		} else if num >= fieldValueBoolean && num <= fieldValueTimestamp {
+			found = false // the last member of the oneof wins
+		}
+	}
+	if r.err != nil || !found {
+		return index, ""
+	}
+	// The values of a node's stamps repeat (its name, its run) or are
+	// short (a sequence number): share them by the name's place.
+	text, valid := d.text(slotStamps+index, str)
+	if !valid {
+		return index, ""
+	}
+	return index, text
 }
 
 // decodeProtobuf reads a structured-mode body in the protobuf event format.
@@ -578,7 +687,8 @@ const (
 	slotSpecVersion
 	slotType
 	slotDataContentType
-	slotAttributeNames // the first attribute's name; the i-th is at slotAttributeNames+i
+	slotStamps                                      // the value of BatchStamps' first name; the i-th is at slotStamps+i
+	slotAttributeNames = slotStamps + MaxStampNames // the first attribute's name; the i-th is at slotAttributeNames+i
 )
 
 type lastValue struct {
