@@ -229,41 +229,63 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 }
 
 // TestParkedEventIsNotCountedLost: in fast mode a node checks each
-// publisher's sequence for gaps. An event of a batch that decodes, with
-// its stamps, but is not a valid signal is parked, and it was not lost in
-// transit: the next one from its publisher is no gap.
+// publisher's sequence for gaps. A stamped signal that is not a valid one
+// (an event of a batch that decodes but fails validation; a binary message
+// with a malformed type) is parked, and it was not lost in transit: the
+// next one from its publisher is no gap.
 func TestParkedEventIsNotCountedLost(t *testing.T) {
-	n := startNode(t, Config{Name: "solo", Mode: Fast})
-	nc, parked := watchParked(t, n)
-	box := &inbox{}
-	if _, err := n.Bus().Subscribe("job.*", box); err != nil {
-		t.Fatal(err)
-	}
-	signals := make([]bus.Signal, 3)
-	for i := range signals {
-		signals[i] = bus.Signal{ID: strconv.Itoa(i), Type: "job.run", Source: "/other", Subject: strconv.Itoa(i)}
-	}
-	signals[1].Extensions = map[string]any{"Bad": "x"} // passes the decoder, not validation
-	msg, err := wire.EncodePublished(signals, "", func(i int, dst []wire.Attr) []wire.Attr {
+	stamps := func(i int, dst []wire.Attr) []wire.Attr {
 		return append(dst, wire.Attr{Name: ExtensionNode, Value: "other"}, wire.Attr{Name: ExtensionInstance, Value: "run-1"},
 			wire.Attr{Name: ExtensionSequence, Value: strconv.Itoa(i + 1)})
+	}
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "solo", Mode: Fast, Encoding: enc})
+		nc, parked := watchParked(t, n)
+		box := &inbox{}
+		if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+			t.Fatal(err)
+		}
+		signals := make([]bus.Signal, 3)
+		for i := range signals {
+			signals[i] = bus.Signal{ID: strconv.Itoa(i), Type: "job.run", Source: "/other", Subject: strconv.Itoa(i)}
+		}
+		var msgs []*nats.Msg
+		if enc == ProtobufBatch {
+			signals[1].Extensions = map[string]any{"Bad": "x"} // passes the decoder, not validation
+			msg, err := wire.EncodePublished(signals, "", stamps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, msg)
+		} else {
+			for i, s := range signals {
+				msg, err := wire.Encode(s, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, a := range stamps(i, nil) {
+					msg.Header["ce-"+a.Name] = []string{a.Value}
+				}
+				msgs = append(msgs, msg)
+			}
+			msgs[1].Header["ce-type"] = []string{"job..run"}
+		}
+		for _, msg := range msgs {
+			if err := nc.PublishMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := box.wait(t, 2)
+		if got[0].Subject != "0" || got[1].Subject != "2" {
+			t.Errorf("delivered %q and %q, want 0 and 2", got[0].Subject, got[1].Subject)
+		}
+		if _, err := parked.NextMsg(10 * time.Second); err != nil {
+			t.Fatalf("parked event: %v", err)
+		}
+		if st := n.Stats(); st.Lost != 0 || st.Parked != 1 {
+			t.Errorf("Stats: lost %d, parked %d; want 0 and 1", st.Lost, st.Parked)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.PublishMsg(msg); err != nil {
-		t.Fatal(err)
-	}
-	got := box.wait(t, 2)
-	if got[0].Subject != "0" || got[1].Subject != "2" {
-		t.Errorf("delivered %q and %q, want 0 and 2", got[0].Subject, got[1].Subject)
-	}
-	if _, err := parked.NextMsg(10 * time.Second); err != nil {
-		t.Fatalf("parked event: %v", err)
-	}
-	if st := n.Stats(); st.Lost != 0 || st.Parked != 1 {
-		t.Errorf("Stats: lost %d, parked %d; want 0 and 1", st.Lost, st.Parked)
-	}
 }
 
 // settledMsg is a jetstream.Msg that records how it was settled.

@@ -125,6 +125,11 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 			sig, err := wire.Decode(m)
 			if err != nil {
 				n.park(m, err)
+				// Parked, not lost in transit: its stamps, if it has
+				// any, still count, as an invalid event's of a batch do.
+				if from, seq, ok := binaryStampKey(m); ok {
+					n.sequenceSeen(from, seq, seq)
+				}
 				continue
 			}
 			seen.add(sig)
@@ -165,6 +170,14 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 	r.batchSize.Record(ctx, int64(len(signals)), r.attrs)
 	r.dispatch(signals, origins)
 	span.End()
+}
+
+// binaryStampKey reads a binary-mode message's stamps from its headers.
+func binaryStampKey(m *nats.Msg) (key publisherKey, seq uint64, ok bool) {
+	node, _ := wire.BinaryAttribute(m, ExtensionNode)
+	inst, _ := wire.BinaryAttribute(m, ExtensionInstance)
+	text, _ := wire.BinaryAttribute(m, ExtensionSequence)
+	return stampKey(node, inst, text)
 }
 
 // dispatch hands signals to the bus in one call. The bus refuses a whole
@@ -250,10 +263,7 @@ func (r *receiver) unwanted(m *nats.Msg) bool {
 		if t, _ := wire.BinaryAttribute(m, "type"); t != typ {
 			return false
 		}
-		node, _ := wire.BinaryAttribute(m, ExtensionNode)
-		inst, _ := wire.BinaryAttribute(m, ExtensionInstance)
-		text, _ := wire.BinaryAttribute(m, ExtensionSequence)
-		from, seq, ok := stampKey(node, inst, text)
+		from, seq, ok := binaryStampKey(m)
 		if !ok {
 			return false
 		}
