@@ -409,6 +409,12 @@ func BinaryAttribute(m *nats.Msg, name string) (value string, ok bool) {
 // headerValue returns the value of the header named name in any case,
 // trimmed. collect has checked that all its values agree.
 func headerValue(h nats.Header, name string) (string, bool) {
+	// Writers that follow the binding, this package among them, use the
+	// lower-case name: one map lookup finds it, before every key is tried
+	// in any case.
+	if vs := h[name]; len(vs) > 0 {
+		return trimOWS(vs[0]), true
+	}
 	for k, vs := range h {
 		if len(vs) > 0 && asciiEqualFold(k, name) {
 			return trimOWS(vs[0]), true
