@@ -118,10 +118,11 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		// The loss check must see the numbers in their order of arrival,
 		// and unwanted accounts for its messages at once.
 		seen.flush()
-		if r.unwanted(m) {
+		batch := wire.IsBatch(m)
+		if r.unwanted(m, batch) {
 			continue
 		}
-		if !wire.IsBatch(m) {
+		if !batch {
 			sig, err := wire.Decode(m)
 			if err != nil {
 				n.park(m, err)
@@ -241,7 +242,8 @@ func (r *sequenceRun) flush() {
 	}
 }
 
-// unwanted reports whether m can go undecoded, and accounts for it if so:
+// unwanted reports whether m (a batch message when batch) can go
+// undecoded, and accounts for it if so:
 // a message a node stamped (a signal, or a batch of them, of the type its
 // subject names) for which no subscription on this node's bus wants its
 // type. Its stamps still count for the loss check, read without decoding
@@ -253,13 +255,13 @@ func (r *sequenceRun) flush() {
 // publishes included (that is how they reach its local subscriptions),
 // so a node that publishes a type it does not subscribe to would decode
 // every signal it sends for nothing.
-func (r *receiver) unwanted(m *nats.Msg) bool {
+func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 	n := r.n
 	typ, ok := strings.CutPrefix(m.Subject, n.cfg.Prefix+".")
 	if !ok || n.bus.Wants(typ) {
 		return false
 	}
-	if !wire.IsBatch(m) {
+	if !batch {
 		if t, _ := wire.BinaryAttribute(m, "type"); t != typ {
 			return false
 		}

@@ -627,30 +627,13 @@ func (d *eventDecoder) stampAttribute(entry []byte, names []string) (index int, 
 	if index < 0 {
 		return -1, ""
 	}
-	var str []byte
-	found := false
-	r = fieldReader{b: raw}
-	for {
-		num, typ, v, _, more := r.next()
-		if !more {
-			break
-		}
-		if (num == fieldValueString || num == fieldValueURIRef) && typ == protowire.BytesType {
-			str, found = v, true
-		} else if num >= fieldValueBoolean && num <= fieldValueTimestamp {
-			found = false // the last member of the oneof wins
-		}
-	}
-	if r.err != nil || !found {
-		return index, ""
-	}
 	// The values of a node's stamps repeat (its name, its run) or are
 	// short (a sequence number): share them by the name's place.
-	text, valid := d.text(slotStamps+index, str)
-	if !valid {
+	v, err := d.value(raw, slotStamps+index)
+	if err != nil || (v.field != fieldValueString && v.field != fieldValueURIRef) {
 		return index, ""
 	}
-	return index, text
+	return index, v.str
 }
 
 // decodeProtobuf reads a structured-mode body in the protobuf event format.
@@ -721,7 +704,7 @@ func (d *eventDecoder) extension(name string, raw []byte) (any, error) {
 			slot = i
 		}
 	}
-	typed, err := d.value(raw, false)
+	typed, err := d.value(raw, -1)
 	if err != nil {
 		return nil, err
 	}
@@ -1001,7 +984,11 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte, nameSlot int) erro
 		return nil
 	}
 	// A context attribute: read into its field, never boxed.
-	v, err := d.value(rawValue, name == "datacontenttype")
+	slot := -1
+	if name == "datacontenttype" {
+		slot = slotDataContentType
+	}
+	v, err := d.value(rawValue, slot)
 	if err != nil {
 		return invalid(ReasonBadStructured, fmt.Sprintf("protobuf event: attribute %q", name), err)
 	}
@@ -1044,8 +1031,9 @@ func (d *eventDecoder) attribute(s *bus.Signal, entry []byte, nameSlot int) erro
 }
 
 // value reads a CloudEventAttributeValue; the last member of the oneof
-// present wins, as protobuf readers do. A shared string is interned.
-func (d *eventDecoder) value(b []byte, shared bool) (attrValue, error) {
+// present wins, as protobuf readers do. A string value is shared through
+// the decoder's place slot (see text); a negative slot shares nothing.
+func (d *eventDecoder) value(b []byte, slot int) (attrValue, error) {
 	var v attrValue
 	r := fieldReader{b: b}
 	for {
@@ -1071,8 +1059,8 @@ func (d *eventDecoder) value(b []byte, shared bool) (attrValue, error) {
 			if err = wantType(what, typ, protowire.BytesType); err == nil {
 				v = attrValue{field: num}
 				valid := true
-				if shared {
-					v.str, valid = d.text(slotDataContentType, value)
+				if slot >= 0 {
+					v.str, valid = d.text(slot, value)
 				} else {
 					v.str, valid = string(value), utf8.Valid(value)
 				}
