@@ -243,10 +243,9 @@ func (r *sequenceRun) flush() {
 }
 
 // unwanted reports whether m (a batch message when batch) can go
-// undecoded, and accounts for it if so:
-// a message a node stamped (a signal, or a batch of them, of the type its
-// subject names) for which no subscription on this node's bus wants its
-// type. Its stamps still count for the loss check, read without decoding
+// undecoded, and accounts for it if so: a message a node stamped (a
+// signal, or a batch of them, of the type its subject names) for which no
+// subscription on this node's bus wants its type. Its stamps still count for the loss check, read without decoding
 // the rest. Such a message is not checked here: if it is not a valid
 // CloudEvent, the nodes that want its type park it. Everything else is
 // decoded, and parked here when it is not valid.
