@@ -127,8 +127,9 @@ func (b *Bus) Publish(ctx context.Context, signals ...Signal) error {
 	// so the caller's slice is never written to.
 	own := make([]Signal, len(signals))
 	now := time.Now()
+	ids := newIDRange(now, signals)
 	for i, s := range signals {
-		fill(&s, now)
+		fill(&s, &ids)
 		own[i] = s
 	}
 	return b.publish(ctx, own)
@@ -136,12 +137,14 @@ func (b *Bus) Publish(ctx context.Context, signals ...Signal) error {
 
 var producerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
 
-func fill(s *Signal, now time.Time) {
+// fill gives s what a hand-built signal may lack: an id from ids, the
+// time the ids were reserved for, and the spec version.
+func fill(s *Signal, ids *idRange) {
 	if s.ID == "" {
-		s.ID = newIDAt(now)
+		s.ID = ids.id()
 	}
 	if s.Time.IsZero() {
-		s.Time = now
+		s.Time = ids.now
 	}
 	if s.SpecVersion == "" {
 		s.SpecVersion = SpecVersion
@@ -154,8 +157,9 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 		return nil
 	}
 	start := time.Now() // fills Time: taken even when no metric needs it
+	v := validator{maxData: b.cfg.maxDataSize}
 	for i := range signals {
-		if err := signals[i].validate(b.cfg.maxDataSize); err != nil {
+		if err := v.check(&signals[i]); err != nil {
 			if len(signals) > 1 {
 				err = fmt.Errorf("signal %d of %d: %w", i, len(signals), err)
 			}
@@ -176,11 +180,15 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 	if !uniform {
 		spanName = "send"
 	}
-	if len(signals) == 1 && !trace.SpanContextFromContext(ctx).IsValid() {
+	// Without a tracing SDK the producer context is the caller's own, as
+	// a no-op tracer would leave it: trace context still propagates.
+	producer := trace.SpanContextFromContext(ctx)
+	if len(signals) == 1 && !producer.IsValid() {
 		if _, ok := signals[0].Extensions[extensionTraceParent]; ok {
 			// A signal that arrives carrying trace context (forwarded from
 			// another bus or process) continues that trace.
 			ctx = b.prop.Extract(ctx, extensionCarrier(signals[0].Extensions))
+			producer = trace.SpanContextFromContext(ctx)
 		}
 	}
 	var span trace.Span
@@ -189,10 +197,8 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 		if span.IsRecording() {
 			b.setSendAttributes(span, signals, uniform)
 		}
+		producer = trace.SpanContextFromContext(ctx)
 	}
-	// Without a tracing SDK the producer context is the caller's own, as
-	// a no-op tracer would leave it: trace context still propagates.
-	producer := trace.SpanContextFromContext(ctx)
 	var traceExt map[string]any
 	if producer.IsValid() {
 		traceExt = make(map[string]any, 2)
@@ -204,32 +210,23 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 		return b.send(ctx, span, signals, start, info, uniform, traceExt, measure)
 	}
 
-	var errs []error
 	// sent counts the signals routing reached (the metric: a signal that
 	// reached some subscriptions before ctx ended was sent); routed those
-	// that reached every matching subscription.
-	sent, routed := 0, 0
-	for i := range signals {
-		sent++
-		e := envelope{sig: signals[i], producer: producer, info: info}
-		fill(&e.sig, start)
-		if !uniform {
-			e.info = b.types.get(e.sig.Type)
-		}
-		if traceExt != nil {
-			e.sig.Extensions = withTraceExtensions(e.sig.Extensions, traceExt)
-		}
-		err := b.enqueue(ctx, &e)
-		if !uniform {
-			b.ins.sent.Add(ctx, 1, e.info.sentOpts...)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				break
-			}
-		}
-		routed++
+	// that reached every matching subscription. A signal published alone
+	// (the common case) gets a one-envelope run: it does not pay for
+	// zeroing maxRun of them.
+	p := publishing{signals: signals, info: info, uniform: uniform, producer: producer, traceExt: traceExt,
+		ids: newIDRange(start, signals)}
+	var sent, routed int
+	var errs []error
+	if len(signals) == 1 {
+		// Built in place: no copy, no write barriers.
+		var one [1]envelope
+		one[0] = p.envelope(0, info)
+		sent, routed, errs = b.enqueueRun(ctx, one[:])
+	} else {
+		var many [maxRun]envelope
+		sent, routed, errs = b.routeRuns(ctx, &p, many[:])
 	}
 	if uniform {
 		b.ins.sent.Add(ctx, int64(sent), info.sentOpts...)
@@ -277,8 +274,9 @@ func withTraceExtensions(own, traceExt map[string]any) map[string]any {
 func (b *Bus) send(ctx context.Context, span trace.Span, signals []Signal, start time.Time,
 	info *typeInfo, uniform bool, traceExt map[string]any, measure bool) error {
 	out := make([]Signal, len(signals))
+	ids := newIDRange(start, signals)
 	for i, s := range signals {
-		fill(&s, start)
+		fill(&s, &ids)
 		if traceExt != nil {
 			s.Extensions = withTraceExtensions(s.Extensions, traceExt)
 		}
@@ -343,21 +341,21 @@ func (b *Bus) Dispatch(ctx context.Context, signals ...Signal) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	v := validator{maxData: b.cfg.maxDataSize}
 	for i := range signals {
-		if err := signals[i].validate(b.cfg.maxDataSize); err != nil {
+		if err := v.check(&signals[i]); err != nil {
 			return fmt.Errorf("dispatch: signal %d of %d: %w", i, len(signals), err)
 		}
 	}
 	now := time.Now()
 	var errs []error
-	for _, s := range signals {
-		e := b.received(s, now)
-		if err := b.enqueue(ctx, &e); err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				break
-			}
-		}
+	if len(signals) == 1 {
+		var one [1]envelope
+		one[0] = b.received(signals[0], now)
+		_, _, errs = b.enqueueRun(ctx, one[:])
+	} else {
+		var many [maxRun]envelope
+		errs = b.dispatchRuns(ctx, signals, now, many[:])
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("dispatch: %w", errors.Join(errs...))
@@ -369,7 +367,8 @@ func (b *Bus) Dispatch(ctx context.Context, signals ...Signal) error {
 // filled, with its producer's span context read from its extensions.
 func (b *Bus) received(s Signal, now time.Time) envelope {
 	e := envelope{sig: s, info: b.types.get(s.Type)}
-	fill(&e.sig, now)
+	ids := idRange{now: now} // a transport's signals have ids: none is reserved
+	fill(&e.sig, &ids)
 	if _, ok := s.Extensions[extensionTraceParent]; ok {
 		e.producer = trace.SpanContextFromContext(
 			b.prop.Extract(context.Background(), extensionCarrier(s.Extensions)))
@@ -383,7 +382,13 @@ func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 	if b.history != nil {
 		b.history.add(e.sig)
 	}
-	route := b.router.route(e.info.routes, e.sig.Type)
+	return b.offer(ctx, b.router.route(e.info.routes, e.sig.Type), e, 0, nil)
+}
+
+// offer queues e, the envelope at index at of its run, for route's
+// subscriptions (except those whose count in taken shows they already
+// took it) and for one member of each of route's groups.
+func (b *Bus) offer(ctx context.Context, route *routeEntry, e *envelope, at int, taken []int) error {
 	var errs []error
 	// failed records a subscription's or group's error and tells whether
 	// routing must stop: the bus closed, or ctx ended.
@@ -395,7 +400,10 @@ func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 		errs = append(errs, err)
 		return ctx.Err() != nil
 	}
-	for _, s := range route.subs {
+	for k, s := range route.subs {
+		if k < len(taken) && at < taken[k] {
+			continue
+		}
 		// A subscription closed while the signal was being routed takes
 		// nothing: it had unsubscribed, so the signal was not for it.
 		if _, err := s.offer(ctx, e); err != nil && failed(err) {
@@ -408,6 +416,134 @@ func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxRun is how many envelopes of one type route and Dispatch queue at
+// once: each subscription then takes them under one lock. They are built
+// on the stack, so the run is short.
+const maxRun = 16
+
+// publishing is what route knows of a batch it queues.
+type publishing struct {
+	signals  []Signal
+	info     *typeInfo // of signals[0]
+	uniform  bool      // all of signals[0]'s type
+	producer trace.SpanContext
+	traceExt map[string]any
+	ids      idRange
+}
+
+// envelope makes the envelope of signal i, filled, with the batch's
+// trace context.
+func (p *publishing) envelope(i int, info *typeInfo) envelope {
+	e := envelope{sig: p.signals[i], producer: p.producer, info: info}
+	fill(&e.sig, &p.ids)
+	if p.traceExt != nil {
+		e.sig.Extensions = withTraceExtensions(e.sig.Extensions, p.traceExt)
+	}
+	return e
+}
+
+// routeRuns queues p's signals in runs of one type built in space. It
+// returns how many signals routing reached, how many of those reached
+// every matching subscription, and the errors; it stops after a run that
+// routing did not reach the end of.
+func (b *Bus) routeRuns(ctx context.Context, p *publishing, space []envelope) (sent, routed int, errs []error) {
+	for from := 0; from < len(p.signals); {
+		info := p.info
+		if !p.uniform {
+			info = b.types.get(p.signals[from].Type)
+		}
+		n := 0
+		for ; n < len(space) && from+n < len(p.signals); n++ {
+			if n > 0 && !p.uniform && p.signals[from+n].Type != p.signals[from].Type {
+				break
+			}
+			space[n] = p.envelope(from+n, info)
+		}
+		reached, ok, runErrs := b.enqueueRun(ctx, space[:n])
+		clear(space[:n])
+		sent += reached
+		routed += ok
+		errs = append(errs, runErrs...)
+		if !p.uniform {
+			b.ins.sent.Add(ctx, int64(reached), info.sentOpts...)
+		}
+		if reached < n {
+			break
+		}
+		from += n
+	}
+	return sent, routed, errs
+}
+
+// dispatchRuns is routeRuns for Dispatch: runs of one type built in
+// space from signals a transport received.
+func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time, space []envelope) []error {
+	var errs []error
+	for from := 0; from < len(signals); {
+		n := 0
+		for ; n < len(space) && from+n < len(signals); n++ {
+			if n > 0 && signals[from+n].Type != signals[from].Type {
+				break
+			}
+			space[n] = b.received(signals[from+n], now)
+		}
+		reached, _, runErrs := b.enqueueRun(ctx, space[:n])
+		clear(space[:n])
+		errs = append(errs, runErrs...)
+		if reached < n {
+			break
+		}
+		from += n
+	}
+	return errs
+}
+
+// enqueueRun queues a run of envelopes of one type, in order, as enqueue
+// would one after another, but with one route lookup and, while the
+// subscriptions have room, one queue lock per subscription for the run.
+// It reports how many envelopes routing reached (it stops after one whose
+// error is ErrClosed or came with the end of ctx), how many of those
+// reached everything they should have, and their errors.
+func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached, routed int, errs []error) {
+	if len(envs) == 0 {
+		return 0, 0, nil
+	}
+	route := b.router.route(envs[0].info.routes, envs[0].sig.Type)
+	var takenSpace [8]int
+	taken := takenSpace[:0]
+	whole := len(route.groups) == 0
+	for _, s := range route.subs {
+		n := s.queue.pushRun(envs)
+		taken = append(taken, n)
+		whole = whole && n == len(envs)
+	}
+	if whole {
+		if b.history != nil {
+			for i := range envs {
+				b.history.add(envs[i].sig)
+			}
+		}
+		return len(envs), len(envs), nil
+	}
+	// What the queues had no room for, and the groups, one envelope at a
+	// time: the overflow policies wait, drop or refuse per signal.
+	for i := range envs {
+		if b.history != nil {
+			b.history.add(envs[i].sig)
+		}
+		reached++
+		if err := b.offer(ctx, route, &envs[i], i, taken); err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				break
+			}
+			continue
+		}
+		routed++
+	}
+	return reached, routed, errs
 }
 
 func (b *Bus) setSendAttributes(span trace.Span, signals []Signal, uniform bool) {

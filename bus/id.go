@@ -24,20 +24,59 @@ func newIDAt(now time.Time) string {
 	return formatUUIDv7(nextIDHigh(now), rand.Uint64())
 }
 
-func nextIDHigh(now time.Time) uint64 {
-	// A new millisecond starts its counter at a random point in the lower
-	// half, leaving 2048 increments before the carry.
-	fresh := uint64(now.UnixMilli())<<12 | rand.Uint64N(2048)
+func nextIDHigh(now time.Time) uint64 { return reserveIDs(now, 1) }
+
+// reserveIDs takes n (≥ 1) consecutive values of the id clock for the time
+// now and returns the first: a batch pays for one compare-and-swap, not one
+// per signal.
+func reserveIDs(now time.Time, n int) uint64 {
+	ms := uint64(now.UnixMilli()) << 12
 	for {
 		last := idClock.Load()
-		next := fresh
-		if next <= last {
-			next = last + 1
+		first := last + 1
+		if last < ms {
+			// A new millisecond starts its counter at a random point in
+			// the lower half, leaving 2048 increments before the carry.
+			first = ms | rand.Uint64N(2048)
 		}
-		if idClock.CompareAndSwap(last, next) {
-			return next
+		if idClock.CompareAndSwap(last, first+uint64(n-1)) {
+			return first
 		}
 	}
+}
+
+// idRange hands out the ids of one batch from a range of the id clock
+// reserved at once (see reserveIDs), and reserves one more at a time if
+// the batch takes more than it counted.
+type idRange struct {
+	now  time.Time
+	next uint64
+	left int
+}
+
+// newIDRange reserves an id for each signal without one.
+func newIDRange(now time.Time, signals []Signal) idRange {
+	r := idRange{now: now}
+	missing := 0
+	for i := range signals {
+		if signals[i].ID == "" {
+			missing++
+		}
+	}
+	if missing > 0 {
+		r.next, r.left = reserveIDs(now, missing), missing
+	}
+	return r
+}
+
+func (r *idRange) id() string {
+	if r.left == 0 {
+		r.next, r.left = reserveIDs(r.now, 1), 1
+	}
+	hi := r.next
+	r.next++
+	r.left--
+	return formatUUIDv7(hi, rand.Uint64())
 }
 
 const hexDigits = "0123456789abcdef"
@@ -66,15 +105,15 @@ func formatUUIDv7(hi, random uint64) string {
 	b[15] = byte(random)
 
 	var out [36]byte
-	j := 0
 	for i, v := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out[j] = '-'
-			j++
-		}
-		out[j] = hexDigits[v>>4]
-		out[j+1] = hexDigits[v&0xf]
-		j += 2
+		at := uuidTextOffsets[i]
+		out[at] = hexDigits[v>>4]
+		out[at+1] = hexDigits[v&0xf]
 	}
+	out[8], out[13], out[18], out[23] = '-', '-', '-', '-'
 	return string(out[:])
 }
+
+// uuidTextOffsets is where each byte of a UUID starts in its 8-4-4-4-12
+// text form.
+var uuidTextOffsets = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}

@@ -242,3 +242,40 @@ func TestNextIDHighClockBack(t *testing.T) {
 		t.Fatalf("hi after a clock step back: %#x, %#x, %#x; want increasing", a, b, c)
 	}
 }
+
+func TestReserveIDsTakesARange(t *testing.T) {
+	// A batch reserves its ids at once: the next reservation starts after
+	// the whole range, whatever the clock says.
+	frozen := time.Now()
+	first := reserveIDs(frozen, 64)
+	next := reserveIDs(frozen, 1)
+	if next < first+64 {
+		t.Fatalf("reserveIDs(64) returned %#x and the next call %#x, inside the reserved range", first, next)
+	}
+	if first>>12 < uint64(frozen.UnixMilli()) {
+		t.Errorf("first reserved millisecond %d is behind the clock %d", first>>12, frozen.UnixMilli())
+	}
+}
+
+func TestIDRangeGivesIncreasingIDs(t *testing.T) {
+	// Two of three signals lack an id; the range is asked for four (more
+	// than it reserved): every id must still be a canonical UUIDv7 above
+	// the one before, and above an id made before the range.
+	before := NewID()
+	signals := []Signal{{}, {ID: "given"}, {}}
+	r := newIDRange(time.Now(), signals)
+	if r.left != 2 {
+		t.Fatalf("reserved %d ids for 2 signals without one", r.left)
+	}
+	ids := []string{before}
+	for range 4 {
+		ids = append(ids, r.id())
+	}
+	ids = append(ids, NewID())
+	wantIncreasing(t, ids)
+	for _, id := range ids {
+		if !idV7Re.MatchString(id) {
+			t.Fatalf("id %s is not a canonical UUIDv7", id)
+		}
+	}
+}

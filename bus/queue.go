@@ -109,6 +109,30 @@ func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushRes
 	return pushed, envelope{}, nil
 }
 
+// pushRun appends as many of envs as the queue has room for, in order,
+// under one lock, and returns how many: it never waits and never drops.
+// A closed queue takes none.
+func (q *queue) pushRun(envs []envelope) int {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0
+	}
+	wasEmpty := q.n == 0
+	n := min(len(envs), q.capacity-q.n)
+	for i := range n {
+		q.appendLocked(&envs[i])
+	}
+	q.mu.Unlock()
+	if wasEmpty && n > 0 {
+		select {
+		case q.nonEmpty <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
 func (q *queue) appendLocked(e *envelope) {
 	if q.n == len(q.buf) {
 		grown := make([]envelope, min(q.capacity, 2*len(q.buf)))

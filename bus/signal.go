@@ -155,46 +155,111 @@ func (s Signal) Clone() Signal {
 // with the default data limit (DefaultMaxDataSize). The error names the
 // field and wraps ErrInvalidSignal. An empty ID, Time or SpecVersion is
 // valid here: Publish fills them.
-func (s Signal) Validate() error { return s.validate(DefaultMaxDataSize) }
+func (s Signal) Validate() error {
+	v := validator{maxData: DefaultMaxDataSize}
+	return v.check(&s)
+}
 
-func (s Signal) validate(maxData int) error {
+// validator checks signals one after another. The signals of a batch
+// mostly share their type, source and content type: a string equal to the
+// one the previous signal passed with is not checked again (strings that
+// share their bytes compare equal without reading them), which makes the
+// check of a 64-signal batch several times cheaper per signal than 64
+// checks of one.
+type validator struct {
+	maxData int
+	// The last type, source and content type that passed; "" before any.
+	typ, source, contentType string
+}
+
+func (v *validator) check(s *Signal) error {
+	// The empty checks come first: "" is also what the cache starts with.
 	if s.Type == "" {
 		return fieldError("type", "is empty")
-	}
-	if err := checkType(s.Type); err != nil {
-		return err
 	}
 	if s.Source == "" {
 		return fieldError("source", "is empty")
 	}
-	for _, a := range [...]struct{ field, value string }{
-		{"id", s.ID}, {"source", s.Source}, {"subject", s.Subject},
-		{"datacontenttype", s.DataContentType}, {"dataschema", s.DataSchema},
-	} {
-		// JSON and the NATS binding would replace invalid bytes with
-		// U+FFFD, and two different ids could become one.
-		if !utf8.ValidString(a.value) {
-			return fieldError(a.field, "is not valid UTF-8")
+	if s.Type != v.typ {
+		if err := checkType(s.Type); err != nil {
+			return err
 		}
+		v.typ = s.Type
+	}
+	if s.Source != v.source {
+		if err := checkUTF8("source", s.Source); err != nil {
+			return err
+		}
+		v.source = s.Source
+	}
+	if s.DataContentType != v.contentType {
+		if err := checkUTF8("datacontenttype", s.DataContentType); err != nil {
+			return err
+		}
+		v.contentType = s.DataContentType
+	}
+	if err := checkUTF8("id", s.ID); err != nil {
+		return err
+	}
+	if err := checkUTF8("subject", s.Subject); err != nil {
+		return err
+	}
+	if err := checkUTF8("dataschema", s.DataSchema); err != nil {
+		return err
 	}
 	if s.SpecVersion != "" && s.SpecVersion != SpecVersion {
 		return fieldError("specversion", fmt.Sprintf("is %q, want %q", s.SpecVersion, SpecVersion))
 	}
-	if len(s.Data) > maxData {
-		return fieldError("data", fmt.Sprintf("is %d bytes, over the %d-byte limit", len(s.Data), maxData))
+	if len(s.Data) > v.maxData {
+		return fieldError("data", fmt.Sprintf("is %d bytes, over the %d-byte limit", len(s.Data), v.maxData))
 	}
 	if !s.Time.IsZero() && !inRFC3339Range(s.Time) {
 		return fieldError("time", fmt.Sprintf("%v is outside the years 0-9999 of RFC 3339", s.Time))
 	}
-	for name, v := range s.Extensions {
+	if len(s.Extensions) == 0 {
+		return nil
+	}
+	for name, value := range s.Extensions {
 		if err := checkExtensionName(name); err != nil {
 			return err
 		}
-		if err := checkExtensionValue(name, v); err != nil {
+		if err := checkExtensionValue(name, value); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkUTF8 refuses a string attribute that is not valid UTF-8: JSON and
+// the NATS binding would replace invalid bytes with U+FFFD, and two
+// different ids could become one.
+func checkUTF8(field, value string) error {
+	if !validUTF8(value) {
+		return fieldError(field, "is not valid UTF-8")
+	}
+	return nil
+}
+
+// validUTF8 is utf8.ValidString with a faster walk over an ASCII prefix,
+// eight bytes at a time: the attributes checked per signal are short and
+// ASCII.
+func validUTF8(s string) bool {
+	for len(s) >= 8 {
+		// One 8-byte load: the compiler merges these.
+		_ = s[7]
+		w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+		if w&0x8080808080808080 != 0 {
+			break
+		}
+		s = s[8:]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return utf8.ValidString(s[i:])
+		}
+	}
+	return true
 }
 
 func fieldError(field, problem string) error {
@@ -220,9 +285,16 @@ func checkType(t string) error {
 	return nil
 }
 
-func isSegmentByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
-}
+func isSegmentByte(c byte) bool { return segmentBytes[c] }
+
+// segmentBytes is [A-Za-z0-9_-] as a table: one load per byte of every
+// published type.
+var segmentBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+	}
+	return t
+}()
 
 // isReservedAttribute reports whether name is a CloudEvents context
 // attribute (or one of the JSON format's data members), which cannot be
@@ -258,9 +330,19 @@ func checkExtensionName(name string) error {
 // inRFC3339Range reports whether t's year has the four digits RFC 3339
 // writes: a CloudEvents time must be one, in every format.
 func inRFC3339Range(t time.Time) bool {
+	// Inside these bounds the year has four digits in every time zone
+	// (offsets are under a day); only times near the edges pay for Year.
+	if t.After(rfc3339SafeStart) && t.Before(rfc3339SafeEnd) {
+		return true
+	}
 	y := t.Year()
 	return y >= 0 && y <= 9999
 }
+
+var (
+	rfc3339SafeStart = time.Date(0, time.January, 3, 0, 0, 0, 0, time.UTC)
+	rfc3339SafeEnd   = time.Date(9999, time.December, 29, 0, 0, 0, 0, time.UTC)
+)
 
 // checkInt32 enforces the range of the CloudEvents Integer type (32-bit
 // signed): consumers in other languages reject anything wider.
@@ -274,7 +356,7 @@ func checkInt32(name string, v int64) error {
 func checkExtensionValue(name string, v any) error {
 	switch u := v.(type) {
 	case string:
-		if !utf8.ValidString(u) {
+		if !validUTF8(u) {
 			return fieldError(fmt.Sprintf("extension %q", name), "is not valid UTF-8")
 		}
 		return nil

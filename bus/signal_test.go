@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -391,6 +392,23 @@ func TestSignalValidate(t *testing.T) {
 		{name: "time year 10000", sig: with(func(s *bus.Signal) { s.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }), field: "time"},
 		{name: "time year -1", sig: with(func(s *bus.Signal) { s.Time = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC) }), field: "time"},
 		{name: "extension time year 10000", sig: ext("at", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)), field: `extension "at"`},
+		// The year is the one RFC 3339 writes: in the time's own zone.
+		{name: "time year 9999 in UTC, 10000 in its zone", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC).In(time.FixedZone("ahead", 14*3600))
+		}), field: "time"},
+		{name: "time year 0 in UTC, -1 in its zone", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(0, 1, 1, 1, 0, 0, 0, time.UTC).In(time.FixedZone("behind", -12*3600))
+		}), field: "time"},
+		{name: "time year 10000 in UTC, 9999 in its zone", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(10000, 1, 1, 1, 0, 0, 0, time.UTC).In(time.FixedZone("behind", -12*3600))
+		})},
+
+		// Strings JSON and the NATS binding would alter.
+		{name: "id not UTF-8", sig: with(func(s *bus.Signal) { s.ID = "\xff" }), field: "id"},
+		{name: "source not UTF-8", sig: with(func(s *bus.Signal) { s.Source = "/\xff" }), field: "source"},
+		{name: "subject not UTF-8", sig: with(func(s *bus.Signal) { s.Subject = "\xfe" }), field: "subject"},
+		{name: "datacontenttype not UTF-8", sig: with(func(s *bus.Signal) { s.DataContentType = "text/\xff" }), field: "datacontenttype"},
+		{name: "dataschema not UTF-8", sig: with(func(s *bus.Signal) { s.DataSchema = "\xff" }), field: "dataschema"},
 
 		// Spec version and data.
 		{name: "specversion 0.3", sig: with(func(s *bus.Signal) { s.SpecVersion = "0.3" }), field: "specversion"},
@@ -400,16 +418,30 @@ func TestSignalValidate(t *testing.T) {
 			s.Data = make([]byte, bus.DefaultMaxDataSize+1)
 		}), field: "data"},
 	}
+	b, err := bus.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.sig.Validate()
+			// Within a batch, attributes equal to the previous signal's
+			// are not checked again: the verdict must not change.
+			// sigBase differs from each case in one attribute at most.
+			batchErr := b.Publish(context.Background(), sigBase(), tc.sig)
 			if tc.field == "" {
 				if err != nil {
 					t.Fatalf("Validate: %v", err)
 				}
+				if batchErr != nil {
+					t.Fatalf("Publish after a valid signal: %v", batchErr)
+				}
 				return
 			}
 			wantSignalError(t, err, bus.ErrInvalidSignal, tc.field)
+			wantSignalError(t, batchErr, bus.ErrInvalidSignal, "signal 1 of 2")
+			wantSignalError(t, batchErr, bus.ErrInvalidSignal, tc.field)
 		})
 	}
 }

@@ -112,7 +112,8 @@ func (s *Subscription) feed(ctx context.Context, sig Signal, done func(error)) e
 	if b.closed.Load() {
 		return fmt.Errorf("feed subscription %q: %w", s.cfg.name, ErrClosed)
 	}
-	if err := sig.validate(b.cfg.maxDataSize); err != nil {
+	v := validator{maxData: b.cfg.maxDataSize}
+	if err := v.check(&sig); err != nil {
 		return fmt.Errorf("feed subscription %q: %w", s.cfg.name, err)
 	}
 	e := b.received(sig, time.Now())

@@ -116,6 +116,7 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 // attribute set of its metrics and its route, so the hot path builds no
 // strings and makes one map lookup per type.
 type typeInfo struct {
+	typ         string // "" for the shared "_OTHER" entry
 	sendName    string
 	processName string
 	sentOpts    []metric.AddOption
@@ -126,6 +127,10 @@ type typeInfo struct {
 }
 
 type typeInfoCache struct {
+	// last is the entry get returned last: a publisher usually publishes
+	// one type again and again, and comparing one string is cheaper than
+	// hashing it for the map.
+	last  atomic.Pointer[typeInfo]
 	m     sync.Map // type → *typeInfo
 	n     atomic.Int64
 	bus   attribute.KeyValue
@@ -148,8 +153,13 @@ func (c *typeInfoCache) lookup(typ string) *typeInfo {
 }
 
 func (c *typeInfoCache) get(typ string) *typeInfo {
+	if last := c.last.Load(); last != nil && last.typ == typ {
+		return last
+	}
 	if v, ok := c.m.Load(typ); ok {
-		return v.(*typeInfo)
+		ti := v.(*typeInfo)
+		c.last.Store(ti)
+		return ti
 	}
 	if c.n.Load() >= maxTypeAttributeSets {
 		// Metric attributes must stay bounded, and so must this cache; types
@@ -177,6 +187,7 @@ func (c *typeInfoCache) build(typ string) *typeInfo {
 		}
 	}
 	return &typeInfo{
+		typ:         typ,
 		sendName:    "send " + typ,
 		processName: "process " + typ,
 		sentOpts:    []metric.AddOption{metric.WithAttributeSet(set)},
