@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -912,5 +913,167 @@ func TestWantsTellsWhetherDispatchWouldReachAnything(t *testing.T) {
 	}
 	if withHistory := newBus(t, bus.WithHistory(10)); !withHistory.Wants("anything") {
 		t.Error("a bus with history does not want a signal no subscription matches; its history would miss it")
+	}
+}
+
+// TestOverflowPoliciesWithBatches publishes batches larger than the room a
+// subscription's queue has while its worker is held: the batch is queued
+// in runs under one lock while there is room, and the rest must meet the
+// policy signal by signal, in order.
+func TestOverflowPoliciesWithBatches(t *testing.T) {
+	const queueSize, batchSize = 4, 40 // more than one run, more than the room
+	batch := func(t *testing.T) []bus.Signal {
+		signals := make([]bus.Signal, batchSize)
+		for i := range signals {
+			signals[i] = mustSignal(t, "q.batch", nil, bus.WithSubject(strconv.Itoa(i)))
+		}
+		return signals
+	}
+	// held subscribes h behind a worker that is held on a first signal
+	// until release is closed.
+	held := func(t *testing.T, b *bus.Bus, h *recorder, opts ...bus.SubscribeOption) (release func()) {
+		inHandler, hold := make(chan struct{}), make(chan struct{})
+		mustSubscribe(t, b, "q.*", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+			if s.Type == "q.first" {
+				close(inHandler)
+				<-hold
+			}
+			return h.Handle(ctx, s)
+		}), append([]bus.SubscribeOption{bus.WithQueueSize(queueSize)}, opts...)...)
+		if err := b.Publish(context.Background(), mustSignal(t, "q.first", nil)); err != nil {
+			t.Fatal(err)
+		}
+		<-inHandler
+		return sync.OnceFunc(func() { close(hold) })
+	}
+	subjects := func(r *recorder) []int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var out []int
+		for _, s := range r.signals {
+			if s.Type == "q.batch" {
+				out = append(out, seqOf(t, s))
+			}
+		}
+		return out
+	}
+	span := func(from, to int) []int {
+		var out []int
+		for i := from; i < to; i++ {
+			out = append(out, i)
+		}
+		return out
+	}
+
+	t.Run("block waits for room and delivers all in order", func(t *testing.T) {
+		b := newBus(t)
+		var r recorder
+		release := held(t, b, &r)
+		defer release()
+		// The held worker never makes room: Publish waits until ctx ends,
+		// with the first queueSize signals queued.
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		err := b.Publish(ctx, batch(t)...)
+		want := fmt.Sprintf("%d of %d signals routed", queueSize, batchSize)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Publish into a held queue = %v, want DeadlineExceeded and %q", err, want)
+		}
+		release()
+		// Now the worker runs: a batch ten times the queue waits for room
+		// signal by signal and arrives whole.
+		if err := b.Publish(context.Background(), batch(t)...); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		waitFor(t, "the second batch", func() bool { return len(subjects(&r)) == queueSize+batchSize })
+		if got, want := subjects(&r), append(span(0, queueSize), span(0, batchSize)...); !slices.Equal(got, want) {
+			t.Errorf("handled %v, want %v", got, want)
+		}
+	})
+	t.Run("reject refuses what has no room and keeps the rest in order", func(t *testing.T) {
+		b := newBus(t)
+		var r, roomy recorder
+		release := held(t, b, &r, bus.WithOverflow(bus.Reject))
+		defer release()
+		mustSubscribe(t, b, "q.batch", &roomy)
+		err := b.Publish(context.Background(), batch(t)...)
+		want := fmt.Sprintf("%d of %d signals routed", queueSize, batchSize)
+		if !errors.Is(err, bus.ErrQueueFull) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Publish = %v, want ErrQueueFull and %q", err, want)
+		}
+		release()
+		waitFor(t, "the queued signals", func() bool { return len(subjects(&r)) == queueSize && roomy.len() == batchSize })
+		if got := subjects(&r); !slices.Equal(got, span(0, queueSize)) {
+			t.Errorf("the rejecting subscription handled %v, want the first %d", got, queueSize)
+		}
+		if got := subjects(&roomy); !slices.Equal(got, span(0, batchSize)) {
+			t.Errorf("the subscription with room handled %v, want all %d in order", got, batchSize)
+		}
+	})
+	t.Run("drop oldest keeps the newest in order", func(t *testing.T) {
+		b := newBus(t)
+		var r recorder
+		release := held(t, b, &r, bus.WithOverflow(bus.DropOldest))
+		if err := b.Publish(context.Background(), batch(t)...); err != nil {
+			t.Fatalf("Publish = %v; DropOldest never fails", err)
+		}
+		release()
+		waitFor(t, "the newest signals", func() bool { return len(subjects(&r)) == queueSize })
+		if got := subjects(&r); !slices.Equal(got, span(batchSize-queueSize, batchSize)) {
+			t.Errorf("handled %v, want the last %d", got, queueSize)
+		}
+	})
+}
+
+// TestMixedTypeBatchKeepsOrder publishes a batch whose types change every
+// few signals (runs of one type are queued together): every subscription
+// and the history must still see the batch in publish order.
+func TestMixedTypeBatchKeepsOrder(t *testing.T) {
+	b := newBus(t, bus.WithHistory(1000))
+	var all, onlyA recorder
+	mustSubscribe(t, b, "m.*", &all)
+	mustSubscribe(t, b, "m.a", &onlyA)
+	var signals []bus.Signal
+	var wantA []string
+	for i := range 100 {
+		typ := []string{"m.a", "m.b", "m.c"}[i/7%3]
+		signals = append(signals, mustSignal(t, typ, nil, bus.WithSubject(strconv.Itoa(i))))
+		if typ == "m.a" {
+			wantA = append(wantA, strconv.Itoa(i))
+		}
+	}
+	if err := b.Publish(context.Background(), signals...); err != nil {
+		t.Fatal(err)
+	}
+	subjectsOf := func(signals []bus.Signal) []string {
+		out := make([]string, len(signals))
+		for i, s := range signals {
+			out[i] = s.Subject
+		}
+		return out
+	}
+	want := subjectsOf(signals)
+	waitFor(t, "every signal", func() bool { return all.len() == len(signals) && onlyA.len() == len(wantA) })
+	all.mu.Lock()
+	got := subjectsOf(all.signals)
+	all.mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("m.* handled %v, want %v", got, want)
+	}
+	onlyA.mu.Lock()
+	gotA := subjectsOf(onlyA.signals)
+	onlyA.mu.Unlock()
+	if !slices.Equal(gotA, wantA) {
+		t.Errorf("m.a handled %v, want %v", gotA, wantA)
+	}
+	var replayed []bus.Signal
+	if err := b.Replay(context.Background(), "m.**", time.Time{}, bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+		replayed = append(replayed, s)
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if got := subjectsOf(replayed); !slices.Equal(got, want) {
+		t.Errorf("Replay gave %v, want %v", got, want)
 	}
 }
