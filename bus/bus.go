@@ -223,7 +223,11 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 		// Built in place: no copy, no write barriers.
 		var one [1]envelope
 		one[0] = p.envelope(0, info)
-		sent, routed, errs = b.enqueueRun(ctx, one[:])
+		var stopped bool
+		sent, stopped, errs = b.enqueueRun(ctx, one[:])
+		if routed = sent; stopped {
+			routed--
+		}
 	} else {
 		var many [maxRun]envelope
 		sent, routed, errs = b.routeRuns(ctx, &p, many[:])
@@ -382,13 +386,12 @@ func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
 	if b.history != nil {
 		b.history.add(e.sig)
 	}
-	return b.offer(ctx, b.router.route(e.info.routes, e.sig.Type), e, 0, nil)
+	return b.offer(ctx, b.router.route(e.info.routes, e.sig.Type), e)
 }
 
-// offer queues e, the envelope at index at of its run, for route's
-// subscriptions (except those whose count in taken shows they already
-// took it) and for one member of each of route's groups.
-func (b *Bus) offer(ctx context.Context, route *routeEntry, e *envelope, at int, taken []int) error {
+// offer queues e for route's subscriptions and for one member of each of
+// route's groups.
+func (b *Bus) offer(ctx context.Context, route *routeEntry, e *envelope) error {
 	var errs []error
 	// failed records a subscription's or group's error and tells whether
 	// routing must stop: the bus closed, or ctx ended.
@@ -400,10 +403,7 @@ func (b *Bus) offer(ctx context.Context, route *routeEntry, e *envelope, at int,
 		errs = append(errs, err)
 		return ctx.Err() != nil
 	}
-	for k, s := range route.subs {
-		if k < len(taken) && at < taken[k] {
-			continue
-		}
+	for _, s := range route.subs {
 		// A subscription closed while the signal was being routed takes
 		// nothing: it had unsubscribed, so the signal was not for it.
 		if _, err := s.offer(ctx, e); err != nil && failed(err) {
@@ -445,9 +445,9 @@ func (p *publishing) envelope(i int, info *typeInfo) envelope {
 }
 
 // routeRuns queues p's signals in runs of one type built in space. It
-// returns how many signals routing reached, how many of those reached
-// every matching subscription, and the errors; it stops after a run that
-// routing did not reach the end of.
+// returns how many signals routing reached, how many of those it did not
+// stop at (all, or all but the last), and the errors; it stops where
+// routing stopped.
 func (b *Bus) routeRuns(ctx context.Context, p *publishing, space []envelope) (sent, routed int, errs []error) {
 	for from := 0; from < len(p.signals); {
 		info := p.info
@@ -461,15 +461,16 @@ func (b *Bus) routeRuns(ctx context.Context, p *publishing, space []envelope) (s
 			}
 			space[n] = p.envelope(from+n, info)
 		}
-		reached, ok, runErrs := b.enqueueRun(ctx, space[:n])
+		reached, stopped, runErrs := b.enqueueRun(ctx, space[:n])
 		clear(space[:n])
 		sent += reached
-		routed += ok
+		routed += reached
 		errs = append(errs, runErrs...)
 		if !p.uniform {
 			b.ins.sent.Add(ctx, int64(reached), info.sentOpts...)
 		}
-		if reached < n {
+		if stopped {
+			routed-- // the signal routing stopped at
 			break
 		}
 		from += n
@@ -489,10 +490,10 @@ func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time,
 			}
 			space[n] = b.received(signals[from+n], now)
 		}
-		reached, _, runErrs := b.enqueueRun(ctx, space[:n])
+		_, stopped, runErrs := b.enqueueRun(ctx, space[:n])
 		clear(space[:n])
 		errs = append(errs, runErrs...)
-		if reached < n {
+		if stopped {
 			break
 		}
 		from += n
@@ -501,49 +502,35 @@ func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time,
 }
 
 // enqueueRun queues a run of envelopes of one type, in order, as enqueue
-// would one after another, but with one route lookup and, while the
-// subscriptions have room, one queue lock per subscription for the run.
-// It reports how many envelopes routing reached (it stops after one whose
-// error is ErrClosed or came with the end of ctx), how many of those
-// reached everything they should have, and their errors.
-func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached, routed int, errs []error) {
+// would one after another, with one route lookup. When every subscription
+// the type routes to has room for the whole run (and there is no group),
+// the run goes to all of them at once, under their locks held together
+// (see pushRunToAll); otherwise one signal at a time, as enqueue, so the
+// overflow policies wait, drop or refuse per signal, and routing that
+// stops (ctx ended, bus closed) stops at one signal for every
+// subscription. It reports how many envelopes routing reached, whether it
+// stopped at the last of them, and their errors.
+func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached int, stopped bool, errs []error) {
 	if len(envs) == 0 {
-		return 0, 0, nil
+		return 0, false, nil
 	}
 	route := b.router.route(envs[0].info.routes, envs[0].sig.Type)
-	var takenSpace [8]int
-	taken := takenSpace[:0]
-	whole := len(route.groups) == 0
-	for _, s := range route.subs {
-		n := s.queue.pushRun(envs)
-		taken = append(taken, n)
-		whole = whole && n == len(envs)
+	if pushRunToAll(route.runQueues, envs, b.history) {
+		return len(envs), false, nil
 	}
-	if whole {
-		if b.history != nil {
-			for i := range envs {
-				b.history.add(envs[i].sig)
-			}
-		}
-		return len(envs), len(envs), nil
-	}
-	// What the queues had no room for, and the groups, one envelope at a
-	// time: the overflow policies wait, drop or refuse per signal.
 	for i := range envs {
 		if b.history != nil {
 			b.history.add(envs[i].sig)
 		}
 		reached++
-		if err := b.offer(ctx, route, &envs[i], i, taken); err != nil {
+		if err := b.offer(ctx, route, &envs[i]); err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
-				break
+				return reached, true, errs
 			}
-			continue
 		}
-		routed++
 	}
-	return reached, routed, errs
+	return reached, false, errs
 }
 
 func (b *Bus) setSendAttributes(span trace.Span, signals []Signal, uniform bool) {

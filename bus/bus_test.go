@@ -996,10 +996,11 @@ func TestOverflowPoliciesWithBatches(t *testing.T) {
 		release := held(t, b, &r, bus.WithOverflow(bus.Reject))
 		defer release()
 		mustSubscribe(t, b, "q.batch", &roomy)
+		// Refusals do not stop routing: every signal was routed, and
+		// those refused are named in the error.
 		err := b.Publish(context.Background(), batch(t)...)
-		want := fmt.Sprintf("%d of %d signals routed", queueSize, batchSize)
-		if !errors.Is(err, bus.ErrQueueFull) || !strings.Contains(err.Error(), want) {
-			t.Fatalf("Publish = %v, want ErrQueueFull and %q", err, want)
+		if !errors.Is(err, bus.ErrQueueFull) || strings.Contains(err.Error(), "signals routed") {
+			t.Fatalf("Publish = %v, want ErrQueueFull, with no signal unrouted", err)
 		}
 		release()
 		waitFor(t, "the queued signals", func() bool { return len(subjects(&r)) == queueSize && roomy.len() == batchSize })
@@ -1075,5 +1076,145 @@ func TestMixedTypeBatchKeepsOrder(t *testing.T) {
 	}
 	if got := subjectsOf(replayed); !slices.Equal(got, want) {
 		t.Errorf("Replay gave %v, want %v", got, want)
+	}
+}
+
+// TestStoppedBatchReachesNoSubscriptionPastTheStop publishes a batch while
+// one matching subscription (or group) is held with a full Block queue,
+// until ctx ends: routing stops at the first signal, so no other
+// subscription may get any signal after it (Publish says they were not
+// routed: a caller that publishes them again must not make duplicates),
+// and the history holds exactly what routing reached.
+func TestStoppedBatchReachesNoSubscriptionPastTheStop(t *testing.T) {
+	for _, group := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group=%v", group), func(t *testing.T) {
+			b := newBus(t, bus.WithHistory(100))
+			var roomy recorder
+			roomySub := mustSubscribe(t, b, "z.batch", &roomy)
+			in, hold := make(chan struct{}), make(chan struct{})
+			opts := []bus.SubscribeOption{bus.WithQueueSize(1)}
+			if group {
+				opts = append(opts, bus.WithGroup("g"))
+			}
+			mustSubscribe(t, b, "z.*", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+				if s.Type == "z.first" {
+					close(in)
+					<-hold
+				}
+				return nil
+			}), opts...)
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release()
+			ctx := context.Background()
+			if err := b.Publish(ctx, mustSignal(t, "z.first", nil)); err != nil {
+				t.Fatal(err)
+			}
+			<-in
+			if err := b.Publish(ctx, mustSignal(t, "z.fill", nil)); err != nil { // the queue is full
+				t.Fatal(err)
+			}
+			var batch []bus.Signal
+			for i := range 40 {
+				batch = append(batch, mustSignal(t, "z.batch", nil, bus.WithSubject(strconv.Itoa(i))))
+			}
+			short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+			defer cancel()
+			err := b.Publish(short, batch...)
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "0 of 40 signals routed") {
+				t.Fatalf("Publish = %v, want DeadlineExceeded and 0 of 40 signals routed", err)
+			}
+			release()
+			if err := roomySub.Close(); err != nil { // handles what is queued, then stops
+				t.Fatal(err)
+			}
+			var history []bus.Signal
+			if err := b.Replay(ctx, "z.batch", time.Time{}, bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+				history = append(history, s)
+				return nil
+			})); err != nil {
+				t.Fatal(err)
+			}
+			if len(history) != 1 || history[0].Subject != "0" {
+				t.Errorf("the history holds %d of the batch, want the one routing reached (0)", len(history))
+			}
+			if n := roomy.len(); n > len(history) {
+				t.Errorf("a subscription got %d signals of the batch; routing reached %d", n, len(history))
+			}
+		})
+	}
+}
+
+// TestHandlerReplaysItsOwnSignal: a signal is in the history before any
+// handler runs on it, also when it came in a batch.
+func TestHandlerReplaysItsOwnSignal(t *testing.T) {
+	const batches, size = 50, 16
+	b := newBus(t, bus.WithHistory(batches*size))
+	var missing, seen atomic.Int64
+	mustSubscribe(t, b, "v.x", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		found := false
+		if err := b.Replay(ctx, "v.x", time.Time{}, bus.HandlerFunc(func(_ context.Context, r bus.Signal) error {
+			found = found || r.ID == s.ID
+			return nil
+		})); err != nil {
+			return err
+		}
+		if !found {
+			missing.Add(1)
+		}
+		seen.Add(1)
+		return nil
+	}))
+	for range batches {
+		signals := make([]bus.Signal, size)
+		for i := range signals {
+			signals[i] = mustSignal(t, "v.x", nil)
+		}
+		if err := b.Publish(context.Background(), signals...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every signal handled", func() bool { return seen.Load() == batches*size })
+	if n := missing.Load(); n > 0 {
+		t.Errorf("%d of %d handlers did not find their signal in the history", n, batches*size)
+	}
+}
+
+// TestDispatchMixedTypes dispatches a batch whose types change (queued in
+// runs of one type): each subscription gets its own type's signals, in
+// order, and nothing else.
+func TestDispatchMixedTypes(t *testing.T) {
+	b := newBus(t)
+	var a, c recorder
+	mustSubscribe(t, b, "a.x", &a)
+	mustSubscribe(t, b, "b.y", &c)
+	var signals []bus.Signal
+	var wantA, wantB []string
+	for i := range 40 {
+		typ := []string{"a.x", "b.y"}[i/3%2]
+		s := mustSignal(t, typ, nil, bus.WithSubject(strconv.Itoa(i)))
+		signals = append(signals, s)
+		if typ == "a.x" {
+			wantA = append(wantA, s.Subject)
+		} else {
+			wantB = append(wantB, s.Subject)
+		}
+	}
+	if err := b.Dispatch(context.Background(), signals...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both subscriptions", func() bool { return a.len() == len(wantA) && c.len() == len(wantB) })
+	for _, tc := range []struct {
+		r    *recorder
+		want []string
+	}{{&a, wantA}, {&c, wantB}} {
+		tc.r.mu.Lock()
+		var got []string
+		for _, s := range tc.r.signals {
+			got = append(got, s.Subject)
+		}
+		tc.r.mu.Unlock()
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("got %v, want %v", got, tc.want)
+		}
 	}
 }

@@ -14,8 +14,12 @@ import (
 // wall clock until the clock catches up, as the RFC allows.
 var idClock atomic.Uint64
 
-// NewID returns a new UUIDv7 in its canonical 36-character form. Ids made by
-// one process sort (as strings and as bytes) in the order they were made.
+// NewID returns a new UUIDv7 in its canonical 36-character form. Ids are
+// unique within the process and sort (as strings and as bytes) in the
+// order they were taken from its clock: ids one goroutine makes one after
+// another increase. Publish takes a batch's ids from the clock at once, so
+// an id NewID makes on another goroutine meanwhile sorts after the whole
+// batch.
 func NewID() string { return newIDAt(time.Now()) }
 
 // newIDAt makes an id for the time now, so that Publish, which reads the

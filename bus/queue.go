@@ -1,8 +1,11 @@
 package bus
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -32,6 +35,7 @@ func (e *envelope) finish(err error) {
 // head atomically, and so that memory grows with use, not with capacity:
 // a bus with 100 000 idle subscriptions does not hold 100 000 full buffers.
 type queue struct {
+	order    uint64 // creation order: the order pushRunToAll locks queues in
 	mu       sync.Mutex
 	buf      []envelope // ring; len(buf) grows up to capacity
 	head, n  int
@@ -45,9 +49,12 @@ type queue struct {
 	space chan struct{}
 }
 
+// queuesMade numbers queues in creation order.
+var queuesMade atomic.Uint64
+
 func newQueue(capacity int) *queue {
 	initial := min(capacity, 16)
-	return &queue{buf: make([]envelope, initial), capacity: capacity, nonEmpty: make(chan struct{}, 1)}
+	return &queue{order: queuesMade.Add(1), buf: make([]envelope, initial), capacity: capacity, nonEmpty: make(chan struct{}, 1)}
 }
 
 type pushResult int
@@ -101,36 +108,77 @@ func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushRes
 	q.appendLocked(e)
 	q.mu.Unlock()
 	if wasEmpty {
-		select {
-		case q.nonEmpty <- struct{}{}:
-		default:
-		}
+		q.wake()
 	}
 	return pushed, envelope{}, nil
 }
 
-// pushRun appends as many of envs as the queue has room for, in order,
-// under one lock, and returns how many: it never waits and never drops.
-// A closed queue takes none.
-func (q *queue) pushRun(envs []envelope) int {
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return 0
+// maxRunQueues bounds how many queues pushRunToAll locks at once: a type
+// routed to more subscriptions queues its signals one at a time.
+const maxRunQueues = 8
+
+// runQueuesOf returns the queues of subs in the order pushRunToAll locks
+// them (by creation), or nil when the run path does not apply.
+func runQueuesOf(subs []*Subscription) []*queue {
+	if len(subs) == 0 || len(subs) > maxRunQueues {
+		return nil
 	}
-	wasEmpty := q.n == 0
-	n := min(len(envs), q.capacity-q.n)
-	for i := range n {
-		q.appendLocked(&envs[i])
+	qs := make([]*queue, len(subs))
+	for i, s := range subs {
+		qs[i] = s.queue
 	}
-	q.mu.Unlock()
-	if wasEmpty && n > 0 {
-		select {
-		case q.nonEmpty <- struct{}{}:
-		default:
+	slices.SortFunc(qs, func(a, b *queue) int { return cmp.Compare(a.order, b.order) })
+	return slices.CompactFunc(qs, func(a, b *queue) bool { return a == b })
+}
+
+// pushRunToAll appends envs to every queue of qs, and records them in
+// history (if any), when every queue is open and has room for all of
+// them; otherwise it changes nothing and returns false. The queues stay
+// locked together until the run is in all of them and in the history, so
+// no worker (nor a Replay from a handler) sees part of it: the outcome is
+// that of pushing the signals one by one, each to every queue. Queues are
+// locked in creation order (qs is sorted so), which rules out deadlock
+// between publishers locking overlapping sets.
+func pushRunToAll(qs []*queue, envs []envelope, h *history) bool {
+	if len(qs) == 0 {
+		return false
+	}
+	for i, q := range qs {
+		q.mu.Lock()
+		if q.closed || q.capacity-q.n < len(envs) {
+			for _, held := range qs[:i+1] {
+				held.mu.Unlock()
+			}
+			return false
 		}
 	}
-	return n
+	var wasEmpty [maxRunQueues]bool
+	for i, q := range qs {
+		wasEmpty[i] = q.n == 0
+		for j := range envs {
+			q.appendLocked(&envs[j])
+		}
+	}
+	if h != nil {
+		for j := range envs {
+			h.add(envs[j].sig)
+		}
+	}
+	for i, q := range qs {
+		q.mu.Unlock()
+		if wasEmpty[i] {
+			q.wake()
+		}
+	}
+	return true
+}
+
+// wake tells the worker the queue has something, if it was not told yet.
+func (q *queue) wake() {
+	select {
+	case q.nonEmpty <- struct{}{}:
+	default:
+	}
 }
 
 func (q *queue) appendLocked(e *envelope) {
@@ -189,10 +237,7 @@ func (q *queue) close() {
 		close(q.space)
 		q.space = nil
 	}
-	select {
-	case q.nonEmpty <- struct{}{}:
-	default:
-	}
+	q.wake()
 }
 
 // discard empties the queue, telling each envelope's feeder err, and

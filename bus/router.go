@@ -43,6 +43,10 @@ type routeEntry struct {
 	gen    uint64
 	subs   []*Subscription
 	groups [][]*Subscription // members of one group each, in subscription order
+	// runQueues are the subscriptions' queues in the order a run of
+	// signals locks them (see pushRunToAll); nil when the type routes to
+	// a group or to more than maxRunQueues subscriptions.
+	runQueues []*queue
 }
 
 // newRouteEntry splits matched subscriptions into the ungrouped ones and
@@ -65,6 +69,9 @@ func newRouteEntry(gen uint64, matched []*Subscription) *routeEntry {
 			e.groups = append(e.groups, nil)
 		}
 		e.groups[i] = append(e.groups[i], s)
+	}
+	if len(e.groups) == 0 {
+		e.runQueues = runQueuesOf(e.subs)
 	}
 	return e
 }

@@ -173,12 +173,11 @@ type validator struct {
 }
 
 func (v *validator) check(s *Signal) error {
-	// The empty checks come first: "" is also what the cache starts with.
+	// The checks come in the order Validate always made them, so that a
+	// signal with several faults is refused for the same one. The empty
+	// checks are not cached: "" is also what the cache starts with.
 	if s.Type == "" {
 		return fieldError("type", "is empty")
-	}
-	if s.Source == "" {
-		return fieldError("source", "is empty")
 	}
 	if s.Type != v.typ {
 		if err := checkType(s.Type); err != nil {
@@ -186,23 +185,26 @@ func (v *validator) check(s *Signal) error {
 		}
 		v.typ = s.Type
 	}
+	if s.Source == "" {
+		return fieldError("source", "is empty")
+	}
+	if err := checkUTF8("id", s.ID); err != nil {
+		return err
+	}
 	if s.Source != v.source {
 		if err := checkUTF8("source", s.Source); err != nil {
 			return err
 		}
 		v.source = s.Source
 	}
+	if err := checkUTF8("subject", s.Subject); err != nil {
+		return err
+	}
 	if s.DataContentType != v.contentType {
 		if err := checkUTF8("datacontenttype", s.DataContentType); err != nil {
 			return err
 		}
 		v.contentType = s.DataContentType
-	}
-	if err := checkUTF8("id", s.ID); err != nil {
-		return err
-	}
-	if err := checkUTF8("subject", s.Subject); err != nil {
-		return err
 	}
 	if err := checkUTF8("dataschema", s.DataSchema); err != nil {
 		return err
@@ -330,14 +332,18 @@ func checkExtensionName(name string) error {
 // inRFC3339Range reports whether t's year has the four digits RFC 3339
 // writes: a CloudEvents time must be one, in every format.
 func inRFC3339Range(t time.Time) bool {
-	// Inside these bounds the year has four digits in every time zone
-	// (offsets are under a day); only times near the edges pay for Year.
-	if t.After(rfc3339SafeStart) && t.Before(rfc3339SafeEnd) {
+	// Inside these bounds the year has four digits in any zone whose
+	// offset is under two days (every real one); only times near the
+	// edges, or in a fixed zone made with a larger offset, pay for Year.
+	if _, offset := t.Zone(); offset > -maxRealZoneOffset && offset < maxRealZoneOffset &&
+		t.After(rfc3339SafeStart) && t.Before(rfc3339SafeEnd) {
 		return true
 	}
 	y := t.Year()
 	return y >= 0 && y <= 9999
 }
+
+const maxRealZoneOffset = 2 * 24 * 3600 // seconds
 
 var (
 	rfc3339SafeStart = time.Date(0, time.January, 3, 0, 0, 0, 0, time.UTC)

@@ -399,6 +399,12 @@ func TestSignalValidate(t *testing.T) {
 		{name: "time year 0 in UTC, -1 in its zone", sig: with(func(s *bus.Signal) {
 			s.Time = time.Date(0, 1, 1, 1, 0, 0, 0, time.UTC).In(time.FixedZone("behind", -12*3600))
 		}), field: "time"},
+		{name: "time year 9999 in UTC, 10000 in a zone five days ahead", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(9999, 12, 28, 23, 0, 0, 0, time.UTC).In(time.FixedZone("far", 120*3600))
+		}), field: "time"},
+		{name: "time year 0 in UTC, -1 in a zone five days behind", sig: with(func(s *bus.Signal) {
+			s.Time = time.Date(0, 1, 3, 12, 0, 0, 0, time.UTC).In(time.FixedZone("far", -120*3600))
+		}), field: "time"},
 		{name: "time year 10000 in UTC, 9999 in its zone", sig: with(func(s *bus.Signal) {
 			s.Time = time.Date(10000, 1, 1, 1, 0, 0, 0, time.UTC).In(time.FixedZone("behind", -12*3600))
 		})},
@@ -409,6 +415,11 @@ func TestSignalValidate(t *testing.T) {
 		{name: "subject not UTF-8", sig: with(func(s *bus.Signal) { s.Subject = "\xfe" }), field: "subject"},
 		{name: "datacontenttype not UTF-8", sig: with(func(s *bus.Signal) { s.DataContentType = "text/\xff" }), field: "datacontenttype"},
 		{name: "dataschema not UTF-8", sig: with(func(s *bus.Signal) { s.DataSchema = "\xff" }), field: "dataschema"},
+		// Past the first eight bytes, which are checked eight at a time.
+		{name: "source not UTF-8 after eight bytes", sig: with(func(s *bus.Signal) { s.Source = "/abcdefgh\xff" }), field: "source"},
+		{name: "id not UTF-8 in the second word", sig: with(func(s *bus.Signal) { s.ID = "abcdefgh\xffxxxxxxx" }), field: "id"},
+		{name: "subject with UTF-8 after eight bytes", sig: with(func(s *bus.Signal) { s.Subject = "abcdefgh-créé-ünïcode" })},
+		{name: "extension value not UTF-8 after eight bytes", sig: ext("tenant", "abcdefghij\xc3"), field: `extension "tenant"`},
 
 		// Spec version and data.
 		{name: "specversion 0.3", sig: with(func(s *bus.Signal) { s.SpecVersion = "0.3" }), field: "specversion"},
@@ -443,6 +454,27 @@ func TestSignalValidate(t *testing.T) {
 			wantSignalError(t, batchErr, bus.ErrInvalidSignal, "signal 1 of 2")
 			wantSignalError(t, batchErr, bus.ErrInvalidSignal, tc.field)
 		})
+	}
+}
+
+func TestSignalValidateReportsTheFirstFault(t *testing.T) {
+	// A signal with several faults is refused for the first in the
+	// order type, source, id, source's bytes, subject, content type,
+	// schema, spec version, data, time, extensions.
+	for _, tc := range []struct {
+		sig   bus.Signal
+		field string
+	}{
+		{bus.Signal{Type: "bad..type", ID: "x"}, "type"},
+		{bus.Signal{Type: "a.b", Source: "/\xff", ID: "\xff"}, "id"},
+		{bus.Signal{Type: "a.b", Source: "/\xff", Subject: "\xff"}, "source"},
+		{bus.Signal{Type: "a.b", Source: "/s", SpecVersion: "0.3", Data: make([]byte, bus.DefaultMaxDataSize+1)}, "specversion"},
+	} {
+		err := tc.sig.Validate()
+		wantSignalError(t, err, bus.ErrInvalidSignal, tc.field)
+		if msg := err.Error(); !strings.Contains(msg, ": "+tc.field+" ") {
+			t.Errorf("Validate(%+v) = %v, want the %s named first", tc.sig, err, tc.field)
+		}
 	}
 }
 

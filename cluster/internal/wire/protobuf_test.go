@@ -587,6 +587,90 @@ func checkPartialReaders(t *testing.T, body []byte, events []wire.Event, err err
 	}
 }
 
+// checkEventsDecodeAsAlone checks that each event of a decoded batch is
+// what the event decodes to alone: the decoder shares work between the
+// events of a batch (strings, repeated values, the layout of extensions),
+// and none of it may show. Each event's extensions must also be a map of
+// its own: they are changed here, and no other event may see it.
+func checkEventsDecodeAsAlone(t *testing.T, events []wire.Event) {
+	t.Helper()
+	alone := make([]wire.Event, len(events))
+	for i, e := range events {
+		got, err := wire.DecodeBatch(pbMessage(pbField{num: 1, typ: protowire.BytesType, bytes: e.Raw}))
+		if err != nil || len(got) != 1 {
+			t.Fatalf("event %d alone: %d events, %v", i, len(got), err)
+		}
+		alone[i] = got[0]
+		if (e.Err == nil) != (got[0].Err == nil) || wire.Reason(e.Err) != wire.Reason(got[0].Err) {
+			t.Fatalf("event %d: %v in the batch, %v alone", i, e.Err, got[0].Err)
+		}
+		if !reflect.DeepEqual(e.Signal, got[0].Signal) {
+			t.Fatalf("event %d differs from the event alone:\n batch %+v\n alone %+v", i, e.Signal, got[0].Signal)
+		}
+	}
+	for i, e := range events {
+		if e.Signal.Extensions != nil {
+			e.Signal.Extensions["zzchanged"] = i
+		}
+	}
+	for i, e := range events {
+		if e.Signal.Extensions == nil {
+			continue
+		}
+		delete(e.Signal.Extensions, "zzchanged")
+		if !reflect.DeepEqual(e.Signal.Extensions, alone[i].Signal.Extensions) {
+			t.Fatalf("event %d's extensions changed with another event's: %v, want %v", i, e.Signal.Extensions, alone[i].Signal.Extensions)
+		}
+	}
+}
+
+// TestBatchEventsDecodeAsAlone decodes a batch whose events repeat,
+// reorder, change and repeat within themselves their extensions, the
+// cases where the decoder's sharing between events could show.
+func TestBatchEventsDecodeAsAlone(t *testing.T) {
+	s := func(v string) pbField { return str(3, v) }
+	bytesValue := func(v string) pbField { return str(4, v) }
+	many := func(prefix string) []pbField {
+		var out []pbField
+		for i := range 10 {
+			out = append(out, attr(fmt.Sprintf("x%d", i), s(fmt.Sprintf("%s%d", prefix, i))))
+		}
+		return out
+	}
+	layouts := [][]pbField{
+		{attr("sbnode", s("n1")), attr("sbseq", s("1"))},
+		{attr("sbnode", s("n1")), attr("sbseq", s("2"))},
+		{attr("sbnode", s("n2")), attr("sbseq", s("3"))},
+		{attr("sbseq", s("4")), attr("sbnode", s("n2"))},
+		{attr("sbnode", s("n1")), attr("sbnode", s("n9"))}, // a name twice: the last value wins
+		{attr("sbnode", s("n8")), attr("sbnode", s("n9"))},
+		{attr("blob", bytesValue("ab")), attr("sbseq", s("5"))},
+		{attr("blob", bytesValue("cd")), attr("sbseq", s("5"))},
+		many("a"),
+		many("b"),
+		nil,
+		{attr("sbnode", s("n1")), attr("sbseq", s("6")), attr("flag", pbField{num: 1, typ: protowire.VarintType, n: 1})},
+		{attr("sbnode", s("n1")), attr("sbseq", s("7")), attr("flag", pbField{num: 1, typ: protowire.VarintType, n: 0})},
+		{attr("sbnode", s("n1")), attr("sbseq", s("8")), attr("flag", pbField{num: 1, typ: protowire.VarintType, n: 0})},
+	}
+	var fields []pbField
+	for i, attrs := range layouts {
+		event := pbMessage(append([]pbField{str(1, fmt.Sprint("id-", i)), str(2, "/src"), str(3, "1.0"), str(4, "a.b")}, attrs...)...)
+		fields = append(fields, pbField{num: 1, typ: protowire.BytesType, bytes: event})
+	}
+	events, err := wire.DecodeBatch(pbMessage(fields...))
+	if err != nil || len(events) != len(layouts) {
+		t.Fatalf("DecodeBatch: %d events, %v", len(events), err)
+	}
+	if got := events[4].Signal.Extensions["sbnode"]; got != "n9" {
+		t.Errorf("a repeated name's value is %v, want the last (n9)", got)
+	}
+	if got := events[5].Signal.Extensions["sbnode"]; got != "n9" {
+		t.Errorf("a repeated name's value is %v, want the last (n9)", got)
+	}
+	checkEventsDecodeAsAlone(t, events)
+}
+
 // primerBody is a batch a kept Decoder reads before the body under test:
 // the attribute names the tests and the fuzzer use most, with other values.
 var primerBody = func() []byte {
@@ -664,6 +748,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			checkDecodeError(t, err)
 			return
 		}
+		checkEventsDecodeAsAlone(t, events)
 		for _, e := range events {
 			if e.Err != nil {
 				checkDecodeError(t, e.Err)
