@@ -436,12 +436,19 @@ type publishing struct {
 // envelope makes the envelope of signal i, filled, with the batch's
 // trace context.
 func (p *publishing) envelope(i int, info *typeInfo) envelope {
-	e := envelope{sig: p.signals[i], producer: p.producer, info: info}
+	var e envelope
+	p.fillEnvelope(&e, i, info)
+	return e
+}
+
+// fillEnvelope is envelope writing into e, which saves a copy of the
+// envelope per signal of a run.
+func (p *publishing) fillEnvelope(e *envelope, i int, info *typeInfo) {
+	e.sig, e.producer, e.info = p.signals[i], p.producer, info
 	fill(&e.sig, &p.ids)
 	if p.traceExt != nil {
 		e.sig.Extensions = withTraceExtensions(e.sig.Extensions, p.traceExt)
 	}
-	return e
 }
 
 // routeRuns queues p's signals in runs of one type built in space. It
@@ -459,7 +466,7 @@ func (b *Bus) routeRuns(ctx context.Context, p *publishing, space []envelope) (s
 			if n > 0 && !p.uniform && p.signals[from+n].Type != p.signals[from].Type {
 				break
 			}
-			space[n] = p.envelope(from+n, info)
+			p.fillEnvelope(&space[n], from+n, info)
 		}
 		reached, stopped, runErrs := b.enqueueRun(ctx, space[:n])
 		clear(space[:n])
