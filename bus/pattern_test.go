@@ -136,7 +136,7 @@ func TestRouterAgainstOracle(t *testing.T) {
 	for i := range subs {
 		p := randomPattern()
 		segs, _ := parsePattern(p)
-		subs[i] = &Subscription{pattern: p, segments: segs}
+		subs[i] = &Subscription{pattern: p, segments: segs, queue: newQueue(1)}
 		r.add(segs, subs[i])
 	}
 	check := func(live []*Subscription) {
@@ -231,7 +231,7 @@ func BenchmarkRouterMatch(b *testing.B) {
 		matching := []string{"order.created", "order.*", "order.**", "**.created"}
 		for _, p := range matching {
 			segs, _ := parsePattern(p)
-			r.add(segs, &Subscription{pattern: p})
+			r.add(segs, &Subscription{pattern: p, queue: newQueue(1)})
 		}
 		for i := range n - len(matching) {
 			// Non-matching subscriptions of every shape: exact types in
