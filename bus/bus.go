@@ -526,6 +526,12 @@ func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached int, sto
 		return len(envs), false, nil
 	}
 	for i := range envs {
+		if i > 0 {
+			// Looked up again (a cache hit, mostly): the previous signal
+			// may have waited for room while subscriptions came or went,
+			// and those must count for this one as they would alone.
+			route = b.router.route(envs[i].info.routes, envs[i].sig.Type)
+		}
 		if b.history != nil {
 			b.history.add(envs[i].sig)
 		}

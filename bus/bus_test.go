@@ -1218,3 +1218,75 @@ func TestDispatchMixedTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscriptionMadeDuringABatchGetsTheRest: a batch whose signals wait
+// for room one by one sees a subscription made meanwhile, as signals
+// published one by one would: it gets every signal routed after it was
+// made (here from the fourth on).
+func TestSubscriptionMadeDuringABatchGetsTheRest(t *testing.T) {
+	b := newBus(t)
+	var late recorder
+	made := make(chan struct{})
+	mustSubscribe(t, b, "n.x", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		if s.Subject == "0" {
+			mustSubscribe(t, b, "n.x", &late)
+			close(made)
+		}
+		return nil
+	}), bus.WithQueueSize(1)) // signal 2 waits until this worker took 1, after it made the subscription
+	const n = 40
+	var signals []bus.Signal
+	for i := range n {
+		signals = append(signals, mustSignal(t, "n.x", nil, bus.WithSubject(strconv.Itoa(i))))
+	}
+	if err := b.Publish(context.Background(), signals...); err != nil {
+		t.Fatal(err)
+	}
+	<-made
+	waitFor(t, "the late subscription to get the last signal", func() bool {
+		late.mu.Lock()
+		defer late.mu.Unlock()
+		return len(late.signals) > 0 && late.signals[len(late.signals)-1].Subject == strconv.Itoa(n-1)
+	})
+	late.mu.Lock()
+	defer late.mu.Unlock()
+	first, _ := strconv.Atoi(late.signals[0].Subject)
+	if first > 3 || len(late.signals) != n-first {
+		t.Errorf("the late subscription got %d signals from %d on, want every one from 3 or earlier", len(late.signals), first)
+	}
+}
+
+// TestGroupMemberClosedDuringABatch: a group member that closes while a
+// batch is routed to the group one signal at a time loses the group none
+// of the signals: the others take them.
+func TestGroupMemberClosedDuringABatch(t *testing.T) {
+	b := newBus(t)
+	var handled atomic.Int64
+	var second *bus.Subscription
+	ready := make(chan struct{})
+	closed := sync.OnceFunc(func() {
+		<-ready
+		if err := second.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	mustSubscribe(t, b, "g.x", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		closed()
+		handled.Add(1)
+		return nil
+	}), bus.WithGroup("g"), bus.WithQueueSize(1))
+	second = mustSubscribe(t, b, "g.x", bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		handled.Add(1)
+		return nil
+	}), bus.WithGroup("g"), bus.WithQueueSize(1))
+	close(ready)
+	const n = 200
+	var signals []bus.Signal
+	for range n {
+		signals = append(signals, mustSignal(t, "g.x", nil))
+	}
+	if err := b.Publish(context.Background(), signals...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every signal handled by a member", func() bool { return handled.Load() == n })
+}

@@ -69,6 +69,8 @@ func (b *Bus) leaveGroup(g *subGroup) {
 
 // offerToGroup queues e for one member: the next in turn with room, or,
 // when every queue is full, the next in turn under its overflow policy.
+// A member that closed since members was read is passed over (the signal
+// goes to the next one); only when all have closed is e for none of them.
 func (b *Bus) offerToGroup(ctx context.Context, members []*Subscription, e *envelope) error {
 	first := int(members[0].group.turn.Add(1) % uint64(len(members)))
 	for i := range members {
@@ -77,6 +79,11 @@ func (b *Bus) offerToGroup(ctx context.Context, members []*Subscription, e *enve
 			return nil
 		}
 	}
-	_, err := members[first].offer(ctx, e)
-	return err
+	for i := range members {
+		taken, err := members[(first+i)%len(members)].offer(ctx, e)
+		if taken || err != nil {
+			return err
+		}
+	}
+	return nil
 }

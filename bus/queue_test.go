@@ -6,6 +6,7 @@ package bus
 import (
 	"strconv"
 	"testing"
+	"time"
 )
 
 func runOf(n int) []envelope {
@@ -51,6 +52,15 @@ func TestPushRunToAllIsAllOrNothing(t *testing.T) {
 			first, second := newQueue(8), newQueue(8)
 			tc.prepare(second)
 			before := len(queued(second))
+			defer func() {
+				// Every lock taken was released, whichever queue refused.
+				for _, q := range []*queue{first, second} {
+					if !q.mu.TryLock() {
+						t.Fatal("a queue is still locked")
+					}
+					q.mu.Unlock()
+				}
+			}()
 			h := newHistory(16)
 			qs := runQueuesOf([]*Subscription{{queue: second}, {queue: first}})
 			if qs[0] != first {
@@ -78,5 +88,64 @@ func TestPushRunToAllIsAllOrNothing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPushRunToAllRefusedByTheFirstQueue(t *testing.T) {
+	first, second := newQueue(8), newQueue(8)
+	first.close()
+	if pushRunToAll(runQueuesOf([]*Subscription{{queue: first}, {queue: second}}), runOf(3), nil) {
+		t.Fatal("pushRunToAll took a run with a closed queue")
+	}
+	for _, q := range []*queue{first, second} {
+		if !q.mu.TryLock() {
+			t.Fatal("a queue is still locked")
+		}
+		q.mu.Unlock()
+	}
+	if n := len(queued(second)); n != 0 {
+		t.Errorf("the open queue took %d", n)
+	}
+}
+
+// TestPushRunToAllRecordsTheHistoryBeforeWorkersSeeTheRun holds the
+// history's lock while a run is pushed: until the run is in the history,
+// no worker may find any of it in a queue (a handler that replays the
+// history must find its own signal).
+func TestPushRunToAllRecordsTheHistoryBeforeWorkersSeeTheRun(t *testing.T) {
+	q, h := newQueue(8), newHistory(8)
+	h.mu.Lock()
+	done := make(chan bool)
+	go func() { done <- pushRunToAll(runQueuesOf([]*Subscription{{queue: q}}), runOf(3), h) }()
+	// Poll as a worker would: the queue must read empty whenever it can
+	// be locked, until the history lets go.
+	sawHeld := false
+	deadline := time.Now().Add(5 * time.Second)
+	var held time.Time
+	for time.Now().Before(deadline) {
+		if q.mu.TryLock() {
+			n := q.n
+			q.mu.Unlock()
+			if n > 0 {
+				t.Fatalf("a worker could take %d signals of the run before the history had them", n)
+			}
+			continue
+		}
+		if !sawHeld {
+			sawHeld, held = true, time.Now()
+		}
+		if time.Since(held) > 50*time.Millisecond {
+			break // still held while the history is locked: as it must be
+		}
+	}
+	if !sawHeld {
+		t.Fatal("pushRunToAll never took the queue's lock")
+	}
+	h.mu.Unlock()
+	if !<-done {
+		t.Fatal("pushRunToAll refused a run the queue had room for")
+	}
+	if n := len(queued(q)); n != 3 || h.count != 3 {
+		t.Errorf("queue holds %d, history %d; want 3 and 3", n, h.count)
 	}
 }

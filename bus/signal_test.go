@@ -405,6 +405,8 @@ func TestSignalValidate(t *testing.T) {
 		{name: "time year 0 in UTC, -1 in a zone five days behind", sig: with(func(s *bus.Signal) {
 			s.Time = time.Date(0, 1, 3, 12, 0, 0, 0, time.UTC).In(time.FixedZone("far", -120*3600))
 		}), field: "time"},
+		{name: "extension time year 10000 in a zone five days ahead", sig: ext("at",
+			time.Date(9999, 12, 28, 23, 0, 0, 0, time.UTC).In(time.FixedZone("far", 120*3600))), field: `extension "at"`},
 		{name: "time year 10000 in UTC, 9999 in its zone", sig: with(func(s *bus.Signal) {
 			s.Time = time.Date(10000, 1, 1, 1, 0, 0, 0, time.UTC).In(time.FixedZone("behind", -12*3600))
 		})},
@@ -468,6 +470,7 @@ func TestSignalValidateReportsTheFirstFault(t *testing.T) {
 		{bus.Signal{Type: "bad..type", ID: "x"}, "type"},
 		{bus.Signal{Type: "a.b", Source: "/\xff", ID: "\xff"}, "id"},
 		{bus.Signal{Type: "a.b", Source: "/\xff", Subject: "\xff"}, "source"},
+		{bus.Signal{Type: "a.b", Source: "/s", Subject: "\xff", DataContentType: "\xff"}, "subject"},
 		{bus.Signal{Type: "a.b", Source: "/s", SpecVersion: "0.3", Data: make([]byte, bus.DefaultMaxDataSize+1)}, "specversion"},
 	} {
 		err := tc.sig.Validate()
