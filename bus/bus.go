@@ -509,11 +509,12 @@ func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time,
 }
 
 // enqueueRun queues a run of envelopes of one type, in order, as enqueue
-// would one after another, with one route lookup. When every subscription
-// the type routes to has room for the whole run (and there is no group),
-// the run goes to all of them at once, under their locks held together
-// (see pushRunToAll); otherwise one signal at a time, as enqueue, so the
-// overflow policies wait, drop or refuse per signal, and routing that
+// would one after another. When every subscription the type routes to has
+// room for the whole run (and there is no group), the run goes to all of
+// them at once, with one route lookup, under their locks held together
+// (see pushRunToAll); otherwise one signal at a time, as enqueue (the
+// route looked up for each), so the overflow policies wait, drop or
+// refuse per signal, and routing that
 // stops (ctx ended, bus closed) stops at one signal for every
 // subscription. It reports how many envelopes routing reached, whether it
 // stopped at the last of them, and their errors.

@@ -1289,4 +1289,10 @@ func TestGroupMemberClosedDuringABatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "every signal handled by a member", func() bool { return handled.Load() == n })
+	if err := b.Close(context.Background()); err != nil { // drains: a signal handled twice would show
+		t.Fatal(err)
+	}
+	if got := handled.Load(); got != n {
+		t.Errorf("%d handler runs for %d signals", got, n)
+	}
 }

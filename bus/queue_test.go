@@ -1,9 +1,11 @@
 package bus
 
-// These tests are in package bus: they check pushRunToAll's all-or-nothing
-// rule on queues directly, which no public call can set up exactly.
+// These tests are in package bus: they drive queues (pushRunToAll's
+// all-or-nothing rule) and group offers directly, in states no public call
+// sets up exactly.
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -147,5 +149,60 @@ func TestPushRunToAllRecordsTheHistoryBeforeWorkersSeeTheRun(t *testing.T) {
 	}
 	if n := len(queued(q)); n != 3 || h.count != 3 {
 		t.Errorf("queue holds %d, history %d; want 3 and 3", n, h.count)
+	}
+}
+
+// TestOfferToGroupPassesOverAClosedMember: when no member has room and the
+// member whose turn it is has closed, the signal goes to the next member
+// (under its overflow policy), not nowhere.
+func TestOfferToGroupPassesOverAClosedMember(t *testing.T) {
+	b, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	hold := make(chan struct{})
+	defer close(hold)
+	inHandler := make(chan struct{})
+	a, err := b.Subscribe("g.x", HandlerFunc(func(context.Context, Signal) error {
+		select {
+		case inHandler <- struct{}{}:
+		default:
+		}
+		<-hold
+		return nil
+	}), WithGroup("g"), WithQueueSize(1), WithOverflow(DropOldest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := b.Subscribe("g.x", HandlerFunc(func(context.Context, Signal) error { return nil }), WithGroup("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := b.types.get("g.x")
+	members := b.router.route(info.routes, "g.x").groups[0] // read before the second member closes
+	ctx := context.Background()
+	push := func(id string) error {
+		return b.offerToGroup(ctx, members, &envelope{sig: Signal{ID: id, Type: "g.x", Source: "/t"}, info: info})
+	}
+	// a takes one signal into its handler and one into its queue: full.
+	a.group.turn.Store(1) // the next turn is a's: (1+1) % 2 == 0
+	if err := push("1"); err != nil {
+		t.Fatal(err)
+	}
+	<-inHandler
+	a.group.turn.Store(1)
+	if err := push("2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.group.turn.Store(0) // the next turn is the closed member's
+	if err := push("3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queued(a.queue); len(got) != 1 || got[0] != "3" {
+		t.Errorf("a's queue holds %v, want the signal the closed member could not take (3), its oldest dropped", got)
 	}
 }
