@@ -257,7 +257,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		futures = append(futures, stored{future: f, signals: carried})
 		return nil
 	}
-	err := n.encode(signals, func(i int) (uint64, uint64) { return d.sequenceFor(signals[i].ID) },
+	err := n.encode(signals, func(i int) (uint64, uint64) { return d.sequenceFor(signals[i].ID) }, nil,
 		func(msg *nats.Msg, carried []bus.Signal) error {
 			// A binary message carries its signal's id as Nats-Msg-Id; a
 			// batch is named by its first and last ids: a retry that

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 
@@ -25,7 +26,10 @@ type stamps func(i int) (seq, floor uint64)
 //     consecutive signals of one type (so that each has its type's subject
 //     and the runs keep the publish order), a run whose message would pass
 //     the server's payload limit split in two; the stamps as attributes.
-func (n *Node) encode(signals []bus.Signal, numbers stamps, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
+//
+// bodies, when not nil, lends and takes back the batch bodies: only for a
+// publish that copies the message before it returns.
+func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	taken := make([]struct {
 		seq, floor uint64
 		ok         bool
@@ -43,7 +47,7 @@ func (n *Node) encode(signals []bus.Signal, numbers stamps, publish func(msg *na
 			for to < len(signals) && signals[to].Type == signals[from].Type {
 				to++
 			}
-			if err := n.packRun(signals, from, to, stamp, publish); err != nil {
+			if err := n.packRun(signals, from, to, stamp, bodies, publish); err != nil {
 				return err
 			}
 			from = to
@@ -86,21 +90,50 @@ const payloadMargin = 4 << 10
 // packRun sends signals[from:to], all of one type, as one batch message, or
 // as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
-	publish func(msg *nats.Msg, carried []bus.Signal) error) error {
+	bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	// Every signal a node sends came through its bus's Publish, which
 	// validated it.
-	msg, err := wire.EncodePublished(signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
+	msg, err := wire.EncodePublishedInto(bodies.get(), signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
 		return stamp(from+i, dst)
 	})
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
+	defer bodies.put(msg.Data)
 	if limit := n.nc.MaxPayload() - payloadMargin; int64(len(msg.Data)) > limit && to-from > 1 {
 		mid := from + (to-from)/2
-		if err := n.packRun(signals, from, mid, stamp, publish); err != nil {
+		if err := n.packRun(signals, from, mid, stamp, bodies, publish); err != nil {
 			return err
 		}
-		return n.packRun(signals, mid, to, stamp, publish)
+		return n.packRun(signals, mid, to, stamp, bodies, publish)
 	}
 	return publish(msg, signals[from:to])
+}
+
+// bodyPool keeps batch bodies for use again once their message is
+// published: a 64-signal batch body is some 20 KiB, a sixth of all a fast
+// node allocated per signal sent. A nil pool lends nothing and keeps
+// nothing.
+type bodyPool struct{ pool sync.Pool }
+
+// maxPooledBody bounds the bodies a pool keeps, so that one big batch
+// does not stay allocated for good.
+const maxPooledBody = 256 << 10
+
+func (p *bodyPool) get() []byte {
+	if p == nil {
+		return nil
+	}
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return nil
+}
+
+func (p *bodyPool) put(b []byte) {
+	if p == nil || cap(b) > maxPooledBody {
+		return
+	}
+	b = b[:0]
+	p.pool.Put(&b)
 }

@@ -382,3 +382,23 @@ func TestUnwantedSignalsGoUndecoded(t *testing.T) {
 		})
 	}
 }
+
+func TestBodyPoolLendsWhatItWasGiven(t *testing.T) {
+	var nilPool *bodyPool
+	if b := nilPool.get(); b != nil {
+		t.Fatal("a nil pool lent a buffer")
+	}
+	nilPool.put(make([]byte, 10)) // keeps nothing, does not panic
+	var p bodyPool
+	buf := make([]byte, 5, 1024)
+	p.put(buf)
+	// sync.Pool may drop what it holds at any GC: get returns either
+	// nothing or the buffer given, emptied.
+	if got := p.get(); got != nil && (len(got) != 0 || cap(got) != 1024) {
+		t.Errorf("lent a buffer of len %d cap %d, want the one given, emptied", len(got), cap(got))
+	}
+	p.put(make([]byte, 0, maxPooledBody+1))
+	if got := p.get(); got != nil && cap(got) > maxPooledBody {
+		t.Errorf("kept a buffer of %d bytes, over the %d limit", cap(got), maxPooledBody)
+	}
+}

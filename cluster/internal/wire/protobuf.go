@@ -76,7 +76,7 @@ type Attr struct{ Name, Value string }
 // that SDK's reader changes JSON given so). EncodeBatch rejects what Encode
 // rejects, naming the signal.
 func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
-	return encodeBatch(signals, prefix, stamp, true)
+	return encodeBatch(nil, signals, prefix, stamp, true)
 }
 
 // EncodePublished is EncodeBatch for signals as bus.Publish hands them to
@@ -84,10 +84,18 @@ func EncodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 // the bus's rules again (what the format itself cannot carry is still
 // refused).
 func EncodePublished(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
-	return encodeBatch(signals, prefix, stamp, false)
+	return encodeBatch(nil, signals, prefix, stamp, false)
 }
 
-func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr, check bool) (*nats.Msg, error) {
+// EncodePublishedInto is EncodePublished writing the body into buf's
+// array when it has room (buf's contents are overwritten), so that a
+// caller whose publish copies the body (core NATS does) can use one
+// buffer again and again.
+func EncodePublishedInto(buf []byte, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
+	return encodeBatch(buf, signals, prefix, stamp, false)
+}
+
+func encodeBatch(buf []byte, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr, check bool) (*nats.Msg, error) {
 	if len(signals) == 0 {
 		return nil, fmt.Errorf("wire: encode batch: %w: no signals", bus.ErrInvalidSignal)
 	}
@@ -96,7 +104,10 @@ func encodeBatch(signals []bus.Signal, prefix string, stamp func(i int, dst []At
 	for _, s := range signals {
 		size += 256 + len(s.Data)
 	}
-	body := make([]byte, 0, size)
+	body := buf[:0]
+	if cap(body) < size {
+		body = make([]byte, 0, size)
+	}
 	var attrs []Attr
 	for i, s := range signals {
 		if s.Type != typ {

@@ -885,3 +885,54 @@ func TestEncodePublishedWritesWhatEncodeBatchWrites(t *testing.T) {
 		t.Fatalf("Check = %v, want reason %s", err, wire.ReasonBadExtension)
 	}
 }
+
+func TestEncodePublishedIntoUsesTheBuffer(t *testing.T) {
+	var signals []bus.Signal
+	for _, s := range roundTripSignals(t) {
+		s.Type = "one.type"
+		signals = append(signals, s)
+	}
+	// sameEvents compares what two bodies decode to (extensions are
+	// written in map order, so the bytes may differ).
+	sameEvents := func(t *testing.T, got []byte) {
+		t.Helper()
+		events, err := wire.DecodeBatch(got)
+		if err != nil || len(events) != len(signals) {
+			t.Fatalf("decoded %d events, %v; want %d", len(events), err, len(signals))
+		}
+		for i, e := range events {
+			if e.Err != nil {
+				t.Fatalf("event %d: %v", i, e.Err)
+			}
+			if d := diffTyped(signals[i], e.Signal); d != "" {
+				t.Fatalf("event %d differs:\n%s", i, d)
+			}
+		}
+	}
+	want, err := wire.EncodePublished(signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEvents(t, want.Data)
+	// A buffer with room, holding something else: the body is written
+	// into its array, over what was there.
+	roomy := bytes.Repeat([]byte{0xee}, 4*len(want.Data))
+	got, err := wire.EncodePublishedInto(roomy, signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEvents(t, got.Data)
+	if &got.Data[0] != &roomy[0] {
+		t.Error("EncodePublishedInto did not use the buffer it had room in")
+	}
+	// A buffer without room is left alone.
+	small := []byte{1, 2, 3}
+	got, err = wire.EncodePublishedInto(small, signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEvents(t, got.Data)
+	if !bytes.Equal(small, []byte{1, 2, 3}) {
+		t.Errorf("EncodePublishedInto wrote into a buffer without room: %v", small)
+	}
+}
