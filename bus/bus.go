@@ -212,7 +212,8 @@ func (b *Bus) route(ctx context.Context, signals []Signal) error {
 
 	// sent counts the signals routing reached (the metric: a signal that
 	// reached some subscriptions before ctx ended was sent); routed those
-	// that reached every matching subscription. A signal published alone
+	// it went past (all but the one it stopped at, if it stopped: a
+	// subscription's refusal does not stop it). A signal published alone
 	// (the common case) gets a one-envelope run: it does not pay for
 	// zeroing maxRun of them.
 	p := publishing{signals: signals, info: info, uniform: uniform, producer: producer, traceExt: traceExt,
@@ -514,10 +515,10 @@ func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time,
 // them at once, with one route lookup, under their locks held together
 // (see pushRunToAll); otherwise one signal at a time, as enqueue (the
 // route looked up for each), so the overflow policies wait, drop or
-// refuse per signal, and routing that
-// stops (ctx ended, bus closed) stops at one signal for every
-// subscription. It reports how many envelopes routing reached, whether it
-// stopped at the last of them, and their errors.
+// refuse per signal, and routing that stops (ctx ended, bus closed) stops
+// at one signal for every subscription. It reports how many envelopes
+// routing reached, whether it stopped at the last of them, and their
+// errors.
 func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached int, stopped bool, errs []error) {
 	if len(envs) == 0 {
 		return 0, false, nil
