@@ -381,15 +381,6 @@ func (b *Bus) received(s Signal, now time.Time) envelope {
 	return e
 }
 
-// enqueue records e in the history and queues it for every matching
-// subscription, and for one member of every matching group.
-func (b *Bus) enqueue(ctx context.Context, e *envelope) error {
-	if b.history != nil {
-		b.history.add(e.sig)
-	}
-	return b.offer(ctx, b.router.route(e.info.routes, e.sig.Type), e)
-}
-
 // offer queues e for route's subscriptions and for one member of each of
 // route's groups.
 func (b *Bus) offer(ctx context.Context, route *routeEntry, e *envelope) error {
@@ -509,16 +500,17 @@ func (b *Bus) dispatchRuns(ctx context.Context, signals []Signal, now time.Time,
 	return errs
 }
 
-// enqueueRun queues a run of envelopes of one type, in order, as enqueue
-// would one after another. When every subscription the type routes to has
-// room for the whole run (and there is no group), the run goes to all of
-// them at once, with one route lookup, under their locks held together
-// (see pushRunToAll); otherwise one signal at a time, as enqueue (the
-// route looked up for each), so the overflow policies wait, drop or
-// refuse per signal, and routing that stops (ctx ended, bus closed) stops
-// at one signal for every subscription. It reports how many envelopes
-// routing reached, whether it stopped at the last of them, and their
-// errors.
+// enqueueRun records a run of envelopes of one type in the history and
+// queues each, in order, for every subscription the type routes to and
+// for one member of each group, with the outcome of doing so one signal
+// after another. When every subscription has room for the whole run (and
+// there is no group), the run goes to all of them at once, with one route
+// lookup, under their locks held together (see pushRunToAll); otherwise
+// one signal at a time, the route looked up for each, so the overflow
+// policies wait, drop or refuse per signal, and routing that stops (ctx
+// ended, bus closed) stops at one signal for every subscription. It
+// reports how many envelopes routing reached, whether it stopped at the
+// last of them, and their errors.
 func (b *Bus) enqueueRun(ctx context.Context, envs []envelope) (reached int, stopped bool, errs []error) {
 	if len(envs) == 0 {
 		return 0, false, nil

@@ -20,14 +20,9 @@ var idClock atomic.Uint64
 // another increase. Publish takes a batch's ids from the clock at once, so
 // an id NewID makes on another goroutine meanwhile sorts after the whole
 // batch.
-func NewID() string { return newIDAt(time.Now()) }
+func NewID() string { return formatUUIDv7(nextIDHigh(time.Now()), rand.Uint64()) }
 
-// newIDAt makes an id for the time now, so that Publish, which reads the
-// clock once per batch for the signals' Time, need not read it again per id.
-func newIDAt(now time.Time) string {
-	return formatUUIDv7(nextIDHigh(now), rand.Uint64())
-}
-
+// nextIDHigh takes one value of the id clock for the time now.
 func nextIDHigh(now time.Time) uint64 { return reserveIDs(now, 1) }
 
 // reserveIDs takes n (≥ 1) consecutive values of the id clock for the time
