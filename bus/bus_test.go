@@ -846,14 +846,20 @@ func TestDeliveryFromContextTellsTheAttempt(t *testing.T) {
 	}
 	logMu.Lock()
 	defer logMu.Unlock()
-	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-	wantLines := []string{`"level":"INFO","msg":"handler failed; will retry","subscription":"sub-a","attempt":1`,
+	wantLogLines(t, logs.String(),
+		`"level":"INFO","msg":"handler failed; will retry","subscription":"sub-a","attempt":1`,
 		`"level":"INFO","msg":"handler failed; will retry","subscription":"sub-a","attempt":2`,
-		`"level":"DEBUG","msg":"handled","subscription":"sub-a","attempt":3`}
-	if len(lines) != len(wantLines) {
-		t.Fatalf("Logging wrote %d lines, want %d:\n%s", len(lines), len(wantLines), logs.String())
+		`"level":"DEBUG","msg":"handled","subscription":"sub-a","attempt":3`)
+}
+
+// wantLogLines checks that logs has one line per want, each containing it.
+func wantLogLines(t *testing.T, logs string, want ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("%d log lines, want %d:\n%s", len(lines), len(want), logs)
 	}
-	for i, w := range wantLines {
+	for i, w := range want {
 		if !strings.Contains(lines[i], w) {
 			t.Errorf("log line %d = %s, want it to contain %s", i, lines[i], w)
 		}

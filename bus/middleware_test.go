@@ -79,19 +79,9 @@ func TestPublishLogging(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-	want := []string{
-		"level=DEBUG msg=published signal_id=" + ok.ID + " type=l.ok source=/test",
-		"level=WARN msg=\"publish failed\" count=2 first_type=l.refused error=refused",
-	}
-	if len(lines) != len(want) {
-		t.Fatalf("PublishLogging wrote %d lines, want %d:\n%s", len(lines), len(want), logs.String())
-	}
-	for i, w := range want {
-		if !strings.Contains(lines[i], w) {
-			t.Errorf("line %d = %s, want it to contain %s", i, lines[i], w)
-		}
-	}
+	wantLogLines(t, logs.String(),
+		"level=DEBUG msg=published signal_id="+ok.ID+" type=l.ok source=/test",
+		"level=WARN msg=\"publish failed\" count=2 first_type=l.refused error=refused")
 }
 
 func TestWithPropagatorWritesWhatItPropagates(t *testing.T) {
