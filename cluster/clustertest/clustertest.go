@@ -60,6 +60,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -150,7 +151,8 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	servers []*natsserver.Server  // nil while down
-	opts    []natsserver.Options  // each server's options, addresses pinned after first start
+	opts    []natsserver.Options  // each server's options, client address pinned after first start
+	cluster []string              // each server's cluster address of its last start
 	proxies [][]*faultproxy.Proxy // proxies[i][j]: routes dialled by i to j
 	links   map[[2]int]linkState  // key {min, max}
 }
@@ -175,6 +177,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		n:       n,
 		servers: make([]*natsserver.Server, n),
 		opts:    make([]natsserver.Options, n),
+		cluster: make([]string, n),
 		proxies: make([][]*faultproxy.Proxy, n),
 		links:   make(map[[2]int]linkState),
 	}
@@ -205,7 +208,7 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	for i := range n {
 		o := natsserver.Options{
 			Name:         "s" + strconv.Itoa(i),
-			Listen:       "127.0.0.1:0",
+			Listen:       "", // see start: a port Restart can have again
 			StoreDir:     dirs[i],
 			JetStream:    !cfg.noJetStream,
 			SyncAlways:   cfg.syncAlways,
@@ -254,22 +257,42 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// start starts server i with its recorded options, pins its addresses for
-// restarts and points the proxies leading to it at its cluster port.
+// start starts server i with its recorded options, pins its client
+// address for restarts (clients reconnect to it) and points the proxies
+// leading to it at its cluster port, which may change from one start to
+// the next: no one else dials it.
+//
+// The client port of a first start is picked below the kernel's ephemeral
+// range (ip_local_port_range, 32768–60999 by default): a port from that
+// range, once its server stops, can be taken by any outgoing connection's
+// local end (a client reconnecting, a route redialling) before Restart
+// binds it again, which failed restarts with "address already in use".
 func (c *Cluster) start(ctx context.Context, i int) error {
 	c.mu.Lock()
 	o := c.opts[i]
 	c.mu.Unlock()
-	s, err := natsserver.Start(ctx, o)
-	if err != nil {
-		return err
+	first := o.Listen == ""
+	var s *natsserver.Server
+	for attempt := 0; ; attempt++ {
+		if first {
+			o.Listen = unsharedPort()
+		}
+		var err error
+		if s, err = natsserver.Start(ctx, o); err == nil {
+			break
+		}
+		// Another process may bind the port picked between the check and
+		// the start: pick again (a restart must keep its port).
+		if !first || attempt == 4 || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
 	}
 	clusterAddr := hostPort(s.ClusterURL())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.servers[i] = s
 	c.opts[i].Listen = hostPort(s.ClientURL())
-	c.opts[i].ClusterListen = clusterAddr
+	c.cluster[i] = clusterAddr
 	if clusterAddr == "" {
 		return nil // standalone
 	}
@@ -279,6 +302,20 @@ func (c *Cluster) start(ctx context.Context, i int) error {
 		}
 	}
 	return nil
+}
+
+// unsharedPort returns a free 127.0.0.1 port below the ephemeral range
+// (see start), or "127.0.0.1:0" (any free port) if none of its tries is
+// free.
+func unsharedPort() string {
+	for range 20 {
+		addr := "127.0.0.1:" + strconv.Itoa(20000+rand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			_ = l.Close()
+			return addr
+		}
+	}
+	return "127.0.0.1:0"
 }
 
 // hostPort strips the scheme from a nats://host:port URL.
@@ -564,7 +601,8 @@ func (c *Cluster) stop(i int, s *natsserver.Server) {
 }
 
 // Restart shuts server i down gracefully if it is running, then starts it
-// again with the same name, store directory, client port and cluster port.
+// again with the same name, store directory and client port (its cluster
+// port may change: the proxies are pointed at the new one).
 // It returns once the server accepts connections; call WaitForRoutes or
 // WaitForJetStream to wait for it to rejoin.
 func (c *Cluster) Restart(i int) {
@@ -680,8 +718,8 @@ func (c *Cluster) checkProxied(i int) error {
 	}
 	c.mu.Lock()
 	real := make(map[string]int, c.n)
-	for j, o := range c.opts {
-		real[o.ClusterListen] = j
+	for j, addr := range c.cluster {
+		real[addr] = j
 	}
 	c.mu.Unlock()
 	for _, r := range rz.Routes {

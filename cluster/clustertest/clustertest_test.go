@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +168,13 @@ func TestRestartKeepsData(t *testing.T) {
 	c.WaitForStreamMsgs(t, "KEEP", n)
 
 	url1 := c.ClientURL(1)
+	// Below the kernel's ephemeral range (32768 and up by default), where
+	// no outgoing connection can take the port while the server is down.
+	if u, err := url.Parse(url1); err != nil {
+		t.Fatal(err)
+	} else if port, _ := strconv.Atoi(u.Port()); port < 20000 || port >= 32000 {
+		t.Errorf("ClientURL(1) = %s, want a port in 20000–31999", url1)
+	}
 	c.Restart(1)
 	if c.ClientURL(1) != url1 {
 		t.Fatalf("ClientURL(1) changed across restart: %s, was %s", c.ClientURL(1), url1)
