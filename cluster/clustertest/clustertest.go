@@ -60,7 +60,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -73,6 +72,7 @@ import (
 
 	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+	"github.com/signalbus/signalbus/cluster/internal/ports"
 )
 
 // DefaultTimeout bounds StartCluster's waits and the WaitFor helpers. It is
@@ -263,10 +263,8 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 // the next: no one else dials it.
 //
 // The client port of a first start is picked below the kernel's ephemeral
-// range (ip_local_port_range, 32768–60999 by default): a port from that
-// range, once its server stops, can be taken by any outgoing connection's
-// local end (a client reconnecting, a route redialling) before Restart
-// binds it again, which failed restarts with "address already in use".
+// range (see package ports): one from that range could be taken by an
+// outgoing connection while the server is down, and Restart would fail.
 func (c *Cluster) start(ctx context.Context, i int) error {
 	c.mu.Lock()
 	o := c.opts[i]
@@ -275,7 +273,7 @@ func (c *Cluster) start(ctx context.Context, i int) error {
 	var s *natsserver.Server
 	for attempt := 0; ; attempt++ {
 		if first {
-			o.Listen = unsharedPort()
+			o.Listen = ports.Unshared()
 		}
 		var err error
 		if s, err = natsserver.Start(ctx, o); err == nil {
@@ -302,20 +300,6 @@ func (c *Cluster) start(ctx context.Context, i int) error {
 		}
 	}
 	return nil
-}
-
-// unsharedPort returns a free 127.0.0.1 port below the ephemeral range
-// (see start), or "127.0.0.1:0" (any free port) if none of its tries is
-// free.
-func unsharedPort() string {
-	for range 20 {
-		addr := "127.0.0.1:" + strconv.Itoa(20000+rand.IntN(12000))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			_ = l.Close()
-			return addr
-		}
-	}
-	return "127.0.0.1:0"
 }
 
 // hostPort strips the scheme from a nats://host:port URL.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/signalbus/signalbus/cluster/clustertest"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+	"github.com/signalbus/signalbus/cluster/internal/ports"
 )
 
 func TestMain(m *testing.M) {
@@ -297,20 +299,17 @@ func TestLoggerBridge(t *testing.T) {
 
 // freeAddrs reserves n loopback ports and releases them, for servers that
 // must know each other's route addresses before any of them starts.
+// freeAddrs returns n free loopback addresses below the ephemeral range,
+// so that no connection takes one between now and the servers' start.
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	var ls []net.Listener
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	addrs := make([]string, 0, n)
+	for len(addrs) < n {
+		a := ports.Unshared()
+		if a == "127.0.0.1:0" || slices.Contains(addrs, a) {
+			t.Fatalf("no free port below the ephemeral range (%v so far)", addrs)
 		}
-		ls = append(ls, l)
-		addrs = append(addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+		addrs = append(addrs, a)
 	}
 	return addrs
 }
