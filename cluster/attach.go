@@ -204,7 +204,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	for _, f := range filters {
 		s, err := n.nc.QueueSubscribe(f, "signalbus-"+info.Group, handle)
 		if err == nil {
-			err = s.SetPendingLimits(1<<20, 256<<20)
+			err = s.SetPendingLimits(pendingLimit, pendingBytesLimit)
 		}
 		if err != nil {
 			_ = detach(context.Background())

@@ -34,9 +34,12 @@
 // write before acknowledging it unless Config.NoSync is set.
 //
 // Fast mode sends over core NATS: at-most-once, in order per publishing
-// node, with gaps in a publisher's sequence counted as lost. Every node
-// receives every signal subject (its own publishes reach its local
-// subscriptions that way); a message another node stamped, of a type no
+// node, with gaps in a publisher's sequence counted as lost. A node hands
+// its own signals to its own subscriptions itself (its signal connection
+// does not echo them back), stamped as other nodes see them, dropping and
+// counting (Stats.LocalLost) what its subscriptions are too far behind to
+// take, as NATS does for a slow node. Every node receives every signal
+// subject other nodes send; a message another node stamped, of a type no
 // subscription on this node wants (bus.Bus.Wants), goes undecoded, its
 // sequence numbers read from its headers or from the ends of its batch
 // (Stats.Undecoded), and left for the nodes that want it to check and, if

@@ -48,11 +48,13 @@ type Node struct {
 	server   *natsserver.Server // nil with an external NATSURL
 	tmpDir   string             // removed on Close when DataDir was empty
 	nc       *nats.Conn
+	sigs     *nats.Conn // fast mode: the signals' connection, without echo (see ownDelivery)
 	bus      *bus.Bus
-	recv     *receiver   // fast mode: core NATS on <prefix>.>
-	dur      *durable    // durable mode: JetStream
-	out      *outbox     // PublishAsync's queue, in front of either
-	attached attachments // groups and durable subscriptions fed by their own consumers
+	recv     *receiver    // fast mode: core NATS on <prefix>.>
+	own      *ownDelivery // fast mode: this node's signals to its own subscriptions
+	dur      *durable     // durable mode: JetStream
+	out      *outbox      // PublishAsync's queue, in front of either
+	attached attachments  // groups and durable subscriptions fed by their own consumers
 	seq      atomic.Uint64
 	bodies   bodyPool // fast mode: batch bodies, used again once published
 	instance string   // random per Start: tells this run's sequence from an earlier one's
@@ -67,6 +69,7 @@ type Node struct {
 	parked    atomic.Int64
 	lost      atomic.Int64
 	slowLost  atomic.Int64
+	localLost atomic.Int64
 	dedupHits atomic.Int64
 	held      atomic.Int64
 	skipped   atomic.Int64
@@ -111,10 +114,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		url = n.server.ClientURL()
 	}
-	if err := n.connect(ctx, url); err != nil {
+	var err error
+	if n.nc, err = n.dial(ctx, url, "signalbus-"+cfg.Name); err != nil {
 		return nil, err
 	}
 	send := fastTransport{n}.Send
+	if cfg.Mode == Fast {
+		if n.sigs, err = n.dial(ctx, url, "signalbus-"+cfg.Name+"-signals", nats.NoEcho()); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Mode == Durable {
 		d, err := newDurable(n, cfg.MeterProvider.Meter(ScopeName))
 		if err != nil {
@@ -142,6 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: start %s: subscribe %s.>: %w", cfg.Name, cfg.Prefix, err)
 		}
+		n.own = newOwnDelivery(n, n.recv) // ends with n.ctx should Start fail
 	}
 	n.member = newMembership(n)
 	if err := n.member.start(cfg.MeterProvider.Meter(ScopeName)); err != nil {
@@ -150,7 +160,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	flushCtx, cancel := withDefaultTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	if err := n.nc.FlushWithContext(flushCtx); err != nil {
+	if err := n.flush(flushCtx); err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w: %w", cfg.Name, ErrUnavailable, err)
 	}
 	ok = true
@@ -188,11 +198,13 @@ func (n *Node) startServer(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) connect(ctx context.Context, url string) error {
+// dial connects to NATS as name, retrying until ctx or the connect timeout
+// ends.
+func (n *Node) dial(ctx context.Context, url, name string, extra ...nats.Option) (*nats.Conn, error) {
 	connectCtx, cancel := context.WithTimeout(ctx, n.cfg.ConnectTimeout)
 	defer cancel()
 	opts := []nats.Option{
-		nats.Name("signalbus-" + n.cfg.Name),
+		nats.Name(name),
 		nats.MaxReconnects(-1), // a node reconnects forever
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
@@ -201,25 +213,39 @@ func (n *Node) connect(ctx context.Context, url string) error {
 		nats.ErrorHandler(n.natsError),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: the node closed its connection itself
-				n.logger.Warn("disconnected from NATS", "error", err)
+				n.logger.Warn("disconnected from NATS", "connection", name, "error", err)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			n.logger.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			n.logger.Info("reconnected to NATS", "connection", name, "url", nc.ConnectedUrlRedacted())
 		}),
 	}
+	opts = append(opts, extra...)
 	for {
 		nc, err := nats.Connect(url, opts...)
 		if err == nil {
-			n.nc = nc
-			return nil
+			return nc, nil
 		}
 		select {
 		case <-connectCtx.Done():
-			return fmt.Errorf("cluster: start %s: connect %s: %w: %w", n.cfg.Name, url, ErrUnavailable, err)
+			return nil, fmt.Errorf("cluster: start %s: connect %s: %w: %w", n.cfg.Name, url, ErrUnavailable, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// flush waits until the server has processed what the node's connections
+// sent.
+func (n *Node) flush(ctx context.Context) error {
+	for _, nc := range []*nats.Conn{n.nc, n.sigs} {
+		if nc == nil {
+			continue
+		}
+		if err := nc.FlushWithContext(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // natsError counts what core NATS drops for a slow consumer.
@@ -255,13 +281,19 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Stats are counters of what the node could not deliver.
 type Stats struct {
-	Parked    int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
-	Lost      int64 // signals missing from a publisher's sequence (fast mode)
-	SlowLost  int64 // messages NATS dropped because this node consumed too slowly
+	Parked   int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
+	Lost     int64 // signals missing from a publisher's sequence (fast mode)
+	SlowLost int64 // messages NATS dropped because this node consumed too slowly
+	// LocalLost counts signals this node published that its own
+	// subscriptions did not get because they were too far behind: over a
+	// million signals, or 256 MiB of data, waiting for them (fast mode;
+	// SlowLost's counterpart for the node's own signals, which do not
+	// come back through NATS).
+	LocalLost int64
 	DedupHits int64 // duplicates suppressed before the handlers (durable mode)
 	Held      int64 // signals held back to restore a publisher's order (durable mode)
 	Skipped   int64 // sequence numbers given up on after the reorder gap timeout (durable mode)
-	// Undecoded counts the messages of other nodes (or this one) that the
+	// Undecoded counts the messages of other nodes that the
 	// node let go without decoding them, as no subscription here wanted
 	// their type (fast mode).
 	Undecoded int64
@@ -269,7 +301,7 @@ type Stats struct {
 
 // Stats returns the node's loss counters.
 func (n *Node) Stats() Stats {
-	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), DedupHits: n.dedupHits.Load(),
+	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), LocalLost: n.localLost.Load(), DedupHits: n.dedupHits.Load(),
 		Held: n.held.Load(), Skipped: n.skipped.Load(), Undecoded: n.undecoded.Load()}
 }
 
@@ -280,13 +312,17 @@ type fastTransport struct{ n *Node }
 
 func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
+	seqs := make([]uint64, len(signals))
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.bodies,
-		func(msg *nats.Msg, _ []bus.Signal) error {
-			if err := n.nc.PublishMsg(msg); err != nil {
+	return n.encode(signals, func(i int) (uint64, uint64) { seqs[i] = n.seq.Add(1); return seqs[i], 0 }, &n.bodies,
+		func(msg *nats.Msg, first int, carried []bus.Signal) error {
+			if err := n.sigs.PublishMsg(msg); err != nil {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
+			// The signal connection does not echo: the node's own
+			// subscriptions get them from here.
+			n.own.add(carried, seqs[first:first+len(carried)])
 			return nil
 		})
 }
@@ -354,7 +390,7 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		if n.nc != nil {
 			flushCtx, cancel := withDefaultTimeout(ctx, n.cfg.ConnectTimeout)
-			err := n.nc.FlushWithContext(flushCtx)
+			err := n.flush(flushCtx)
 			cancel()
 			if err != nil {
 				errs = append(errs, fmt.Errorf("flush: %w", err))
@@ -366,6 +402,11 @@ func (n *Node) Close(ctx context.Context) error {
 		if n.recv != nil {
 			if err := n.recv.close(ctx); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		if n.own != nil {
+			if err := n.own.close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("own signals: %w", err))
 			}
 		}
 		if n.dur != nil {
@@ -419,8 +460,10 @@ func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, 
 func (n *Node) release(ctx context.Context) error {
 	n.cancel()
 	var errs []error
-	if n.nc != nil {
-		n.nc.Close()
+	for _, nc := range []*nats.Conn{n.nc, n.sigs} {
+		if nc != nil {
+			nc.Close()
+		}
 	}
 	stopped := true
 	if n.server != nil {

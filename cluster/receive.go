@@ -52,13 +52,13 @@ func newReceiver(n *Node, meter metric.Meter) (*receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	sub, err := n.nc.SubscribeSync(n.cfg.Prefix + ".>")
+	sub, err := n.sigs.SubscribeSync(n.cfg.Prefix + ".>")
 	if err != nil {
 		return nil, err
 	}
 	// Core NATS drops a slow subscriber's messages past these limits;
 	// fast mode is at-most-once, but the losses are counted (natsError).
-	if err := sub.SetPendingLimits(1<<20, 256<<20); err != nil {
+	if err := sub.SetPendingLimits(pendingLimit, pendingBytesLimit); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}
@@ -158,9 +158,19 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		r.events = events[:0]
 	}
 	seen.flush()
+	r.deliver(signals, origins)
+}
+
+// deliver dispatches signals that came in together to the bus, under one
+// receive span that links each signal's producer, and records the batch's
+// size. origins tells where each came from, or is nil for this node's own
+// signals (see ownDelivery), which never need parking. Safe for
+// concurrent use.
+func (r *receiver) deliver(signals []bus.Signal, origins []origin) {
 	if len(signals) == 0 {
 		return
 	}
+	n := r.n
 	ctx, span := r.tracer.Start(n.ctx, "receive", trace.WithSpanKind(trace.SpanKindConsumer))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "signalbus"),
@@ -185,15 +195,17 @@ func binaryStampKey(m *nats.Msg) (key publisherKey, seq uint64, ok bool) {
 // batch for one signal it finds invalid; then each is checked on its own:
 // one that is not a valid signal is parked, as if it had been found so
 // when decoded, and the others go one at a time, so that only what the
-// bus refuses for its own reasons (its data limit) is refused.
+// bus refuses for its own reasons (its data limit) is refused. Without
+// origins (the node's own signals, which its bus validated when they were
+// published) there is nothing to park: the failure is logged.
 func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
 	n := r.n
 	err := n.bus.Dispatch(n.ctx, signals...)
 	if err == nil || errors.Is(err, bus.ErrClosed) {
 		return
 	}
-	if !errors.Is(err, bus.ErrInvalidSignal) {
-		n.logger.Error("dispatch failed", "count", len(signals), "error", err)
+	if !errors.Is(err, bus.ErrInvalidSignal) || origins == nil {
+		n.logger.Error("dispatch failed", "count", len(signals), "type", signals[0].Type, "error", err)
 		return
 	}
 	for i, sig := range signals {
@@ -250,10 +262,10 @@ func (r *sequenceRun) flush() {
 // CloudEvent, the nodes that want its type park it. Everything else is
 // decoded, and parked here when it is not valid.
 //
-// Fast mode's receiver takes every signal subject, its own node's
-// publishes included (that is how they reach its local subscriptions),
-// so a node that publishes a type it does not subscribe to would decode
-// every signal it sends for nothing.
+// Fast mode's receiver takes every signal subject other nodes send, so a
+// node would otherwise decode every signal of a type that only other
+// nodes subscribe to, for nothing. (Its own signals do not come back:
+// see ownDelivery.)
 func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 	n := r.n
 	typ, ok := strings.CutPrefix(m.Subject, n.cfg.Prefix+".")
