@@ -177,7 +177,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	handle := func(msg *nats.Msg) {
 		events, err := wire.DecodeAll(msg)
 		if err != nil {
-			return // the node's own subscription, which sees every message, parks it
+			return // the node's receiver, which sees every other node's message, parks it (a node's own are valid)
 		}
 		for _, e := range events {
 			sig := e.Signal

@@ -169,7 +169,8 @@ type Config struct {
 	MembershipSubject string
 	// MeterProvider receives the cluster metrics. Default: the global one.
 	MeterProvider metric.MeterProvider
-	// ConnectTimeout bounds the first connection to NATS in Start.
+	// ConnectTimeout bounds each connection Start makes to NATS (one;
+	// two in fast mode, where signals have a connection of their own).
 	// Default 10 s.
 	ConnectTimeout time.Duration
 	// Logger receives the node's logs. Default slog.Default().

@@ -34,9 +34,10 @@
 // write before acknowledging it unless Config.NoSync is set.
 //
 // Fast mode sends over core NATS: at-most-once, in order per publishing
-// node, with gaps in a publisher's sequence counted as lost. A node hands
-// its own signals to its own subscriptions itself (its signal connection
-// does not echo them back), stamped as other nodes see them, dropping and
+// node, with gaps in a publisher's sequence counted as lost. A node's
+// signals have a NATS connection of their own that does not echo them
+// back: the node decodes a copy of each message its own subscriptions
+// want and delivers it itself, as other nodes receive it, dropping and
 // counting (Stats.LocalLost) what its subscriptions are too far behind to
 // take, as NATS does for a slow node. Every node receives every signal
 // subject other nodes send; a message another node stamped, of a type no

@@ -258,7 +258,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		return nil
 	}
 	err := n.encode(signals, func(i int) (uint64, uint64) { return d.sequenceFor(signals[i].ID) }, nil,
-		func(msg *nats.Msg, _ int, carried []bus.Signal) error {
+		func(msg *nats.Msg, carried []bus.Signal) error {
 			// A binary message carries its signal's id as Nats-Msg-Id; a
 			// batch is named by its first and last ids: a retry that
 			// repeats the batch is dropped by the stream, and one that

@@ -228,7 +228,7 @@ func (n *Node) dial(ctx context.Context, url, name string, extra ...nats.Option)
 		}
 		select {
 		case <-connectCtx.Done():
-			return nil, fmt.Errorf("cluster: start %s: connect %s: %w: %w", n.cfg.Name, url, ErrUnavailable, err)
+			return nil, fmt.Errorf("cluster: start %s: connect %s as %s: %w: %w", n.cfg.Name, url, name, ErrUnavailable, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -237,15 +237,25 @@ func (n *Node) dial(ctx context.Context, url, name string, extra ...nats.Option)
 // flush waits until the server has processed what the node's connections
 // sent.
 func (n *Node) flush(ctx context.Context) error {
+	var errs []error
 	for _, nc := range []*nats.Conn{n.nc, n.sigs} {
 		if nc == nil {
 			continue
 		}
 		if err := nc.FlushWithContext(ctx); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("%s: %w", nc.Opts.Name, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// signalConn is the connection that carries the node's signals: the
+// echo-less one in fast mode, the only one in durable mode.
+func (n *Node) signalConn() *nats.Conn {
+	if n.sigs != nil {
+		return n.sigs
+	}
+	return n.nc
 }
 
 // natsError counts what core NATS drops for a slow consumer.
@@ -312,17 +322,16 @@ type fastTransport struct{ n *Node }
 
 func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
-	seqs := make([]uint64, len(signals))
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	return n.encode(signals, func(i int) (uint64, uint64) { seqs[i] = n.seq.Add(1); return seqs[i], 0 }, &n.bodies,
-		func(msg *nats.Msg, first int, carried []bus.Signal) error {
+	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.bodies,
+		func(msg *nats.Msg, carried []bus.Signal) error {
 			if err := n.sigs.PublishMsg(msg); err != nil {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
 			// The signal connection does not echo: the node's own
-			// subscriptions get them from here.
-			n.own.add(carried, seqs[first:first+len(carried)])
+			// subscriptions get the message from here.
+			n.own.add(msg, carried)
 			return nil
 		})
 }

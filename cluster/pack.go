@@ -19,7 +19,7 @@ type stamps func(i int) (seq, floor uint64)
 
 // encode turns signals into messages in the node's encoding, stamped with
 // the node, its instance, and each signal's numbers, and hands each message,
-// with the signals it carries (from signals[first]), to publish, in order:
+// with the signals it carries, to publish, in order:
 //
 //   - Binary: one binary-mode message per signal, the stamps as ce- headers;
 //   - ProtobufBatch: one CloudEvents protobuf batch message per run of
@@ -29,7 +29,7 @@ type stamps func(i int) (seq, floor uint64)
 //
 // bodies, when not nil, lends and takes back the batch bodies: only for a
 // publish that copies the message before it returns.
-func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, publish func(msg *nats.Msg, first int, carried []bus.Signal) error) error {
+func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	taken := make([]struct {
 		seq, floor uint64
 		ok         bool
@@ -63,7 +63,7 @@ func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, pu
 		for _, a := range stamp(i, attrs[:0]) {
 			msg.Header["ce-"+a.Name] = []string{a.Value}
 		}
-		if err := publish(msg, i, signals[i:i+1]); err != nil {
+		if err := publish(msg, signals[i:i+1]); err != nil {
 			return err
 		}
 	}
@@ -90,7 +90,7 @@ const payloadMargin = 4 << 10
 // packRun sends signals[from:to], all of one type, as one batch message, or
 // as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
-	bodies *bodyPool, publish func(msg *nats.Msg, first int, carried []bus.Signal) error) error {
+	bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	// Every signal a node sends came through its bus's Publish, which
 	// validated it.
 	msg, err := wire.EncodePublishedInto(bodies.get(), signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
@@ -100,14 +100,14 @@ func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst
 		return fmt.Errorf("encode: %w", err)
 	}
 	defer bodies.put(msg.Data)
-	if limit := n.nc.MaxPayload() - payloadMargin; int64(len(msg.Data)) > limit && to-from > 1 {
+	if limit := n.signalConn().MaxPayload() - payloadMargin; int64(len(msg.Data)) > limit && to-from > 1 {
 		mid := from + (to-from)/2
 		if err := n.packRun(signals, from, mid, stamp, bodies, publish); err != nil {
 			return err
 		}
 		return n.packRun(signals, mid, to, stamp, bodies, publish)
 	}
-	return publish(msg, from, signals[from:to])
+	return publish(msg, signals[from:to])
 }
 
 // bodyPool keeps batch bodies for use again once their message is

@@ -31,6 +31,11 @@ type receiver struct {
 	batchSize metric.Int64Histogram
 	attrs     metric.MeasurementOption
 	done      chan struct{}
+	// own marks the receiver of the node's own messages (ownDelivery):
+	// no subscription of its own, and no loss check (what the node sent
+	// is its own subscriptions' only when they want it: its sequence has
+	// gaps here by design).
+	own bool
 	// Reused from one handle call to the next by the one goroutine that
 	// makes them; the bus copies each signal into its queues.
 	events  []wire.Event
@@ -113,13 +118,13 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		clear(origins)
 		r.signals, r.origins = signals[:0], origins[:0]
 	}()
-	seen := sequenceRun{n: n}
+	seen := sequenceRun{n: n, off: r.own}
 	for _, m := range msgs {
 		// The loss check must see the numbers in their order of arrival,
 		// and unwanted accounts for its messages at once.
 		seen.flush()
 		batch := wire.IsBatch(m)
-		if r.unwanted(m, batch) {
+		if !r.own && r.unwanted(m, batch) {
 			continue
 		}
 		if !batch {
@@ -128,7 +133,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 				n.park(m, err)
 				// Parked, not lost in transit: its stamps, if it has
 				// any, still count, as an invalid event's of a batch do.
-				if from, seq, ok := binaryStampKey(m); ok {
+				if from, seq, ok := binaryStampKey(m); ok && !r.own {
 					n.sequenceSeen(from, seq, seq)
 				}
 				continue
@@ -229,12 +234,16 @@ func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
 // a batch from a node is one run.
 type sequenceRun struct {
 	n           *Node
+	off         bool // sees nothing: the node's own messages
 	from        publisherKey
 	first, last uint64
 	open        bool
 }
 
 func (r *sequenceRun) add(sig bus.Signal) {
+	if r.off {
+		return
+	}
 	from, seq, ok := orderKey(sig)
 	if !ok {
 		return
