@@ -295,10 +295,11 @@ type Stats struct {
 	Lost     int64 // signals missing from a publisher's sequence (fast mode)
 	SlowLost int64 // messages NATS dropped because this node consumed too slowly
 	// LocalLost counts signals this node published that its own
-	// subscriptions did not get because they were too far behind: over a
-	// million signals, or 256 MiB of data, waiting for them (fast mode;
-	// SlowLost's counterpart for the node's own signals, which do not
-	// come back through NATS).
+	// subscriptions did not get (fast mode; SlowLost's counterpart for the
+	// node's own signals, which do not come back through NATS): because
+	// they were too far behind (over a million signals, or 256 MiB, waiting
+	// for them), because the node was closing when they were published, or
+	// because its Close ran out of time before they were delivered.
 	LocalLost int64
 	DedupHits int64 // duplicates suppressed before the handlers (durable mode)
 	Held      int64 // signals held back to restore a publisher's order (durable mode)
@@ -424,6 +425,9 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 		}
 		n.cancel()
+		if n.own != nil {
+			<-n.own.done // at once, now that n.ctx has ended: it counts what it could not deliver
+		}
 		if n.bus != nil {
 			if err := n.bus.Close(ctx); err != nil {
 				errs = append(errs, err)

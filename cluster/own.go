@@ -59,6 +59,8 @@ type ownMsg struct {
 }
 
 func newOwnDelivery(n *Node, r *receiver) *ownDelivery {
+	// A receiver of its own (its buffers and decoder are not shared with
+	// r's goroutine), without a NATS subscription: only handle is for it.
 	own := &receiver{n: n, own: true, max: r.max, tracer: r.tracer, prop: r.prop, batchSize: r.batchSize, attrs: r.attrs}
 	o := &ownDelivery{n: n, recv: own, limit: pendingLimit, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go o.run()
@@ -73,21 +75,27 @@ func (o *ownDelivery) add(msg *nats.Msg, carried []bus.Signal) {
 	if len(carried) == 0 || !n.bus.Wants(carried[0].Type) {
 		return
 	}
-	// The body may be a pooled buffer, or a binary message's data the
-	// caller's own: the copy is the node's, as a received message is.
-	cp := &nats.Msg{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: bytes.Clone(msg.Data)}
 	o.mu.Lock()
-	if o.closed || o.count+len(carried) > o.limit || o.bytes+len(cp.Data) > pendingBytesLimit {
-		first := !o.dropping
+	if o.closed || o.count+len(carried) > o.limit || o.bytes+len(msg.Data) > pendingBytesLimit {
+		first, closed := !o.dropping, o.closed
 		o.dropping = true
 		o.mu.Unlock()
 		n.localLost.Add(int64(len(carried)))
-		if first {
-			n.logger.Error("signals this node published are not delivered to its own subscriptions (Stats.LocalLost): "+
-				"they are too far behind, or the node is closing", "count", len(carried), "type", carried[0].Type)
+		switch {
+		case first && closed:
+			n.logger.Warn("signals published while the node closes are not delivered to its own subscriptions (Stats.LocalLost)",
+				"count", len(carried), "type", carried[0].Type)
+		case first:
+			n.logger.Error("the node's own subscriptions are too far behind: signals it published are not delivered to them (Stats.LocalLost)",
+				"count", len(carried), "type", carried[0].Type)
 		}
 		return
 	}
+	// The body may be a pooled buffer, or a binary message's data the
+	// caller's own: the copy is the node's, as a received message is.
+	// (Under the lock: add is called in publish order, and the queue must
+	// keep it.)
+	cp := &nats.Msg{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: bytes.Clone(msg.Data)}
 	o.pending = append(o.pending, ownMsg{msg: cp, signals: len(carried)})
 	o.count += len(carried)
 	o.bytes += len(cp.Data)
@@ -100,11 +108,26 @@ func (o *ownDelivery) add(msg *nats.Msg, carried []bus.Signal) {
 }
 
 // run delivers what add queued, in order, as the receiver delivers other
-// nodes' messages (up to Config.BatchSize at once, under one receive
-// span), waiting for a full Block queue until the node closes.
+// nodes' messages (up to Config.BatchSize messages at once, under one
+// receive span), waiting for a full Block queue until the node closes.
+// When the node stops first (its Close ran out of time), what is still
+// queued is counted lost, the messages in hand included, though Dispatch
+// may have queued some of their signals before it stopped.
 func (o *ownDelivery) run() {
 	defer close(o.done)
 	n := o.n
+	defer func() {
+		o.mu.Lock()
+		undelivered := o.count
+		o.closed = true
+		o.pending, o.count, o.bytes = nil, 0, 0
+		o.mu.Unlock()
+		if undelivered > 0 {
+			n.localLost.Add(int64(undelivered))
+			n.logger.Warn("the node stopped before its own subscriptions took all it had published (Stats.LocalLost)",
+				"count", undelivered)
+		}
+	}()
 	var msgs []*nats.Msg
 	for {
 		o.mu.Lock()
@@ -120,7 +143,13 @@ func (o *ownDelivery) run() {
 				signals += m.signals
 				size += len(m.msg.Data)
 			}
+			if n.ctx.Err() != nil {
+				return
+			}
 			o.recv.handle(msgs)
+			if n.ctx.Err() != nil {
+				return // the messages in hand count as undelivered
+			}
 			clear(msgs)
 			msgs = msgs[:0]
 			clear(taken[:k])

@@ -168,9 +168,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 
 // deliver dispatches signals that came in together to the bus, under one
 // receive span that links each signal's producer, and records the batch's
-// size. origins tells where each came from, or is nil for this node's own
-// signals (see ownDelivery), which never need parking. Safe for
-// concurrent use.
+// size. origins tells where each came from, to park it if need be.
 func (r *receiver) deliver(signals []bus.Signal, origins []origin) {
 	if len(signals) == 0 {
 		return
@@ -200,16 +198,14 @@ func binaryStampKey(m *nats.Msg) (key publisherKey, seq uint64, ok bool) {
 // batch for one signal it finds invalid; then each is checked on its own:
 // one that is not a valid signal is parked, as if it had been found so
 // when decoded, and the others go one at a time, so that only what the
-// bus refuses for its own reasons (its data limit) is refused. Without
-// origins (the node's own signals, which its bus validated when they were
-// published) there is nothing to park: the failure is logged.
+// bus refuses for its own reasons (its data limit) is refused.
 func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
 	n := r.n
 	err := n.bus.Dispatch(n.ctx, signals...)
 	if err == nil || errors.Is(err, bus.ErrClosed) {
 		return
 	}
-	if !errors.Is(err, bus.ErrInvalidSignal) || origins == nil {
+	if !errors.Is(err, bus.ErrInvalidSignal) {
 		n.logger.Error("dispatch failed", "count", len(signals), "type", signals[0].Type, "error", err)
 		return
 	}
