@@ -56,8 +56,8 @@ type Node struct {
 	out      *outbox      // PublishAsync's queue, in front of either
 	attached attachments  // groups and durable subscriptions fed by their own consumers
 	seq      atomic.Uint64
-	bodies   bodyPool // fast mode: batch bodies, used again once published
-	instance string   // random per Start: tells this run's sequence from an earlier one's
+	msgs     msgPool // fast mode: batch messages, used again once published
+	instance string  // random per Start: tells this run's sequence from an earlier one's
 	member   *membership
 
 	ctx    context.Context // ends when Close begins draining
@@ -325,7 +325,7 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.bodies,
+	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
 		func(msg *nats.Msg, carried []bus.Signal) error {
 			if err := n.sigs.PublishMsg(msg); err != nil {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -58,6 +58,7 @@ type outbox struct {
 	draining bool // Close has begun: no more lingering
 	sending  bool // a batch taken from entries is in flight
 	direct   bool // fast mode: a synchronous publish may send itself when nothing is queued
+	acked    bool // durable mode: a send waits for the stream's acknowledgements (sendTimeout)
 
 	tracer    trace.Tracer
 	prop      propagation.TextMapPropagator
@@ -81,7 +82,8 @@ type outboxEntry struct {
 func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter metric.Meter) (*outbox, error) {
 	o := &outbox{n: n, send: send, limit: n.cfg.OutboxSize, size: n.cfg.BatchSize, linger: n.cfg.BatchLinger,
 		empty: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}, direct: n.cfg.Mode == Fast}
+		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}, direct: n.cfg.Mode == Fast,
+		acked: n.cfg.Mode == Durable}
 	close(o.empty)
 	depth, err := meter.Int64ObservableGauge("signalbus.outbox.depth", metric.WithUnit("{message}"),
 		metric.WithDescription("Signals accepted by PublishAsync and not yet sent to the cluster."))
@@ -373,11 +375,21 @@ func (o *outbox) settle(parts []part, err error) {
 	}
 }
 
+// sendTimeout bounds how long a durable send waits for the stream's
+// acknowledgements; a batch not acknowledged by then is retried.
+const sendTimeout = 5 * time.Second
+
 // sendBatch sends one batch inside a send span that links the publish
 // span of every signal in it.
 func (o *outbox) sendBatch(batch []bus.Signal) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	ctx := context.Background()
+	if o.acked {
+		// Only a send that waits for acknowledgements needs a deadline
+		// (a core NATS publish never waits): no timer per fast send.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+	}
 	ctx, span := o.tracer.Start(ctx, "send", trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "signalbus"),

@@ -27,9 +27,9 @@ type stamps func(i int) (seq, floor uint64)
 //     and the runs keep the publish order), a run whose message would pass
 //     the server's payload limit split in two; the stamps as attributes.
 //
-// bodies, when not nil, lends and takes back the batch bodies: only for a
+// msgs, when not nil, lends and takes back the batch messages: only for a
 // publish that copies the message before it returns.
-func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
+func (n *Node) encode(signals []bus.Signal, numbers stamps, msgs *msgPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	taken := make([]struct {
 		seq, floor uint64
 		ok         bool
@@ -47,7 +47,7 @@ func (n *Node) encode(signals []bus.Signal, numbers stamps, bodies *bodyPool, pu
 			for to < len(signals) && signals[to].Type == signals[from].Type {
 				to++
 			}
-			if err := n.packRun(signals, from, to, stamp, bodies, publish); err != nil {
+			if err := n.packRun(signals, from, to, stamp, msgs, publish); err != nil {
 				return err
 			}
 			from = to
@@ -90,50 +90,52 @@ const payloadMargin = 4 << 10
 // packRun sends signals[from:to], all of one type, as one batch message, or
 // as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
-	bodies *bodyPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
+	msgs *msgPool, publish func(msg *nats.Msg, carried []bus.Signal) error) error {
 	// Every signal a node sends came through its bus's Publish, which
 	// validated it.
-	msg, err := wire.EncodePublishedInto(bodies.get(), signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
+	lent := msgs.get()
+	defer msgs.put(lent)
+	msg, err := wire.EncodePublishedInto(lent, signals[from:to], n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
 		return stamp(from+i, dst)
 	})
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	defer bodies.put(msg.Data)
 	if limit := n.signalConn().MaxPayload() - payloadMargin; int64(len(msg.Data)) > limit && to-from > 1 {
 		mid := from + (to-from)/2
-		if err := n.packRun(signals, from, mid, stamp, bodies, publish); err != nil {
+		if err := n.packRun(signals, from, mid, stamp, msgs, publish); err != nil {
 			return err
 		}
-		return n.packRun(signals, mid, to, stamp, bodies, publish)
+		return n.packRun(signals, mid, to, stamp, msgs, publish)
 	}
 	return publish(msg, signals[from:to])
 }
 
-// bodyPool keeps batch bodies for use again once their message is
-// published: a 64-signal batch body is some 20 KiB, a sixth of all a fast
-// node allocated per signal sent. A nil pool lends nothing and keeps
-// nothing.
-type bodyPool struct{ pool sync.Pool }
+// msgPool keeps batch messages for use again once published: their
+// bodies (a 64-signal batch body is some 20 KiB, a sixth of all a fast
+// node allocated per signal sent) and, at one signal per message, what
+// the message and its header cost besides. A nil pool lends nothing
+// (EncodePublishedInto then makes a new message) and keeps nothing.
+type msgPool struct{ pool sync.Pool }
 
 // maxPooledBody bounds the bodies a pool keeps, so that one big batch
 // does not stay allocated for good.
 const maxPooledBody = 256 << 10
 
-func (p *bodyPool) get() []byte {
+func (p *msgPool) get() *nats.Msg {
 	if p == nil {
 		return nil
 	}
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		return *b
+	if m, ok := p.pool.Get().(*nats.Msg); ok {
+		return m
 	}
-	return nil
+	return &nats.Msg{}
 }
 
-func (p *bodyPool) put(b []byte) {
-	if p == nil || cap(b) > maxPooledBody {
+func (p *msgPool) put(m *nats.Msg) {
+	if p == nil || m == nil || cap(m.Data) > maxPooledBody {
 		return
 	}
-	b = b[:0]
-	p.pool.Put(&b)
+	m.Data = m.Data[:0]
+	p.pool.Put(m)
 }

@@ -390,22 +390,26 @@ func TestUnwantedSignalsGoUndecoded(t *testing.T) {
 	}
 }
 
-func TestBodyPoolLendsWhatItWasGiven(t *testing.T) {
-	var nilPool *bodyPool
-	if b := nilPool.get(); b != nil {
-		t.Fatal("a nil pool lent a buffer")
+func TestMsgPoolLendsWhatItWasGiven(t *testing.T) {
+	var nilPool *msgPool
+	if m := nilPool.get(); m != nil {
+		t.Fatal("a nil pool lent a message")
 	}
-	nilPool.put(make([]byte, 10)) // keeps nothing, does not panic
-	var p bodyPool
-	buf := make([]byte, 5, 1024)
-	p.put(buf)
-	// sync.Pool may drop what it holds at any GC: get returns either
-	// nothing or the buffer given, emptied.
-	if got := p.get(); got != nil && (len(got) != 0 || cap(got) != 1024) {
-		t.Errorf("lent a buffer of len %d cap %d, want the one given, emptied", len(got), cap(got))
+	nilPool.put(&nats.Msg{Data: make([]byte, 10)}) // keeps nothing, does not panic
+	var p msgPool
+	if m := p.get(); m == nil {
+		t.Fatal("an empty pool lent nothing; it makes a message")
 	}
-	p.put(make([]byte, 0, maxPooledBody+1))
-	if got := p.get(); got != nil && cap(got) > maxPooledBody {
-		t.Errorf("kept a buffer of %d bytes, over the %d limit", cap(got), maxPooledBody)
+	m := &nats.Msg{Data: make([]byte, 5, 1024)}
+	p.put(m)
+	// sync.Pool may drop what it holds at any GC: get returns either a
+	// new message or the one given, its body emptied.
+	if got := p.get(); got == m && (len(got.Data) != 0 || cap(got.Data) != 1024) {
+		t.Errorf("lent the message back with a body of len %d cap %d, want it emptied", len(got.Data), cap(got.Data))
+	}
+	big := &nats.Msg{Data: make([]byte, 0, maxPooledBody+1)}
+	p.put(big)
+	if got := p.get(); got == big {
+		t.Errorf("kept a message with a %d-byte body, over the %d limit", cap(big.Data), maxPooledBody)
 	}
 }

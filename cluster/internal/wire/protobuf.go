@@ -87,15 +87,27 @@ func EncodePublished(signals []bus.Signal, prefix string, stamp func(i int, dst 
 	return encodeBatch(nil, signals, prefix, stamp, false)
 }
 
-// EncodePublishedInto is EncodePublished writing the body into buf's
-// array when it has room (buf's contents are overwritten), so that a
-// caller whose publish copies the body (core NATS does) can use one
-// buffer again and again.
-func EncodePublishedInto(buf []byte, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
-	return encodeBatch(buf, signals, prefix, stamp, false)
+// EncodePublishedInto is EncodePublished writing into msg, a message it
+// made before, rather than a new one: the body goes into msg.Data's array
+// when it has room (its contents are overwritten), and msg.Header is kept
+// when it still is the batch header this function set (else it gets a new
+// one). A caller whose publish copies the message before it returns (core
+// NATS does) can so use one message again and again, at one signal per
+// message too; it must not change the header. A nil msg is a new one.
+func EncodePublishedInto(msg *nats.Msg, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr) (*nats.Msg, error) {
+	if msg == nil {
+		return encodeBatch(nil, signals, prefix, stamp, false)
+	}
+	return encodeBatchInto(msg, signals, prefix, stamp, false)
 }
 
 func encodeBatch(buf []byte, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr, check bool) (*nats.Msg, error) {
+	return encodeBatchInto(&nats.Msg{Data: buf}, signals, prefix, stamp, check)
+}
+
+// encodeBatchInto encodes into msg (see EncodePublishedInto).
+func encodeBatchInto(msg *nats.Msg, signals []bus.Signal, prefix string, stamp func(i int, dst []Attr) []Attr, check bool) (*nats.Msg, error) {
+	buf := msg.Data
 	if len(signals) == 0 {
 		return nil, fmt.Errorf("wire: encode batch: %w: no signals", bus.ErrInvalidSignal)
 	}
@@ -145,8 +157,17 @@ func encodeBatch(buf []byte, signals []bus.Signal, prefix string, stamp func(i i
 			body = slices.Grow(body, need)
 		}
 	}
-	h := nats.Header{headerContentType: []string{ProtobufBatchContentType}}
-	return &nats.Msg{Subject: Subject(prefix, typ), Header: h, Data: body}, nil
+	if !isBatchHeader(msg.Header) {
+		msg.Header = nats.Header{headerContentType: []string{ProtobufBatchContentType}}
+	}
+	msg.Subject, msg.Data = Subject(prefix, typ), body
+	return msg, nil
+}
+
+// isBatchHeader reports whether h is exactly the header encodeBatchInto sets.
+func isBatchHeader(h nats.Header) bool {
+	v := h[headerContentType]
+	return len(h) == 1 && len(v) == 1 && v[0] == ProtobufBatchContentType
 }
 
 // putLength writes, at b[at:at+2], the length of what follows those two

@@ -886,7 +886,7 @@ func TestEncodePublishedWritesWhatEncodeBatchWrites(t *testing.T) {
 	}
 }
 
-func TestEncodePublishedIntoUsesTheBuffer(t *testing.T) {
+func TestEncodePublishedIntoUsesTheMessage(t *testing.T) {
 	var signals []bus.Signal
 	for _, s := range roundTripSignals(t) {
 		s.Type = "one.type"
@@ -914,25 +914,48 @@ func TestEncodePublishedIntoUsesTheBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameEvents(t, want.Data)
-	// A buffer with room, holding something else: the body is written
-	// into its array, over what was there.
+	if got, err := wire.EncodePublishedInto(nil, signals, "", nil); err != nil || !reflect.DeepEqual(got.Header, want.Header) {
+		t.Fatalf("EncodePublishedInto(nil) = %v, %v; want a new message like EncodePublished's", got, err)
+	}
+	// A message with room in its body, holding something else, and a
+	// header that is not the batch header: the body is written into its
+	// array, over what was there; the header is replaced, not changed.
 	roomy := bytes.Repeat([]byte{0xee}, 4*len(want.Data))
-	got, err := wire.EncodePublishedInto(roomy, signals, "", nil)
+	foreign := nats.Header{"content-type": {"text/plain"}, "x-other": {"1"}}
+	into := &nats.Msg{Subject: "old", Data: roomy, Header: foreign}
+	got, err := wire.EncodePublishedInto(into, signals, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got != into {
+		t.Fatal("EncodePublishedInto returned another message than the one it was given")
+	}
 	sameEvents(t, got.Data)
 	if &got.Data[0] != &roomy[0] {
-		t.Error("EncodePublishedInto did not use the buffer it had room in")
+		t.Error("EncodePublishedInto did not use the body it had room in")
 	}
-	// A buffer without room is left alone.
+	if !reflect.DeepEqual(got.Header, want.Header) || got.Subject != want.Subject {
+		t.Errorf("message %s %v, want %s %v", got.Subject, got.Header, want.Subject, want.Header)
+	}
+	if len(foreign) != 2 || foreign.Get("content-type") != "text/plain" {
+		t.Errorf("the header it replaced was changed: %v", foreign)
+	}
+	// Used again: the batch header it set is kept, the same map.
+	header := got.Header
+	if got, err = wire.EncodePublishedInto(got, signals[:1], "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(got.Header).Pointer() != reflect.ValueOf(header).Pointer() {
+		t.Error("EncodePublishedInto made a new header, though the message had the batch header")
+	}
+	// A body without room is left alone.
 	small := []byte{1, 2, 3}
-	got, err = wire.EncodePublishedInto(small, signals, "", nil)
+	got, err = wire.EncodePublishedInto(&nats.Msg{Data: small}, signals, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sameEvents(t, got.Data)
 	if !bytes.Equal(small, []byte{1, 2, 3}) {
-		t.Errorf("EncodePublishedInto wrote into a buffer without room: %v", small)
+		t.Errorf("EncodePublishedInto wrote into a body without room: %v", small)
 	}
 }
