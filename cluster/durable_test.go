@@ -70,6 +70,22 @@ func checkSequence(t *testing.T, got []bus.Signal, from, to int) {
 	}
 }
 
+// checkIncreasing checks that the subjects of got (numbers) increase:
+// some may be missing, none duplicated or out of order. It returns the
+// last, -1 for none.
+func checkIncreasing(t *testing.T, got []bus.Signal) int {
+	t.Helper()
+	last := -1
+	for _, s := range got {
+		n, _ := strconv.Atoi(s.Subject)
+		if n <= last {
+			t.Fatalf("#%d after #%d: duplicated or out of order", n, last)
+		}
+		last = n
+	}
+	return last
+}
+
 func TestDurableStandaloneDeliversInOrder(t *testing.T) {
 	n := startNode(t, Config{Name: "d1"})
 	box := &inbox{}

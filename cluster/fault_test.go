@@ -94,14 +94,7 @@ func TestFastModeIsolationAndHeal(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		got := boxes[2].wait(t, 0)
-		last := -1
-		for _, s := range got {
-			n, _ := strconv.Atoi(s.Subject)
-			if n <= last {
-				t.Fatalf("n2 got #%d after #%d: duplicated or reordered", n, last)
-			}
-			last = n
-		}
+		last := checkIncreasing(t, got)
 		missing := int64(last + 1 - len(got))
 		if missing <= 0 {
 			t.Fatalf("n2 missed nothing while isolated (got %d up to #%d); the isolation did not isolate", len(got), last)

@@ -178,10 +178,7 @@ func (o *outbox) enqueue(e *outboxEntry) error {
 	}
 	o.entries = append(o.entries, e)
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	nudge(o.wake)
 	return nil
 }
 
@@ -442,10 +439,7 @@ func (o *outbox) close(ctx context.Context) error {
 	o.mu.Lock()
 	o.draining = true
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	nudge(o.wake)
 	err := o.waitEmpty(ctx)
 	o.mu.Lock()
 	close(o.stop)

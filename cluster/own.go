@@ -101,10 +101,7 @@ func (o *ownDelivery) add(msg *nats.Msg, carried []bus.Signal) {
 	o.bytes += len(cp.Data)
 	o.dropping = false
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	nudge(o.wake)
 }
 
 // run delivers what add queued, in order, as the receiver delivers other
@@ -183,14 +180,20 @@ func (o *ownDelivery) close(ctx context.Context) error {
 	o.mu.Lock()
 	o.closed = true
 	o.mu.Unlock()
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
+	nudge(o.wake)
 	select {
 	case <-o.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// nudge wakes the goroutine waiting on wake (a channel of one slot) if it
+// is not already due to wake.
+func nudge(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
 	}
 }

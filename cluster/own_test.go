@@ -148,15 +148,7 @@ func TestOwnDeliveryDropsAndCountsPastItsLimit(t *testing.T) {
 	n.own.mu.Lock()
 	n.own.limit = 10
 	n.own.mu.Unlock()
-	release := make(chan struct{})
-	box := &inbox{}
-	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
-		<-release
-		return box.Handle(ctx, s)
-	})
-	if _, err := n.Bus().Subscribe("slow.*", handler, bus.WithQueueSize(1)); err != nil {
-		t.Fatal(err)
-	}
+	box, release := subscribeHeld(t, n, "slow.*")
 	const total = 100
 	for i := range total {
 		if err := n.Bus().Publish(context.Background(), bus.Signal{Type: "slow.x", Source: "/slow", Subject: strconv.Itoa(i)}); err != nil {
@@ -174,14 +166,7 @@ func TestOwnDeliveryDropsAndCountsPastItsLimit(t *testing.T) {
 	if int64(len(got))+lost != total {
 		t.Fatalf("delivered %d and counted %d lost, of %d published", len(got), lost, total)
 	}
-	last := -1
-	for _, s := range got {
-		i, _ := strconv.Atoi(s.Subject)
-		if i <= last {
-			t.Fatalf("#%d after #%d: out of order", i, last)
-		}
-		last = i
-	}
+	checkIncreasing(t, got)
 	// Once the subscription has caught up, the queue has room again: a
 	// run as long as the limit goes through whole.
 	for i := range 10 {
@@ -226,15 +211,7 @@ func TestCloseCountsOwnSignalsItCouldNotDeliver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	box := &inbox{}
-	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
-		<-release
-		return box.Handle(ctx, s)
-	})
-	if _, err := n.Bus().Subscribe("stuck.*", handler, bus.WithQueueSize(1)); err != nil {
-		t.Fatal(err)
-	}
+	box, release := subscribeHeld(t, n, "stuck.*")
 	const total = 50
 	for i := range total {
 		if err := n.Bus().Publish(ctx, bus.Signal{Type: "stuck.x", Source: "/stuck", Subject: strconv.Itoa(i)}); err != nil {
@@ -261,4 +238,19 @@ func TestCloseCountsOwnSignalsItCouldNotDeliver(t *testing.T) {
 	if lost == 0 || int64(delivered)+lost < total-1 {
 		t.Errorf("delivered %d, counted %d lost, of %d published: some went missing uncounted", delivered, lost, total)
 	}
+}
+
+// subscribeHeld subscribes to pattern on n with a queue of one and a
+// handler that takes nothing until release is closed.
+func subscribeHeld(t *testing.T, n *Node, pattern string) (box *inbox, release chan struct{}) {
+	t.Helper()
+	box, release = &inbox{}, make(chan struct{})
+	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		<-release
+		return box.Handle(ctx, s)
+	})
+	if _, err := n.Bus().Subscribe(pattern, handler, bus.WithQueueSize(1)); err != nil {
+		t.Fatal(err)
+	}
+	return box, release
 }
