@@ -120,7 +120,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	send := fastTransport{n}.Send
 	if cfg.Mode == Fast {
-		if n.sigs, err = n.dial(ctx, url, "signalbus-"+cfg.Name+"-signals", nats.NoEcho()); err != nil {
+		// The receiver reads a synchronous subscription, whose messages
+		// wait in a channel of SyncQueueLen (nats.go's default, 64 Ki,
+		// would be its limit whatever SetPendingLimits says: at one
+		// signal per message, a receiver 64 Ki signals behind would lose).
+		// The channel's array is allocated at once but only touched as
+		// it fills.
+		if n.sigs, err = n.dial(ctx, url, "signalbus-"+cfg.Name+"-signals", nats.NoEcho(), nats.SyncQueueLen(pendingLimit)); err != nil {
 			return nil, err
 		}
 	}

@@ -254,3 +254,37 @@ func subscribeHeld(t *testing.T, n *Node, pattern string) (box *inbox, release c
 	}
 	return box, release
 }
+
+// TestReceiverHoldsMoreThanNATSDefaultQueue: a fast node's receiver that
+// falls behind keeps up to a million messages waiting, as documented, not
+// the 64 Ki that nats.go gives a synchronous subscription by default: at
+// one signal per message, 70 000 signals behind a stuck handler all
+// arrive once it goes on, none dropped.
+func TestReceiverHoldsMoreThanNATSDefaultQueue(t *testing.T) {
+	c := startFastClusterEncoded(t, 2, ProtobufBatch)
+	box, release := subscribeHeld(t, c[1], "many.*")
+	const total = 70_000
+	for i := range total {
+		if err := c[0].Bus().Publish(context.Background(), bus.Signal{Type: "many.x", Source: "/n0", Subject: strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c[0].sigs.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		box.mu.Lock()
+		got := len(box.signals)
+		box.mu.Unlock()
+		if got == total {
+			break
+		}
+		if st := c[1].Stats(); st.SlowLost != 0 || st.Lost != 0 || time.Now().After(deadline) {
+			t.Fatalf("received %d of %d; stats %+v", got, total, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	checkSequence(t, box.wait(t, total), 0, total)
+}
