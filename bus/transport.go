@@ -12,7 +12,9 @@ import (
 // this one included, whose receiving side calls Dispatch. Publish returns
 // Send's error. Package cluster provides the NATS transport.
 type Transport interface {
-	// Send must not keep the slice; the signals are its to keep.
+	// The slice and the signals are Send's to keep (a transport may queue
+	// them and return, as the cluster's PublishAsync does): the bus makes
+	// a new slice for each call.
 	Send(ctx context.Context, signals []Signal) error
 }
 
