@@ -194,6 +194,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	detach := func(ctx context.Context) error {
 		var errs []error
 		for _, s := range subs {
+			n.drops.end(s)
 			if err := drainSubscription(ctx, s); err != nil {
 				errs = append(errs, err)
 			}
@@ -207,9 +208,13 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 			err = s.SetPendingLimits(pendingLimit, pendingBytesLimit)
 		}
 		if err != nil {
+			if s != nil {
+				_ = s.Unsubscribe()
+			}
 			_ = detach(context.Background())
 			return nil, fmt.Errorf("group %q: queue subscribe %s: %w", info.Group, f, err)
 		}
+		n.drops.watch(s)
 		subs = append(subs, s)
 	}
 	return detach, nil

@@ -128,6 +128,40 @@ func benchFast(b *testing.B, nodes []*Node, batch int) {
 	benchNodeToNode(b, nodes[0], nodes[1], "bench.fast", batch, natsRate, "x-nats")
 }
 
+// fence sends signals from pub until sub has one. A gap an earlier run
+// left in pub's sequence (its last signals lost) is only seen when the
+// next signal arrives: after the fence, it has been counted, and a run's
+// loss check sees only its own.
+func fence(b *testing.B, pub, sub *Node) {
+	b.Helper()
+	arrived := make(chan struct{}, 1)
+	s, err := sub.Bus().Subscribe("bench.fence", bus.HandlerFunc(func(context.Context, bus.Signal) error {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		return nil
+	}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := pub.Bus().Publish(context.Background(), bus.Signal{Type: "bench.fence", Source: "/bench"}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-arrived:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("no fence signal arrived")
+		}
+	}
+}
+
 // benchNodeToNode publishes b.N 128-byte signals from pub in batches and
 // stops the clock when sub's subscription has handled the last one. It
 // reports signals/s, how many arrived out of order (ids increase per
@@ -157,6 +191,7 @@ func benchNodeToNode(b *testing.B, pub, sub *Node, typ string, batch int, baseli
 		publish, size = pub.PublishAsync, 1
 	}
 	signals := make([]bus.Signal, size)
+	fence(b, pub, sub)
 	before := sub.Stats()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -179,9 +214,9 @@ func benchNodeToNode(b *testing.B, pub, sub *Node, typ string, batch int, baseli
 	// node (NATS drops a slow consumer's messages) loses signals, which
 	// the node counts. A run that lost some is no measurement: it stops
 	// as soon as every signal is accounted for, or once nothing more has
-	// arrived for a second after a loss (the node's counters are for its
-	// whole life: only what grew during this run counts), rather than
-	// wait out the deadline for signals that will not come.
+	// arrived for a second after a counted loss (the node's counters are
+	// for its whole life: only what grew since the fence counts), rather
+	// than wait out the deadline for signals that will not come.
 	deadline := time.Now().Add(2 * time.Minute)
 	lastGot, lastProgress := int64(0), time.Now()
 	for waiting := true; waiting; {

@@ -68,7 +68,7 @@ type Node struct {
 
 	parked    atomic.Int64
 	lost      atomic.Int64
-	slowLost  atomic.Int64
+	drops     dropCounts
 	localLost atomic.Int64
 	dedupHits atomic.Int64
 	held      atomic.Int64
@@ -121,12 +121,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	send := fastTransport{n}.Send
 	if cfg.Mode == Fast {
 		// The receiver reads a synchronous subscription, whose messages
-		// wait in a channel of SyncQueueLen (nats.go's default, 64 Ki,
-		// would be its limit whatever SetPendingLimits says: at one
-		// signal per message, a receiver 64 Ki signals behind would lose).
-		// The channel's array is allocated at once but only touched as
-		// it fills.
-		if n.sigs, err = n.dial(ctx, url, "signalbus-"+cfg.Name+"-signals", nats.NoEcho(), nats.SyncQueueLen(pendingLimit)); err != nil {
+		// wait in a channel of SyncQueueLen: nats.go's default, 64 Ki,
+		// would be its limit whatever SetPendingLimits says (at one
+		// signal per message, a receiver 64 Ki signals behind would
+		// lose). See receiverQueueLen for what the channel costs.
+		if n.sigs, err = n.dial(ctx, url, "signalbus-"+cfg.Name+"-signals", nats.NoEcho(), nats.SyncQueueLen(receiverQueueLen)); err != nil {
 			return nil, err
 		}
 	}
@@ -264,15 +263,63 @@ func (n *Node) signalConn() *nats.Conn {
 	return n.nc
 }
 
-// natsError counts what core NATS drops for a slow consumer.
+// natsError logs what nats.go reports: a slow consumer once per episode
+// of drops (dropCounts counts them all), anything else as it comes.
 func (n *Node) natsError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) && sub != nil {
 		dropped, _ := sub.Dropped()
-		n.slowLost.Store(int64(dropped))
-		n.logger.Error("slow consumer: NATS dropped signals for this node", "dropped_total", dropped)
+		n.logger.Error("slow consumer: NATS drops signals for this node (Stats.SlowLost)",
+			"subject", sub.Subject, "dropped_by_this_subscription", dropped)
 		return
 	}
 	n.logger.Error("NATS error", "error", err)
+}
+
+// dropCounts adds up what nats.go dropped for the node's slow
+// subscriptions (Stats.SlowLost). nats.go counts per subscription
+// (Subscription.Dropped) and calls the error handler only once per
+// episode of drops, so the counts are read from the subscriptions when
+// asked, and each one's kept when it ends.
+type dropCounts struct {
+	mu    sync.Mutex
+	live  map[*nats.Subscription]struct{}
+	ended int64
+}
+
+// watch counts s's drops from now on.
+func (d *dropCounts) watch(s *nats.Subscription) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.live == nil {
+		d.live = map[*nats.Subscription]struct{}{}
+	}
+	d.live[s] = struct{}{}
+}
+
+// end keeps s's count; call it before s is drained or unsubscribed, after
+// which nats.go no longer tells it.
+func (d *dropCounts) end(s *nats.Subscription) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.live[s]; !ok {
+		return
+	}
+	delete(d.live, s)
+	if dropped, err := s.Dropped(); err == nil {
+		d.ended += int64(dropped)
+	}
+}
+
+func (d *dropCounts) total() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	total := d.ended
+	for s := range d.live {
+		if dropped, err := s.Dropped(); err == nil {
+			total += int64(dropped)
+		}
+	}
+	return total
 }
 
 // Bus returns the node's bus: Publish on it reaches the subscriptions of
@@ -299,7 +346,7 @@ func (n *Node) Name() string { return n.cfg.Name }
 type Stats struct {
 	Parked   int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
 	Lost     int64 // signals missing from a publisher's sequence (fast mode)
-	SlowLost int64 // messages NATS dropped because this node consumed too slowly
+	SlowLost int64 // messages this node's NATS client dropped because it consumed too slowly
 	// LocalLost counts signals this node published that its own
 	// subscriptions did not get (fast mode; SlowLost's counterpart for the
 	// node's own signals, which do not come back through NATS): because
@@ -318,7 +365,7 @@ type Stats struct {
 
 // Stats returns the node's loss counters.
 func (n *Node) Stats() Stats {
-	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.slowLost.Load(), LocalLost: n.localLost.Load(), DedupHits: n.dedupHits.Load(),
+	return Stats{Parked: n.parked.Load(), Lost: n.lost.Load(), SlowLost: n.drops.total(), LocalLost: n.localLost.Load(), DedupHits: n.dedupHits.Load(),
 		Held: n.held.Load(), Skipped: n.skipped.Load(), Undecoded: n.undecoded.Load()}
 }
 

@@ -17,6 +17,11 @@ import (
 const (
 	pendingLimit      = 1 << 20
 	pendingBytesLimit = 256 << 20
+	// receiverQueueLen is the fast receiver's bound in messages: its
+	// synchronous subscription's channel (nats.SyncQueueLen), an array
+	// of that many pointers, 2 MiB, resident once the ring has gone round
+	// and scanned by every GC cycle; a million would cost 8 MiB so.
+	receiverQueueLen = 1 << 18
 )
 
 // ownDelivery hands the messages a fast-mode node sends to its own

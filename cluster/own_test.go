@@ -4,8 +4,11 @@ import (
 	"context"
 	"reflect"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -159,7 +162,7 @@ func TestOwnDeliveryDropsAndCountsPastItsLimit(t *testing.T) {
 	if lost == 0 {
 		t.Fatalf("no signal counted lost, though %d waited for a handler that took none and the limit is 10", total)
 	}
-	close(release)
+	release()
 	got := box.wait(t, total-int(lost))
 	waitOwnDrained(t, n)
 	got = box.wait(t, len(got))
@@ -228,7 +231,7 @@ func TestCloseCountsOwnSignalsItCouldNotDeliver(t *testing.T) {
 	default:
 		t.Fatal("the own-delivery goroutine outlived Close")
 	}
-	close(release) // the handler returns; the bus's drain has given up
+	release() // the handler returns; the bus's drain has given up
 	// The handler had one signal in hand and the subscription's queue
 	// one more, which the bus's Close discarded (and counted itself);
 	// every other signal is counted lost here. A chunk Dispatch was
@@ -241,12 +244,16 @@ func TestCloseCountsOwnSignalsItCouldNotDeliver(t *testing.T) {
 }
 
 // subscribeHeld subscribes to pattern on n with a queue of one and a
-// handler that takes nothing until release is closed.
-func subscribeHeld(t *testing.T, n *Node, pattern string) (box *inbox, release chan struct{}) {
+// handler that takes nothing until release is called (at the latest when
+// the test ends, so that a failed test does not leave it stuck).
+func subscribeHeld(t *testing.T, n *Node, pattern string) (box *inbox, release func()) {
 	t.Helper()
-	box, release = &inbox{}, make(chan struct{})
+	box, held := &inbox{}, make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(release)
 	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
-		<-release
+		<-held
 		return box.Handle(ctx, s)
 	})
 	if _, err := n.Bus().Subscribe(pattern, handler, bus.WithQueueSize(1)); err != nil {
@@ -272,7 +279,7 @@ func TestReceiverHoldsMoreThanNATSDefaultQueue(t *testing.T) {
 	if err := c[0].sigs.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
+	release()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		box.mu.Lock()
@@ -287,4 +294,65 @@ func TestReceiverHoldsMoreThanNATSDefaultQueue(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	checkSequence(t, box.wait(t, total), 0, total)
+}
+
+// TestDropCountsAddUpEverySubscription: Stats.SlowLost counts every
+// message nats.go dropped for any of the node's subscriptions, not the
+// count one slow-consumer notice carried (nats.go notifies once per
+// episode), and keeps a subscription's drops after it ends.
+func TestDropCountsAddUpEverySubscription(t *testing.T) {
+	n := startNode(t, Config{Name: "drops", Mode: Fast})
+	nc, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var d dropCounts
+	subs := make([]*nats.Subscription, 2)
+	for i := range subs {
+		if subs[i], err = nc.SubscribeSync("drops." + strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := subs[i].SetPendingLimits(10, -1); err != nil {
+			t.Fatal(err)
+		}
+		d.watch(subs[i])
+	}
+	pub, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for i := range 100 {
+		if err := pub.Publish("drops."+strconv.Itoa(i%2), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil { // the server has sent them all to nc
+		t.Fatal(err)
+	}
+	want := 0
+	for _, s := range subs {
+		dropped, err := s.Dropped()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += dropped
+	}
+	if want < 2*(50-11) {
+		t.Fatalf("the subscriptions dropped %d messages in all; the test expected most of 100 over a limit of 10 each", want)
+	}
+	if got := d.total(); got != int64(want) {
+		t.Errorf("total %d, want %d", got, want)
+	}
+	d.end(subs[0])
+	if err := subs[0].Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.total(); got != int64(want) {
+		t.Errorf("total %d after one subscription ended, want %d still", got, want)
+	}
 }

@@ -61,12 +61,14 @@ func newReceiver(n *Node, meter metric.Meter) (*receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Core NATS drops a slow subscriber's messages past these limits;
-	// fast mode is at-most-once, but the losses are counted (natsError).
-	if err := sub.SetPendingLimits(pendingLimit, pendingBytesLimit); err != nil {
+	// nats.go drops a slow subscriber's messages past these limits (and
+	// its SyncQueueLen: see Start); fast mode is at-most-once, but the
+	// losses are counted (Stats.SlowLost, and the gaps they leave).
+	if err := sub.SetPendingLimits(receiverQueueLen, pendingBytesLimit); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}
+	n.drops.watch(sub)
 	r := &receiver{n: n, sub: sub, max: n.cfg.BatchSize, tracer: n.cfg.TracerProvider.Tracer(ScopeName),
 		prop: propagation.TraceContext{}, batchSize: hist, done: make(chan struct{}),
 		attrs: metric.WithAttributes(attribute.String("messaging.system", "signalbus"),
@@ -309,6 +311,7 @@ func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 // close drains the subscription within ctx and waits for the batches in
 // hand to be dispatched.
 func (r *receiver) close(ctx context.Context) error {
+	r.n.drops.end(r.sub)
 	err := drainSubscription(ctx, r.sub)
 	select {
 	case <-r.done:
