@@ -252,7 +252,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	publish := func(msg *nats.Msg, carried []bus.Signal) error {
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
 		if err != nil {
-			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, carried[0].ID, err)
+			return fmt.Errorf("publish %s: %w", carried[0].ID, publishError(err, msg))
 		}
 		futures = append(futures, stored{future: f, signals: carried})
 		return nil
