@@ -388,16 +388,24 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
+	sent := 0
+	err := n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
 		func(msg *nats.Msg, carried []bus.Signal) error {
 			if err := n.sigs.PublishMsg(msg); err != nil {
 				return publishError(err, msg)
 			}
+			sent += len(carried)
 			// The signal connection does not echo: the node's own
 			// subscriptions get the message from here.
 			n.own.add(msg, carried)
 			return nil
 		})
+	if err != nil && sent > 0 {
+		// What went out must not be sent again: core NATS would deliver
+		// it twice.
+		return &sentError{sent: sent, err: err}
+	}
+	return err
 }
 
 // publishError is what a failed publish of msg means to the outbox: a

@@ -75,3 +75,34 @@ func TestStartRefusesABusDataLimitNATSCannotCarry(t *testing.T) {
 		t.Fatalf("Start = %v, want a *ConfigError for BusOptions", err)
 	}
 }
+
+// TestOutboxDropsOnlyTheSignalThatCannotBeSent: a PublishAsync batch with
+// one signal too big for a NATS message between good ones: the good ones
+// before it went out once (a fast node does not send them again when the
+// rest fails), the bad one is dropped (and logged), and the good ones
+// after it are still sent, in order.
+func TestOutboxDropsOnlyTheSignalThatCannotBeSent(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		c := startFastClusterEncoded(t, 2, enc)
+		box := &inbox{}
+		if _, err := c[1].Bus().Subscribe("part.*", box); err != nil {
+			t.Fatal(err)
+		}
+		batch := []bus.Signal{
+			{Type: "part.x", Source: "/n0", Subject: "0"},
+			{Type: "part.x", Source: "/n0", Subject: "1"},
+			{Type: "part.x", Source: "/n0", Subject: "bad", Extensions: map[string]any{"blob": strings.Repeat("x", bus.DefaultMaxDataSize)}},
+			{Type: "part.x", Source: "/n0", Subject: "2"},
+			{Type: "part.x", Source: "/n0", Subject: "3"},
+		}
+		if err := c[0].PublishAsync(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+		box.wait(t, 4)
+		time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+		checkSequence(t, box.wait(t, 4), 0, 4)
+		if d := c[0].out.depth(); d != 0 {
+			t.Errorf("outbox depth %d after the batch settled, want 0", d)
+		}
+	})
+}
