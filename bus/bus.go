@@ -312,11 +312,6 @@ func (b *Bus) send(ctx context.Context, span trace.Span, signals []Signal, start
 	return err
 }
 
-// MaxDataSize is the largest Data a signal may carry on this bus
-// (WithMaxDataSize): a transport whose messages are bounded checks it
-// against what one message of its own can hold.
-func (b *Bus) MaxDataSize() int { return b.cfg.maxDataSize }
-
 // Wants reports whether a signal of type typ dispatched now would reach
 // anything on this bus: a subscription or group whose pattern matches the
 // type, or the history. A transport asks before decoding what it

@@ -177,12 +177,6 @@ func TestPublishRejectsAnInvalidBatchWhole(t *testing.T) {
 	if err := small.Publish(context.Background(), big); !errors.Is(err, bus.ErrInvalidSignal) || !strings.Contains(err.Error(), "data") {
 		t.Errorf("Publish over WithMaxDataSize = %v, want ErrInvalidSignal naming data", err)
 	}
-	if got := small.MaxDataSize(); got != 10 {
-		t.Errorf("MaxDataSize() = %d, want the 10 it was given", got)
-	}
-	if got := b.MaxDataSize(); got != bus.DefaultMaxDataSize {
-		t.Errorf("MaxDataSize() = %d by default, want %d", got, bus.DefaultMaxDataSize)
-	}
 	_ = small.Close(context.Background())
 	_ = s.Close()
 	if n := r.len(); n != 0 {

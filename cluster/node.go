@@ -142,21 +142,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.out = out
 	var transport bus.Transport = nodeTransport{outbox: out, n: n}
-	// A signal must fit in one NATS message with its attributes: the bus
-	// refuses, at Publish, data that could never be sent, rather than the
-	// node failing to send it (and retrying it for ever from the outbox).
-	carried := n.signalConn().MaxPayload() - payloadMargin
-	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger),
-		bus.WithMaxDataSize(int(min(int64(bus.DefaultMaxDataSize), max(carried, 1))))}, cfg.BusOptions...)
+	opts := append([]bus.Option{bus.WithName(cfg.Name), bus.WithLogger(cfg.Logger)}, cfg.BusOptions...)
 	opts = append(opts, bus.WithTransport(transport))
 	b, err := bus.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, err)
-	}
-	if limit := b.MaxDataSize(); int64(limit) > carried {
-		_ = b.Close(ctx)
-		return nil, fmt.Errorf("cluster: start %s: %w", cfg.Name, &ConfigError{Field: "BusOptions", Value: fmt.Sprintf("bus.WithMaxDataSize(%d)", limit),
-			Err: fmt.Errorf("is more than one NATS message carries: the server's max_payload %d less %d for the signal's attributes", carried+payloadMargin, payloadMargin)})
 	}
 	n.bus = b
 	if n.dur != nil {
@@ -409,14 +399,19 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 }
 
 // publishError is what a failed publish of msg means to the outbox: a
-// message over the server's payload limit can never be sent (an error
-// wrapping bus.ErrInvalidSignal, not retried: the bus's data limit keeps
-// data out, so only a signal with extensions of that size gets here);
-// anything else means the cluster is unreachable for now (ErrUnavailable,
-// retried).
+// message over the connected server's max_payload can never be sent (an
+// error wrapping bus.ErrInvalidSignal, not retried: the outbox lets that
+// signal go, alone); anything else means the cluster is unreachable for
+// now (ErrUnavailable, retried).
 func publishError(err error, msg *nats.Msg) error {
 	if errors.Is(err, nats.ErrMaxPayload) {
-		return fmt.Errorf("%w: a message of %d bytes and its headers is over the server's max_payload: %w", bus.ErrInvalidSignal, len(msg.Data), err)
+		size := len(msg.Data)
+		for k, vs := range msg.Header {
+			for _, v := range vs {
+				size += len(k) + len(v) + 4 // "k: v\r\n"
+			}
+		}
+		return fmt.Errorf("%w: its message (some %d bytes with headers) is over the server's max_payload: %w", bus.ErrInvalidSignal, size, err)
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

@@ -255,7 +255,7 @@ func (o *outbox) run() {
 			wait, size = 50*time.Millisecond, o.size
 			continue
 		}
-		o.n.logger.Debug("outbox: cluster unreachable; will retry", "queued", o.depth(), "error", err, "wait", wait)
+		o.n.logger.Debug("outbox: send failed; retrying what can be, one signal at a time", "queued", o.depth(), "error", err, "wait", wait)
 		select {
 		case <-o.stop:
 			return
