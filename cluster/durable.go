@@ -252,15 +252,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	publish := func(msg *nats.Msg, carried []bus.Signal) error {
 		f, err := d.js.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
 		if err != nil {
-			err = publishError(err, msg)
-			if errors.Is(err, bus.ErrInvalidSignal) {
-				// Never to be stored: its numbers must not hold the
-				// floor back, or receivers would wait for them.
-				for _, s := range carried {
-					d.forget(s.ID)
-				}
-			}
-			return fmt.Errorf("publish %s: %w", carried[0].ID, err)
+			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, carried[0].ID, err)
 		}
 		futures = append(futures, stored{future: f, signals: carried})
 		return nil
@@ -337,10 +329,7 @@ func (d *durable) floorLocked() uint64 {
 }
 
 // stored forgets the sequence number of a signal the stream acknowledged.
-func (d *durable) stored(id string) { d.forget(id) }
-
-// forget forgets the sequence number of a signal: stored, or never to be.
-func (d *durable) forget(id string) {
+func (d *durable) stored(id string) {
 	d.retryMu.Lock()
 	if seq, ok := d.retrySeq[id]; ok {
 		delete(d.unstored, seq)

@@ -378,42 +378,16 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	sent := 0
-	err := n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
+	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
 		func(msg *nats.Msg, carried []bus.Signal) error {
 			if err := n.sigs.PublishMsg(msg); err != nil {
-				return publishError(err, msg)
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
-			sent += len(carried)
 			// The signal connection does not echo: the node's own
 			// subscriptions get the message from here.
 			n.own.add(msg, carried)
 			return nil
 		})
-	if err != nil && sent > 0 {
-		// What went out must not be sent again: core NATS would deliver
-		// it twice.
-		return &sentError{sent: sent, err: err}
-	}
-	return err
-}
-
-// publishError is what a failed publish of msg means to the outbox: a
-// message over the connected server's max_payload can never be sent (an
-// error wrapping bus.ErrInvalidSignal, not retried: the outbox lets that
-// signal go, alone); anything else means the cluster is unreachable for
-// now (ErrUnavailable, retried).
-func publishError(err error, msg *nats.Msg) error {
-	if errors.Is(err, nats.ErrMaxPayload) {
-		size := len(msg.Data)
-		for k, vs := range msg.Header {
-			for _, v := range vs {
-				size += len(k) + len(v) + 4 // "k: v\r\n"
-			}
-		}
-		return fmt.Errorf("%w: its message (some %d bytes with headers) is over the server's max_payload: %w", bus.ErrInvalidSignal, size, err)
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // sequenceSeen counts the signals missing before publisher from's signals

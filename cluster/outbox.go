@@ -255,7 +255,7 @@ func (o *outbox) run() {
 			wait, size = 50*time.Millisecond, o.size
 			continue
 		}
-		o.n.logger.Debug("outbox: send failed; retrying what can be, one signal at a time", "queued", o.depth(), "error", err, "wait", wait)
+		o.n.logger.Debug("outbox: cluster unreachable; will retry", "queued", o.depth(), "error", err, "wait", wait)
 		select {
 		case <-o.stop:
 			return
@@ -317,14 +317,9 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 // their synchronous publishers hear nil. After a failure, what can be
 // retried (ErrUnavailable: the cluster is unreachable) stays queued, for
 // as long as a synchronous publisher waits and for ever for PublishAsync;
-// what cannot (a signal the wire cannot encode, or too big for a NATS
-// message) leaves the queue, with the error told to a synchronous
-// publisher or logged for an asynchronous one. A send that failed after
-// its first signals went out (a *sentError) settles those as sent, so
-// they are never sent twice; and a failure that cannot be retried, of
-// more than one signal, is retried all the same, one signal at a time
-// (run sends one at a time after a failure), so that only the signal
-// that cannot be sent leaves the queue, not the ones sent with it.
+// what cannot (a signal the wire cannot encode) leaves the queue, with
+// the error told to a synchronous publisher or logged for an asynchronous
+// one.
 //
 // The parts are the head of the queue, in order: take took them from
 // there, and nothing else removes a taken entry (abandon skips them), so
@@ -333,32 +328,16 @@ func (o *outbox) settle(parts []part, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.sending = false
-	total := 0
-	for _, p := range parts {
-		total += p.count
-	}
-	sent := total
-	if err != nil {
-		sent = 0
-		var partial *sentError
-		if errors.As(err, &partial) {
-			sent = min(partial.sent, total)
-		}
-	}
-	retry := errors.Is(err, ErrUnavailable) || total-sent > 1
-	// done settles one part, of which the first out signals went out, and
-	// reports whether its entry is finished.
-	done := func(p part, out int) bool {
+	retry := errors.Is(err, ErrUnavailable)
+	done := func(p part) bool {
 		e := p.e
 		e.taken = false
-		if out > 0 {
-			e.signals = e.signals[out:]
-			if !e.sync {
-				o.async -= out
-			}
-		}
 		switch {
-		case out == p.count:
+		case err == nil:
+			e.signals = e.signals[p.count:]
+			if !e.sync {
+				o.async -= p.count
+			}
 			if len(e.signals) > 0 {
 				return false
 			}
@@ -370,27 +349,18 @@ func (o *outbox) settle(parts []part, err error) {
 			e.result <- err
 			return true
 		case !e.sync && !retry:
-			// The one signal that failed (the batch's first not sent)
-			// leaves; the rest of the entry waits its turn.
-			failed := p.count - out
-			e.signals = e.signals[failed:]
-			o.async -= failed
-			o.n.logger.Error("outbox: a signal cannot be sent; dropped", "count", failed, "error", err)
-			return len(e.signals) == 0
+			o.async -= len(e.signals)
+			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", len(e.signals), "error", err)
+			return true
 		}
 		return false
 	}
 	// Keep the unfinished entries of the head, in order, at its end, and
-	// let the queue start at the first of them. What went out is the
-	// batch's first sent signals: a part's share is what of them falls
-	// past the parts before it.
+	// let the queue start at the first of them.
 	head := o.entries[:len(parts)]
 	at := len(head)
-	before := total
 	for i := len(parts) - 1; i >= 0; i-- {
-		before -= parts[i].count
-		out := min(max(sent-before, 0), parts[i].count)
-		if !done(parts[i], out) {
+		if !done(parts[i]) {
 			at--
 			head[at] = parts[i].e
 		}
@@ -401,16 +371,6 @@ func (o *outbox) settle(parts []part, err error) {
 		o.markEmptyLocked()
 	}
 }
-
-// sentError is a send that failed after its first signals had gone out:
-// settle counts those as sent.
-type sentError struct {
-	sent int
-	err  error
-}
-
-func (e *sentError) Error() string { return e.err.Error() }
-func (e *sentError) Unwrap() error { return e.err }
 
 // sendTimeout bounds how long a durable send waits for the stream's
 // acknowledgements; a batch not acknowledged by then is retried.
