@@ -3,12 +3,12 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/url"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/signalbus/signalbus/bus"
-	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // Send is the node's transport: it refuses a call with a signal that could
@@ -39,7 +39,7 @@ const stampAllowance = 512
 func (n *Node) checkFits(signals []bus.Signal) error {
 	limit := n.signalConn().MaxPayload()
 	for i, s := range signals {
-		if roughSize(s) <= limit {
+		if n.roughSize(s) <= limit {
 			continue
 		}
 		size, err := n.messageSize(s)
@@ -47,24 +47,33 @@ func (n *Node) checkFits(signals []bus.Signal) error {
 			continue // the encoder refuses it, with its reason, when it is sent
 		}
 		if size > limit {
-			return fmt.Errorf("signal %d of %d (%s): %w: its message would be %d bytes, over the NATS server's max_payload of %d",
-				i, len(signals), s.ID, bus.ErrInvalidSignal, size, limit)
+			id := s.ID
+			if len(id) > 64 {
+				id = id[:64] + "…"
+			}
+			return fmt.Errorf("signal %d of %d (id %q): %w: its message would be %d bytes, over the NATS server's max_payload of %d",
+				i+1, len(signals), id, bus.ErrInvalidSignal, size, limit)
 		}
 	}
 	return nil
 }
 
-// roughSize is at least the size of s's message alone, in either encoding:
-// its data, every attribute's text counted three times (percent-encoding
-// at worst; trace context twice), and room for the names, the framing
-// and the stamps.
-func roughSize(s bus.Signal) int64 {
-	text := len(s.ID) + len(s.Source) + len(s.Type) + len(s.Subject) + len(s.DataSchema) + len(s.DataContentType) + 64
+// roughSize is at least the size of s's message alone, in either encoding
+// and mode: its data; each attribute's text three times (percent-encoding
+// at worst), twice that for those written twice (the id, also as
+// Nats-Msg-Id or in a batch's; the content type, also as content-type;
+// traceparent and tracestate, also as plain headers); and room for the
+// names, the framing and the node's stamps.
+func (n *Node) roughSize(s bus.Signal) int64 {
+	text := 2*len(s.ID) + len(s.Source) + len(s.Type) + len(s.Subject) + len(s.DataSchema) + 2*len(s.DataContentType) + 64
 	for name, v := range s.Extensions {
 		text += len(name) + 16
 		switch x := v.(type) {
 		case string:
 			text += len(x)
+			if name == "traceparent" || name == "tracestate" {
+				text += len(x)
+			}
 		case []byte:
 			text += 2 * len(x) // base64 in a header
 		case *url.URL:
@@ -75,31 +84,45 @@ func roughSize(s bus.Signal) int64 {
 			text += 64
 		}
 	}
-	return int64(len(s.Data)) + 3*int64(text) + 1024 + stampAllowance
+	// The stamps: the node's name and run, two numbers of up to 20
+	// digits, their names and framing.
+	stamps := 256 + len(n.cfg.Name) + len(n.instance)
+	return int64(len(s.Data)) + 3*int64(text) + 1024 + int64(stamps)
 }
 
-// messageSize is the size of s's message alone in the node's encoding,
-// as NATS counts it against max_payload (headers and data), with room for
-// the node's stamps.
+// messageSize is the size NATS counts against max_payload (headers and
+// data) of s's message alone, as the node would send it, its stamps with
+// the largest numbers; encoding it takes no sequence number.
 func (n *Node) messageSize(s bus.Signal) (int64, error) {
-	var msg *nats.Msg
-	var err error
-	if n.cfg.Encoding == ProtobufBatch {
-		msg, err = wire.EncodePublished([]bus.Signal{s}, n.cfg.Prefix, nil)
-	} else {
-		msg, err = wire.Encode(s, n.cfg.Prefix)
+	var size int64
+	err := n.encode([]bus.Signal{s}, func(int) (uint64, uint64) {
+		floor := uint64(0)
+		if n.cfg.Mode == Durable {
+			floor = math.MaxUint64
+		}
+		return math.MaxUint64, floor
+	}, nil, func(msg *nats.Msg, carried []bus.Signal) error {
+		size = int64(len(msg.Data)) + headerSize(msg.Header)
+		if _, named := msg.Header[nats.MsgIdHdr]; !named && n.cfg.Mode == Durable {
+			// durable.Send names a batch "<first id>..<last id>".
+			size += int64(len(nats.MsgIdHdr) + len(": ") + 2*len(carried[0].ID) + len("..") + len("\r\n"))
+		}
+		return nil
+	})
+	return size, err
+}
+
+// headerSize is the length of h as nats.go writes it before a message's
+// data.
+func headerSize(h nats.Header) int64 {
+	if len(h) == 0 {
+		return 0
 	}
-	if err != nil {
-		return 0, err
-	}
-	size := int64(len(msg.Data)) + stampAllowance
-	if len(msg.Header) > 0 {
-		size += int64(len("NATS/1.0\r\n\r\n"))
-		for k, vs := range msg.Header {
-			for _, v := range vs {
-				size += int64(len(k) + len(": ") + len(v) + len("\r\n"))
-			}
+	size := int64(len("NATS/1.0\r\n\r\n"))
+	for k, vs := range h {
+		for _, v := range vs {
+			size += int64(len(k) + len(": ") + len(v) + len("\r\n"))
 		}
 	}
-	return size, nil
+	return size
 }

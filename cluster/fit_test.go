@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 					{Type: "big.x", Source: "/big", Subject: "data", Data: make([]byte, bus.DefaultMaxDataSize-10)},
 					{Type: "big.x", Source: "/big", Subject: "ext", Extensions: map[string]any{"blob": strings.Repeat("x", limit)}},
 				}
+				seq := n.seq.Load()
 				for _, bad := range tooBig {
 					for name, publish := range map[string]func(context.Context, ...bus.Signal) error{"Publish": n.Bus().Publish, "PublishAsync": n.PublishAsync} {
 						err := publish(ctx, small("never"), bad)
@@ -48,8 +50,14 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 						}
 					}
 				}
+				if now := n.seq.Load(); now != seq {
+					t.Errorf("the refused calls took sequence numbers %d to %d: receivers would see a gap", seq+1, now)
+				}
 				fits := small("0")
-				fits.Data = make([]byte, limit-4096)
+				fits.Data = make([]byte, limit-1500)
+				if n.roughSize(fits) <= int64(limit) {
+					t.Fatal("the signal that fits is under the rough bound: the test would not exercise the exact measure")
+				}
 				if err := n.Bus().Publish(ctx, fits); err != nil {
 					t.Fatalf("Publish of a signal that fits (%d bytes of data, max_payload %d): %v", len(fits.Data), limit, err)
 				}
@@ -83,24 +91,43 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 }
 
 // TestRoughSizeBoundsTheMessage: the cheap bound is never under the
-// measured size, whatever the attributes, so no signal too big slips past
-// the check unmeasured.
+// measured size of the message as the node would send it, in either mode
+// and encoding, for attributes that expand the most (percent-encoded
+// text, attributes written twice, base64, a long node name in the
+// stamps), so no signal too big slips past the check unmeasured.
 func TestRoughSizeBoundsTheMessage(t *testing.T) {
-	for _, enc := range []Encoding{Binary, ProtobufBatch} {
-		n := &Node{cfg: Config{Encoding: enc, Prefix: "signals"}}
-		for _, s := range []bus.Signal{
-			{ID: "1", Type: "a.b", Source: "/s", SpecVersion: "1.0"},
-			{ID: "2", Type: "a.b", Source: "/ünïcödé ßource with spaces%", Subject: strings.Repeat("é", 300), SpecVersion: "1.0",
-				DataContentType: "text/plain; charset=utf-8", Data: []byte("hello"), Time: time.Now(),
-				Extensions: map[string]any{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": strings.Repeat("k=v%,", 400),
-					"blob": []byte(strings.Repeat("\xff+/", 500)), "n": 42, "flag": true}},
-		} {
-			size, err := n.messageSize(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if bound := roughSize(s); bound < size {
-				t.Errorf("%s: rough size %d under the measured %d", enc, bound, size)
+	longName := strings.Repeat("n", 200) // the embedded store directory is named after it
+	big := strings.Repeat("%", 20000) // each % percent-encoded to three bytes
+	signals := []bus.Signal{
+		{ID: "1", Type: "a.b", Source: "/s"},
+		// One attribute written twice dominating each: the id, the
+		// content type, the trace state.
+		{ID: big, Type: "a.b", Source: "/s"},
+		{ID: "2", Type: "a.b", Source: "/s", DataContentType: "text/plain;x=" + big},
+		{ID: "3", Type: "a.b", Source: "/s", Extensions: map[string]any{"tracestate": big}},
+		{ID: strings.Repeat("%", 2000), Type: "a.b", Source: "/ünïcödé ßource%", Subject: strings.Repeat("é", 300),
+			DataContentType: "text/plain;x=" + strings.Repeat("%", 500), DataSchema: "https://example.com/%%",
+			Data: []byte("hello"), Time: time.Now(),
+			Extensions: map[string]any{
+				"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+				"tracestate":  strings.Repeat("%", 1000),
+				"blob":        []byte(strings.Repeat("\xff+/", 500)),
+				"n":           42, "flag": true, "at": time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600)),
+				"u":    &url.URL{Scheme: "https", Host: "example.com", Path: "/%%/é"},
+				"text": strings.Repeat("%é ", 300),
+			}},
+	}
+	for _, mode := range []Mode{Fast, Durable} {
+		for _, enc := range []Encoding{Binary, ProtobufBatch} {
+			n := startNode(t, Config{Name: longName, Mode: mode, Encoding: enc})
+			for i, s := range signals {
+				size, err := n.messageSize(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bound := n.roughSize(s); bound < size {
+					t.Errorf("%s %s, signal %d: rough size %d under the measured %d", mode, enc, i, bound, size)
+				}
 			}
 		}
 	}
