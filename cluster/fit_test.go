@@ -97,7 +97,7 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 // stamps), so no signal too big slips past the check unmeasured.
 func TestRoughSizeBoundsTheMessage(t *testing.T) {
 	longName := strings.Repeat("n", 200) // the embedded store directory is named after it
-	big := strings.Repeat("%", 20000) // each % percent-encoded to three bytes
+	big := strings.Repeat("%", 20000)    // each % percent-encoded to three bytes
 	signals := []bus.Signal{
 		{ID: "1", Type: "a.b", Source: "/s"},
 		// One attribute written twice dominating each: the id, the
