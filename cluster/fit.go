@@ -20,11 +20,6 @@ func (t nodeTransport) Send(ctx context.Context, signals []bus.Signal) error {
 	return t.outbox.Send(ctx, signals)
 }
 
-// stampAllowance bounds what the node's stamps (sbnode, sbinst, sbseq,
-// sbfloor) add to a signal's message, headers or attributes: a node name
-// is a NATS-safe token well under it.
-const stampAllowance = 512
-
 // checkFits refuses, with an error wrapping bus.ErrInvalidSignal, a batch
 // holding a signal whose message, that signal alone in it, is over the
 // server's max_payload: the bus takes up to 1 MiB of data (NATS's default
