@@ -374,20 +374,34 @@ func (n *Node) Stats() Stats {
 // is the batching; Close flushes.
 type fastTransport struct{ n *Node }
 
+// Send publishes the signals, numbered in order as they are encoded. Sends
+// are never concurrent: the outbox makes one at a time. When a message
+// cannot be written (nats.go's reconnect buffer is full while the
+// connection is down), the signals before it were sent and keep their
+// numbers; the others give theirs back, so that their retry numbers them
+// again from there and receivers see no gap where nothing was lost. The
+// error then says how many were sent (sendError), and the outbox retries
+// only the rest: a fast node never sends a signal twice.
 func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 	n := t.n
+	start, sent := n.seq.Load(), 0
 	// Core NATS copies a message into its write buffer before Publish
 	// returns: the batch bodies can be used again.
-	return n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
+	err := n.encode(signals, func(int) (uint64, uint64) { return n.seq.Add(1), 0 }, &n.msgs,
 		func(msg *nats.Msg, carried []bus.Signal) error {
 			if err := n.sigs.PublishMsg(msg); err != nil {
 				return fmt.Errorf("%w: %w", ErrUnavailable, err)
 			}
+			sent += len(carried)
 			// The signal connection does not echo: the node's own
 			// subscriptions get the message from here.
 			n.own.add(msg, carried)
 			return nil
 		})
+	if err != nil {
+		n.seq.Store(start + uint64(sent))
+	}
+	return partlySent(sent, err)
 }
 
 // sequenceSeen counts the signals missing before publisher from's signals

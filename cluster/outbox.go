@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -122,6 +123,7 @@ func (o *outbox) Send(ctx context.Context, signals []bus.Signal) error {
 	if async, _ := ctx.Value(asyncKey{}).(bool); async {
 		return o.put(signals)
 	}
+	e := &outboxEntry{signals: signals, sync: true, ctx: ctx, result: make(chan error, 1)}
 	if o.direct {
 		o.mu.Lock()
 		if len(o.entries) == 0 && !o.sending {
@@ -130,15 +132,35 @@ func (o *outbox) Send(ctx context.Context, signals []bus.Signal) error {
 			// mode, where a send only buffers: holding the lock through a
 			// round trip would serialise the publishers a batch could
 			// have carried together.
-			defer o.mu.Unlock()
-			return o.sendBatch(signals)
+			err := o.sendBatch(signals)
+			if err == nil || !errors.Is(err, ErrUnavailable) {
+				o.mu.Unlock()
+				return err
+			}
+			// Unreachable: what was not sent waits in the queue, at its
+			// head (the lock was held throughout, so nothing is ahead of
+			// it), and is retried like any queued publish; what was sent
+			// is not sent again.
+			e.signals = signals[sentBefore(err):]
+			err = o.enqueueLocked(e)
+			o.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			nudge(o.wake)
+			return o.await(ctx, e)
 		}
 		o.mu.Unlock()
 	}
-	e := &outboxEntry{signals: signals, sync: true, ctx: ctx, result: make(chan error, 1)}
 	if err := o.enqueue(e); err != nil {
 		return err
 	}
+	return o.await(ctx, e)
+}
+
+// await waits for the outcome of a queued synchronous entry, or for its
+// ctx (then ErrUnavailable).
+func (o *outbox) await(ctx context.Context, e *outboxEntry) error {
 	select {
 	case err := <-e.result:
 		return err
@@ -167,9 +189,19 @@ func (o *outbox) put(signals []bus.Signal) error {
 
 func (o *outbox) enqueue(e *outboxEntry) error {
 	o.mu.Lock()
+	err := o.enqueueLocked(e)
+	o.mu.Unlock()
+	if err == nil {
+		nudge(o.wake)
+	}
+	return err
+}
+
+// enqueueLocked appends e to the queue; the caller holds mu and wakes the
+// goroutine.
+func (o *outbox) enqueueLocked(e *outboxEntry) error {
 	select {
 	case <-o.stop:
-		o.mu.Unlock()
 		return fmt.Errorf("%w: the node is closing", bus.ErrClosed)
 	default:
 	}
@@ -177,8 +209,6 @@ func (o *outbox) enqueue(e *outboxEntry) error {
 		o.empty = make(chan struct{})
 	}
 	o.entries = append(o.entries, e)
-	o.mu.Unlock()
-	nudge(o.wake)
 	return nil
 }
 
@@ -226,6 +256,7 @@ func (o *outbox) waitEmpty(ctx context.Context) error {
 type part struct {
 	e     *outboxEntry
 	count int
+	sent  int // of count, by settle
 }
 
 // run sends the head of the queue until it is sent, then the next.
@@ -329,15 +360,26 @@ func (o *outbox) settle(parts []part, err error) {
 	defer o.mu.Unlock()
 	o.sending = false
 	retry := errors.Is(err, ErrUnavailable)
+	// The first sent signals of the batch went out whatever the outcome:
+	// they leave the queue, never to be sent twice.
+	sent := sentBefore(err)
+	if err == nil {
+		sent = math.MaxInt
+	}
+	for i := range parts {
+		parts[i].sent = min(parts[i].count, sent)
+		sent -= parts[i].sent
+	}
 	done := func(p part) bool {
 		e := p.e
 		e.taken = false
+		ok := p.sent
+		e.signals = e.signals[ok:]
+		if !e.sync {
+			o.async -= ok
+		}
 		switch {
-		case err == nil:
-			e.signals = e.signals[p.count:]
-			if !e.sync {
-				o.async -= p.count
-			}
+		case ok == p.count:
 			if len(e.signals) > 0 {
 				return false
 			}
@@ -370,6 +412,36 @@ func (o *outbox) settle(parts []part, err error) {
 		o.entries = o.entries[at:]
 		o.markEmptyLocked()
 	}
+}
+
+// sendError is a send that failed after its first sent signals had gone
+// out: the outbox does not send those again.
+type sendError struct {
+	sent int
+	err  error
+}
+
+func (e *sendError) Error() string {
+	return fmt.Sprintf("%v (the first %d signals of the batch were sent)", e.err, e.sent)
+}
+
+func (e *sendError) Unwrap() error { return e.err }
+
+// partlySent returns err as a send failure after sent signals; err as it
+// is when none were.
+func partlySent(sent int, err error) error {
+	if sent == 0 || err == nil {
+		return err
+	}
+	return &sendError{sent: sent, err: err}
+}
+
+// sentBefore is how many signals a failed send sent before failing.
+func sentBefore(err error) int {
+	if se, ok := errors.AsType[*sendError](err); ok {
+		return se.sent
+	}
+	return 0
 }
 
 // sendTimeout bounds how long a durable send waits for the stream's

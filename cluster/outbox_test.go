@@ -207,3 +207,133 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestOutboxSendsNothingTwiceAfterAPartlyFailedSend scripts sends that
+// fail partway through a batch, as a fast node's does when nats.go's
+// reconnect buffer fills between two messages of one batch: the signals
+// before the failure went out, and the outbox must retry only the rest.
+// The first publish is synchronous into an empty fast outbox, so it is
+// sent from the caller's goroutine (the direct path); its failure must
+// queue what is left and wait for it. Every signal must be sent exactly
+// once, in publish order, and every publisher must hear nil.
+func TestOutboxSendsNothingTwiceAfterAPartlyFailedSend(t *testing.T) {
+	cfg := Config{Name: "solo", Mode: Fast, BatchSize: 4, OutboxSize: 100}
+	cfg.TracerProvider = tracenoop.NewTracerProvider()
+	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	// Each of these fails the first send that reaches it, after sending
+	// what is before it in that send.
+	failAt := map[string]bool{"c-1": true, "a-3": true, "a-5": true, "b-0": true}
+	var (
+		mu   sync.Mutex
+		sent []string
+	)
+	send := func(_ context.Context, batch []bus.Signal) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, s := range batch {
+			if failAt[s.ID] {
+				delete(failAt, s.ID)
+				return partlySent(i, fmt.Errorf("%w: scripted failure at %s", ErrUnavailable, s.ID))
+			}
+			sent = append(sent, s.ID)
+		}
+		return nil
+	}
+	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	entry := func(name string, count int) []bus.Signal {
+		signals := make([]bus.Signal, count)
+		for i := range signals {
+			signals[i].ID = fmt.Sprintf("%s-%d", name, i)
+			want = append(want, signals[i].ID)
+		}
+		return signals
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := o.Send(ctx, entry("c", 3)); err != nil {
+		t.Fatalf("synchronous send whose first attempt failed after one signal: %v", err)
+	}
+	if err := o.put(entry("a", 7)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.put(entry("b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Send(ctx, entry("d", 2)); err != nil {
+		t.Fatalf("synchronous send behind the failures: %v", err)
+	}
+	if err := o.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failAt) > 0 {
+		t.Errorf("scripted failures never reached: %v", failAt)
+	}
+	if !slices.Equal(sent, want) {
+		t.Errorf("sent %v, want each once in order: %v", sent, want)
+	}
+	if d := o.depth(); d != 0 {
+		t.Errorf("depth after draining = %d, want 0", d)
+	}
+}
+
+// TestFastNodeCutOffSendsEachSignalOnce cuts a fast node off from NATS
+// while it publishes big signals, one NATS message each (the binary
+// encoding), faster than nats.go's reconnect buffer (8 MiB) holds them:
+// the buffer fills partway through a batch, whose first signals were
+// buffered (and go out on reconnect) and whose others were refused. The
+// outbox must retry only those, under the sequence numbers they had, so
+// that the other node, which stays connected, receives every signal once
+// and in order, and counts none lost.
+func TestFastNodeCutOffSendsEachSignalOnce(t *testing.T) {
+	ext := startNATS(t, false)
+	proxy, err := faultproxy.New(context.Background(), "127.0.0.1:0", hostPort(ext.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	pub := startNode(t, Config{Name: "pub", Mode: Fast, Encoding: Binary, NATSURL: "nats://" + proxy.Addr(), BatchSize: 64, OutboxSize: 10_000})
+	sub := startNode(t, Config{Name: "sub", Mode: Fast, NATSURL: ext.ClientURL()})
+	waitConnected(t, []*Node{pub, sub})
+	box := &inbox{}
+	if _, err := sub.Bus().Subscribe("big.*", box); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, []*Node{pub, sub}) // the subscription's interest has reached the server
+
+	proxy.Cut()
+	waitFor(t, pub.sigs.IsReconnecting)
+	// 1 200 signals of 16 KiB: about 500 fit in the reconnect buffer.
+	const count = 1200
+	data := make([]byte, 16<<10)
+	ctx := context.Background()
+	for i := 0; i < count; i += 50 {
+		batch := make([]bus.Signal, 50)
+		for j := range batch {
+			batch[j] = bus.Signal{Type: "big.x", Source: "/pub", Subject: strconv.Itoa(i + j), Data: data}
+		}
+		if err := pub.PublishAsync(ctx, batch...); err != nil {
+			t.Fatalf("PublishAsync #%d… while cut off: %v", i, err)
+		}
+	}
+	// The outbox has met the full buffer: it is retrying what was refused.
+	waitFor(t, func() bool { d := pub.out.depth(); return d > 0 && d < count })
+	time.Sleep(300 * time.Millisecond)
+	proxy.Restore()
+
+	got := box.wait(t, count)
+	if err := pub.out.waitEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // a duplicate would arrive right behind
+	got = box.wait(t, count)
+	checkSequence(t, got, 0, count)
+	if st := sub.Stats(); st.Lost != 0 || st.SlowLost != 0 {
+		t.Errorf("receiving node counted %d lost and %d dropped, want none: every signal arrived (stats %+v)", st.Lost, st.SlowLost, st)
+	}
+}
