@@ -128,17 +128,23 @@ func subjectFilters(prefix, pattern string) (filters []string, exact bool) {
 }
 
 // consumerName makes a JetStream consumer name of parts: characters
-// JetStream names cannot hold become '_', with a hash of the original
-// appended so that two names never collide.
+// JetStream names cannot hold become '_', and a name longer than
+// maxConsumerName is cut short (a file store keeps each consumer in a
+// directory of that name, and file systems bound names to 255 bytes);
+// either way a hash of the original is appended, so that two names never
+// collide.
 func consumerName(parts ...string) string {
 	raw := strings.Join(parts, "-")
 	safe := []byte(raw)
 	changed := false
 	for i, c := range safe {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+		if !isNameChar(rune(c)) {
 			safe[i] = '_'
 			changed = true
 		}
+	}
+	if len(safe) > maxConsumerName {
+		safe, changed = safe[:maxConsumerName-8], true // room for "-" and a 32-bit hash in base 36
 	}
 	if !changed {
 		return raw
@@ -147,6 +153,9 @@ func consumerName(parts ...string) string {
 	_, _ = h.Write([]byte(raw))
 	return string(safe) + "-" + strconv.FormatUint(uint64(h.Sum32()), 36)
 }
+
+// maxConsumerName bounds the consumer names consumerName makes.
+const maxConsumerName = 128
 
 // matcher filters locally what a wider subject filter let through.
 type matcher struct {

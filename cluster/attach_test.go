@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +44,20 @@ func TestConsumerNameIsSafeAndDistinct(t *testing.T) {
 	if a == b {
 		t.Errorf("two names map to one consumer %q", a)
 	}
-	for _, name := range []string{a, b} {
+	long := strings.Repeat("x", 300)
+	c, d := consumerName("sub", "n1", long+"c"), consumerName("sub", "n1", long+"d")
+	if c == d {
+		t.Errorf("two long names map to one consumer %q", c)
+	}
+	for _, name := range []string{c, d} {
+		if len(name) > maxConsumerName {
+			t.Errorf("consumer name of a 300-byte subscription name is %d bytes, over %d", len(name), maxConsumerName)
+		}
+	}
+	if got := consumerName("sub", "n1", strings.Repeat("y", maxConsumerName-7)); len(got) != maxConsumerName || !strings.HasSuffix(got, "yyy") {
+		t.Errorf("consumer name of safe parts %d bytes long in all = %q, want them joined", maxConsumerName, got)
+	}
+	for _, name := range []string{a, b, c, d} {
 		for _, c := range name {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 				t.Errorf("consumer name %q holds %q", name, c)
@@ -210,16 +224,23 @@ func TestDurableGroupFailsOverWhenAMemberDies(t *testing.T) {
 // consumer while its node is down; subscribed again after the restart it
 // receives what was published meanwhile, in order, and nothing it had
 // handled. An unnamed subscription on the same node starts from "now".
+//
+// The longest names work too: the node's (MaxNameLength) and a
+// subscription name that would make a consumer name too long for a
+// directory of the store, which is shortened.
 func TestNamedDurableSubscriptionResumes(t *testing.T) {
 	for _, encoding := range []Encoding{Binary, ProtobufBatch} {
-		t.Run(encoding.String(), func(t *testing.T) { testNamedDurableSubscriptionResumes(t, encoding) })
+		t.Run(encoding.String(), func(t *testing.T) { testNamedDurableSubscriptionResumes(t, encoding, "auditor", "audit") })
 	}
+	t.Run("longest names", func(t *testing.T) {
+		testNamedDurableSubscriptionResumes(t, Binary, strings.Repeat("n", MaxNameLength), strings.Repeat("audit.", 60))
+	})
 }
 
-func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding) {
+func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding, nodeName, subName string) {
 	ext := startNATS(t, true)
 	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL(), Encoding: encoding})
-	cfg := Config{Name: "auditor", NATSURL: ext.ClientURL(), Logger: quietLogger(), Encoding: encoding,
+	cfg := Config{Name: nodeName, NATSURL: ext.ClientURL(), Logger: quietLogger(), Encoding: encoding,
 		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -229,7 +250,7 @@ func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding) {
 	}
 	waitDurableReady(t, pub, node)
 	first := &inbox{}
-	if _, err := node.Bus().Subscribe("order.*", first, bus.WithSubscriptionName("audit")); err != nil {
+	if _, err := node.Bus().Subscribe("order.*", first, bus.WithSubscriptionName(subName)); err != nil {
 		t.Fatal(err)
 	}
 	waitAttached(t, node, 1)
@@ -252,7 +273,7 @@ func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding) {
 		t.Fatal(err)
 	}
 	resumed := &inbox{}
-	if _, err := again.Bus().Subscribe("order.*", resumed, bus.WithSubscriptionName("audit")); err != nil {
+	if _, err := again.Bus().Subscribe("order.*", resumed, bus.WithSubscriptionName(subName)); err != nil {
 		t.Fatal(err)
 	}
 	checkSequence(t, resumed.wait(t, 70), 50, 120)

@@ -77,7 +77,10 @@ func (e Encoding) String() string {
 // default that works on one machine.
 type Config struct {
 	// Name identifies the node: unique in the cluster and stable across
-	// restarts (durable consumers and membership are keyed by it).
+	// restarts (durable consumers and membership are keyed by it). It is
+	// used as it is in NATS subjects, JetStream consumer and server names,
+	// store directories and message headers, so it is 1 to MaxNameLength
+	// of A-Z, a-z, 0-9, '_' and '-'.
 	Name string
 	// NATSURL is an external NATS server or cluster (comma-separated
 	// URLs). Empty: the node runs an embedded nats-server in-process.
@@ -180,6 +183,14 @@ type Config struct {
 	BusOptions []bus.Option
 }
 
+// MaxNameLength is the longest Config.Name: the node's name is part of
+// directory and consumer names, which file systems bound.
+const MaxNameLength = 64
+
+func isNameChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-'
+}
+
 // ErrInvalidConfig is wrapped by every *ConfigError.
 var ErrInvalidConfig = errors.New("invalid cluster config")
 
@@ -206,8 +217,11 @@ func (c Config) Validate() error {
 	if c.Name == "" {
 		return bad("Name", c.Name, "is required")
 	}
-	if strings.ContainsAny(c.Name, " \t\r\n.*>") {
-		return bad("Name", c.Name, "must not contain spaces, '.', '*' or '>' (it is used in NATS subjects and names)")
+	if len(c.Name) > MaxNameLength {
+		return bad("Name", c.Name, "is %d bytes long, over %d (it names directories and JetStream consumers)", len(c.Name), MaxNameLength)
+	}
+	if i := strings.IndexFunc(c.Name, func(r rune) bool { return !isNameChar(r) }); i >= 0 {
+		return bad("Name", c.Name, "has %q at byte %d: only A-Z, a-z, 0-9, '_' and '-' (it is used in NATS subjects, names and headers)", []rune(c.Name[i:])[0], i)
 	}
 	if c.Mode != Durable && c.Mode != Fast {
 		return bad("Mode", c.Mode, "is neither Durable nor Fast")
