@@ -21,37 +21,53 @@ func (t nodeTransport) Send(ctx context.Context, signals []bus.Signal) error {
 }
 
 // checkFits refuses, with an error wrapping bus.ErrInvalidSignal, a batch
-// holding a signal whose message, that signal alone in it, is over the
-// server's max_payload: the bus takes up to 1 MiB of data (NATS's default
-// max_payload, which must also hold the attributes), and such a signal's
-// publish would fail every time, the outbox retrying it for ever at the
-// head of its queue. The check comes before the signals take sequence
-// numbers, so a refused call leaves no gap, and refuses the whole call, as
-// Publish does an invalid batch. A cheap bound settles nearly every
-// signal; only one near the limit is encoded to measure it. (A server of
-// the cluster with a smaller max_payload than the one this node is
+// holding a signal whose message, that signal alone in it, could never be
+// sent: over the server's max_payload (the bus takes up to 1 MiB of data,
+// NATS's default max_payload, which must also hold the attributes), or,
+// in durable mode, with headers over the 64 KiB a JetStream stream takes
+// (the binary encoding writes every attribute as a header). Such a
+// signal's publish would fail every time, the outbox retrying it for ever
+// at the head of its queue. The check comes before the signals take
+// sequence numbers, so a refused call leaves no gap, and refuses the whole
+// call, as Publish does an invalid batch. A cheap bound settles nearly
+// every signal; only one near a limit is encoded to measure it. (A server
+// of the cluster with a smaller max_payload than the one this node is
 // connected to, or a stream's own size limit, can still refuse later.)
 func (n *Node) checkFits(signals []bus.Signal) error {
 	limit := n.signalConn().MaxPayload()
+	durable := n.cfg.Mode == Durable
 	for i, s := range signals {
-		if n.roughSize(s) <= limit {
+		rough := n.roughSize(s)
+		// The data is never in the headers: the rest bounds them.
+		if rough <= limit && (!durable || rough-int64(len(s.Data)) <= maxStoredHeader) {
 			continue
 		}
-		size, err := n.messageSize(s)
+		size, header, err := n.messageSize(s)
 		if err != nil {
 			continue // the encoder refuses it, with its reason, when it is sent
 		}
-		if size > limit {
-			id := s.ID
-			if len(id) > 64 {
-				id = id[:64] + "…"
-			}
-			return fmt.Errorf("signal %d of %d (id %q): %w: its message would be %d bytes, over the NATS server's max_payload of %d",
-				i+1, len(signals), id, bus.ErrInvalidSignal, size, limit)
+		var problem string
+		switch {
+		case size > limit:
+			problem = fmt.Sprintf("its message would be %d bytes, over the NATS server's max_payload of %d", size, limit)
+		case durable && header > maxStoredHeader:
+			problem = fmt.Sprintf("its message's headers would be %d bytes, over the %d a JetStream stream stores (the %s encoding writes attributes as headers)",
+				header, maxStoredHeader, n.cfg.Encoding)
+		default:
+			continue
 		}
+		id := s.ID
+		if len(id) > 64 {
+			id = id[:64] + "…"
+		}
+		return fmt.Errorf("signal %d of %d (id %q): %w: %s", i+1, len(signals), id, bus.ErrInvalidSignal, problem)
 	}
 	return nil
 }
+
+// maxStoredHeader is the largest header block a JetStream stream stores:
+// nats-server refuses a bigger one (error 10097).
+const maxStoredHeader = math.MaxUint16
 
 // roughSize is at least the size of s's message alone, in either encoding
 // and mode: its data; each attribute's text three times (percent-encoding
@@ -87,24 +103,25 @@ func (n *Node) roughSize(s bus.Signal) int64 {
 
 // messageSize is the size NATS counts against max_payload (headers and
 // data) of s's message alone, as the node would send it, its stamps with
-// the largest numbers; encoding it takes no sequence number.
-func (n *Node) messageSize(s bus.Signal) (int64, error) {
-	var size int64
-	err := n.encode([]bus.Signal{s}, func(int) (uint64, uint64) {
+// the largest numbers, and the size of its headers; encoding it takes no
+// sequence number.
+func (n *Node) messageSize(s bus.Signal) (size, header int64, err error) {
+	err = n.encode([]bus.Signal{s}, func(int) (uint64, uint64) {
 		floor := uint64(0)
 		if n.cfg.Mode == Durable {
 			floor = math.MaxUint64
 		}
 		return math.MaxUint64, floor
 	}, nil, func(msg *nats.Msg, carried []bus.Signal) error {
-		size = int64(len(msg.Data)) + headerSize(msg.Header)
+		header = headerSize(msg.Header)
 		if _, named := msg.Header[nats.MsgIdHdr]; !named && n.cfg.Mode == Durable {
 			// durable.Send names a batch "<first id>..<last id>".
-			size += int64(len(nats.MsgIdHdr) + len(": ") + 2*len(carried[0].ID) + len("..") + len("\r\n"))
+			header += int64(len(nats.MsgIdHdr) + len(": ") + 2*len(carried[0].ID) + len("..") + len("\r\n"))
 		}
+		size = int64(len(msg.Data)) + header
 		return nil
 	})
-	return size, err
+	return size, header, err
 }
 
 // headerSize is the length of h as nats.go writes it before a message's

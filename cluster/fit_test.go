@@ -90,13 +90,83 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 	}
 }
 
+// TestSignalWithHeadersTooBigToStoreIsRefused: a JetStream stream does not
+// store a message whose headers are over 64 KiB (nats-server error
+// 10097), which a durable node's binary encoding, writing every attribute
+// as a header, makes of a signal with a big extension; its publish would
+// be refused every time. Publish refuses it with bus.ErrInvalidSignal,
+// naming the headers, before numbering anything; a signal whose headers
+// are measured at the limit is stored (the measure is not under what the
+// server counts); and the batch encoding, which carries attributes in the
+// body, stores a bigger one too.
+func TestSignalWithHeadersTooBigToStoreIsRefused(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "hdr", Encoding: enc})
+		box := &inbox{}
+		if _, err := n.Bus().Subscribe("hdr.*", box); err != nil {
+			t.Fatal(err)
+		}
+		waitDurableReady(t, n)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Id and time as the bus would fill them, set here so that the
+		// measure and the publish see the same (a time's text varies in
+		// length).
+		at := time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)
+		withBlob := func(subject string, size int) bus.Signal {
+			return bus.Signal{ID: bus.NewID(), Time: at, SpecVersion: bus.SpecVersion, Type: "hdr.x", Source: "/hdr", Subject: subject,
+				Extensions: map[string]any{"blob": strings.Repeat("b", size)}}
+		}
+		// The blob that makes the headers, as measured, exactly as big as
+		// a stream stores, and one a little bigger (the measure counts
+		// the stamps with 20-digit numbers: some 40 bytes of slack).
+		_, header, err := n.messageSize(withBlob("0", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fit := maxStoredHeader - int(header)
+		under, over := withBlob("0", fit), withBlob("1", fit+100)
+		if enc == ProtobufBatch {
+			over = withBlob("1", 2*maxStoredHeader)
+		}
+		if n.roughSize(under)-int64(len(under.Data)) <= maxStoredHeader {
+			t.Fatal("the signal under the limit is under the rough bound: the test would not exercise the exact measure")
+		}
+		if err := n.Bus().Publish(ctx, under); err != nil {
+			t.Fatalf("Publish of a signal whose headers fit: %v", err)
+		}
+		seq := n.seq.Load()
+		err = n.Bus().Publish(ctx, over)
+		if enc == ProtobufBatch {
+			if err != nil {
+				t.Fatalf("Publish of a big extension in the batch encoding: %v", err)
+			}
+			checkSequence(t, box.wait(t, 2), 0, 2)
+			return
+		}
+		if !errors.Is(err, bus.ErrInvalidSignal) || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "headers would be") {
+			t.Fatalf("Publish of a signal whose headers are over 64 KiB = %v, want bus.ErrInvalidSignal naming the headers", err)
+		}
+		if now := n.seq.Load(); now != seq {
+			t.Errorf("the refused call took sequence numbers %d to %d", seq+1, now)
+		}
+		if err := n.PublishAsync(ctx, withBlob("1", 10)); err != nil {
+			t.Fatal(err)
+		}
+		checkSequence(t, box.wait(t, 2), 0, 2)
+		if st := n.Stats(); st.Held != 0 || st.Skipped != 0 {
+			t.Errorf("stats %+v: something was held back", st)
+		}
+	})
+}
+
 // TestRoughSizeBoundsTheMessage: the cheap bound is never under the
 // measured size of the message as the node would send it, in either mode
 // and encoding, for attributes that expand the most (percent-encoded
 // text, attributes written twice, base64, a long node name in the
 // stamps), so no signal too big slips past the check unmeasured.
 func TestRoughSizeBoundsTheMessage(t *testing.T) {
-	longName := strings.Repeat("n", 200) // the embedded store directory is named after it
+	longName := strings.Repeat("n", MaxNameLength) // in the stamps of every signal
 	big := strings.Repeat("%", 20000)    // each % percent-encoded to three bytes
 	signals := []bus.Signal{
 		{ID: "1", Type: "a.b", Source: "/s"},
@@ -121,12 +191,16 @@ func TestRoughSizeBoundsTheMessage(t *testing.T) {
 		for _, enc := range []Encoding{Binary, ProtobufBatch} {
 			n := startNode(t, Config{Name: longName, Mode: mode, Encoding: enc})
 			for i, s := range signals {
-				size, err := n.messageSize(s)
+				size, header, err := n.messageSize(s)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if bound := n.roughSize(s); bound < size {
+				bound := n.roughSize(s)
+				if bound < size {
 					t.Errorf("%s %s, signal %d: rough size %d under the measured %d", mode, enc, i, bound, size)
+				}
+				if headerBound := bound - int64(len(s.Data)); headerBound < header {
+					t.Errorf("%s %s, signal %d: rough size less the data, %d, under the measured headers' %d", mode, enc, i, headerBound, header)
 				}
 			}
 		}
