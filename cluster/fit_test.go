@@ -167,7 +167,7 @@ func TestSignalWithHeadersTooBigToStoreIsRefused(t *testing.T) {
 // stamps), so no signal too big slips past the check unmeasured.
 func TestRoughSizeBoundsTheMessage(t *testing.T) {
 	longName := strings.Repeat("n", MaxNameLength) // in the stamps of every signal
-	big := strings.Repeat("%", 20000)    // each % percent-encoded to three bytes
+	big := strings.Repeat("%", 20000)              // each % percent-encoded to three bytes
 	signals := []bus.Signal{
 		{ID: "1", Type: "a.b", Source: "/s"},
 		// One attribute written twice dominating each: the id, the
