@@ -120,9 +120,6 @@ func TestWaitClosedPrefersWhatIsDone(t *testing.T) {
 // mixed. Every signal must be sent once, in publish order, and the queue
 // must end empty with nothing counted against the async limit.
 func TestOutboxSendsEachSignalOnceInOrderAcrossPartialBatches(t *testing.T) {
-	cfg := Config{Name: "solo", Mode: Durable, BatchSize: 4, OutboxSize: 100}
-	cfg.TracerProvider = tracenoop.NewTracerProvider()
-	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var (
 		mu    sync.Mutex
 		sent  []string
@@ -147,19 +144,7 @@ func TestOutboxSendsEachSignalOnceInOrderAcrossPartialBatches(t *testing.T) {
 		}
 		return nil
 	}
-	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	entry := func(name string, count int) []bus.Signal {
-		signals := make([]bus.Signal, count)
-		for i := range signals {
-			signals[i].ID = fmt.Sprintf("%s-%d", name, i)
-			want = append(want, signals[i].ID)
-		}
-		return signals
-	}
+	o, entry, want := scriptedOutbox(t, Durable, send)
 	if err := o.put(entry("a", 3)); err != nil {
 		t.Fatal(err)
 	}
@@ -188,12 +173,35 @@ func TestOutboxSendsEachSignalOnceInOrderAcrossPartialBatches(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !slices.Equal(sent, want) {
-		t.Errorf("sent %v, want each once in order: %v", sent, want)
+	if !slices.Equal(sent, *want) {
+		t.Errorf("sent %v, want each once in order: %v", sent, *want)
 	}
 	if d := o.depth(); d != 0 {
 		t.Errorf("depth after draining = %d, want 0", d)
 	}
+}
+
+// scriptedOutbox makes the outbox of a node of the given mode that sends
+// through send, in batches of 4, and entry, which makes count signals with
+// the ids name-0, name-1…, adding them to want in the order made.
+func scriptedOutbox(t *testing.T, mode Mode, send func(context.Context, []bus.Signal) error) (o *outbox, entry func(name string, count int) []bus.Signal, want *[]string) {
+	t.Helper()
+	cfg := Config{Name: "solo", Mode: mode, BatchSize: 4, OutboxSize: 100, TracerProvider: tracenoop.NewTracerProvider()}
+	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = new([]string)
+	entry = func(name string, count int) []bus.Signal {
+		signals := make([]bus.Signal, count)
+		for i := range signals {
+			signals[i].ID = fmt.Sprintf("%s-%d", name, i)
+			*want = append(*want, signals[i].ID)
+		}
+		return signals
+	}
+	return o, entry, want
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
@@ -217,9 +225,6 @@ func waitFor(t *testing.T, cond func() bool) {
 // queue what is left and wait for it. Every signal must be sent exactly
 // once, in publish order, and every publisher must hear nil.
 func TestOutboxSendsNothingTwiceAfterAPartlyFailedSend(t *testing.T) {
-	cfg := Config{Name: "solo", Mode: Fast, BatchSize: 4, OutboxSize: 100}
-	cfg.TracerProvider = tracenoop.NewTracerProvider()
-	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	// Each of these fails the first send that reaches it, after sending
 	// what is before it in that send.
 	failAt := map[string]bool{"c-1": true, "a-3": true, "a-5": true, "b-0": true}
@@ -239,19 +244,7 @@ func TestOutboxSendsNothingTwiceAfterAPartlyFailedSend(t *testing.T) {
 		}
 		return nil
 	}
-	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []string
-	entry := func(name string, count int) []bus.Signal {
-		signals := make([]bus.Signal, count)
-		for i := range signals {
-			signals[i].ID = fmt.Sprintf("%s-%d", name, i)
-			want = append(want, signals[i].ID)
-		}
-		return signals
-	}
+	o, entry, want := scriptedOutbox(t, Fast, send)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := o.Send(ctx, entry("c", 3)); err != nil {
@@ -274,8 +267,8 @@ func TestOutboxSendsNothingTwiceAfterAPartlyFailedSend(t *testing.T) {
 	if len(failAt) > 0 {
 		t.Errorf("scripted failures never reached: %v", failAt)
 	}
-	if !slices.Equal(sent, want) {
-		t.Errorf("sent %v, want each once in order: %v", sent, want)
+	if !slices.Equal(sent, *want) {
+		t.Errorf("sent %v, want each once in order: %v", sent, *want)
 	}
 	if d := o.depth(); d != 0 {
 		t.Errorf("depth after draining = %d, want 0", d)
