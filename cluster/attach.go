@@ -130,9 +130,8 @@ func subjectFilters(prefix, pattern string) (filters []string, exact bool) {
 // consumerName makes a JetStream consumer name of parts: characters
 // JetStream names cannot hold become '_', and a name longer than
 // maxConsumerName is cut short (a file store keeps each consumer in a
-// directory of that name, and file systems bound names to 255 bytes);
-// either way a hash of the original is appended, so that two names never
-// collide.
+// directory of that name); either way a hash of the original is appended,
+// so that two names never collide.
 func consumerName(parts ...string) string {
 	raw := strings.Join(parts, "-")
 	safe := []byte(raw)
@@ -143,7 +142,7 @@ func consumerName(parts ...string) string {
 			changed = true
 		}
 	}
-	if len(safe) > maxConsumerName {
+	if len(safe) > maxConsumerName || changed && len(safe) > maxConsumerName-8 {
 		safe, changed = safe[:maxConsumerName-8], true // room for "-" and a 32-bit hash in base 36
 	}
 	if !changed {
@@ -154,8 +153,10 @@ func consumerName(parts ...string) string {
 	return string(safe) + "-" + strconv.FormatUint(uint64(h.Sum32()), 36)
 }
 
-// maxConsumerName bounds the consumer names consumerName makes.
-const maxConsumerName = 128
+// maxConsumerName bounds the consumer names consumerName makes: nats-server
+// refuses longer ones (JSMaxNameLen, the file name limit of most file
+// systems).
+const maxConsumerName = 255
 
 // matcher filters locally what a wider subject filter let through.
 type matcher struct {

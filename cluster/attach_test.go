@@ -49,15 +49,18 @@ func TestConsumerNameIsSafeAndDistinct(t *testing.T) {
 	if c == d {
 		t.Errorf("two long names map to one consumer %q", c)
 	}
-	for _, name := range []string{c, d} {
+	// Just under the limit, but with a character replaced: the hash must
+	// not take it over.
+	e := consumerName("sub", "n1", strings.Repeat("z", maxConsumerName-9)+".")
+	for _, name := range []string{c, d, e} {
 		if len(name) > maxConsumerName {
-			t.Errorf("consumer name of a 300-byte subscription name is %d bytes, over %d", len(name), maxConsumerName)
+			t.Errorf("consumer name %q is %d bytes, over %d", name, len(name), maxConsumerName)
 		}
 	}
 	if got := consumerName("sub", "n1", strings.Repeat("y", maxConsumerName-7)); len(got) != maxConsumerName || !strings.HasSuffix(got, "yyy") {
 		t.Errorf("consumer name of safe parts %d bytes long in all = %q, want them joined", maxConsumerName, got)
 	}
-	for _, name := range []string{a, b, c, d} {
+	for _, name := range []string{a, b, c, d, e} {
 		for _, c := range name {
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 				t.Errorf("consumer name %q holds %q", name, c)

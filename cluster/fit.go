@@ -38,8 +38,7 @@ func (n *Node) checkFits(signals []bus.Signal) error {
 	durable := n.cfg.Mode == Durable
 	for i, s := range signals {
 		rough := n.roughSize(s)
-		// The data is never in the headers: the rest bounds them.
-		if rough <= limit && (!durable || rough-int64(len(s.Data)) <= maxStoredHeader) {
+		if rough <= limit && (!durable || n.roughHeaderSize(s, rough) <= maxStoredHeader) {
 			continue
 		}
 		size, header, err := n.messageSize(s)
@@ -99,6 +98,17 @@ func (n *Node) roughSize(s bus.Signal) int64 {
 	// digits, their names and framing.
 	stamps := 256 + len(n.cfg.Name) + len(n.instance)
 	return int64(len(s.Data)) + 3*int64(text) + 1024 + int64(stamps)
+}
+
+// roughHeaderSize is at least the size of the headers of s's message
+// alone, rough being roughSize(s): the data is never in the headers, and
+// the batch encoding's carry only its content type and, in durable mode,
+// the batch's Nats-Msg-Id, "<first id>..<last id>".
+func (n *Node) roughHeaderSize(s bus.Signal, rough int64) int64 {
+	if n.cfg.Encoding == ProtobufBatch {
+		return 2*int64(len(s.ID)) + 256
+	}
+	return rough - int64(len(s.Data))
 }
 
 // messageSize is the size NATS counts against max_payload (headers and

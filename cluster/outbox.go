@@ -72,7 +72,8 @@ type outbox struct {
 
 // outboxEntry is one publish's signals not yet sent.
 type outboxEntry struct {
-	signals []bus.Signal
+	signals []bus.Signal // not yet sent
+	handed  int          // signals the publish handed over
 	sync    bool
 	ctx     context.Context // sync: the publisher's, while it waits
 	result  chan error      // sync: buffered, receives the outcome once
@@ -123,39 +124,53 @@ func (o *outbox) Send(ctx context.Context, signals []bus.Signal) error {
 	if async, _ := ctx.Value(asyncKey{}).(bool); async {
 		return o.put(signals)
 	}
-	e := &outboxEntry{signals: signals, sync: true, ctx: ctx, result: make(chan error, 1)}
+	e := &outboxEntry{signals: signals, handed: len(signals), sync: true, ctx: ctx, result: make(chan error, 1)}
 	if o.direct {
-		o.mu.Lock()
-		if len(o.entries) == 0 && !o.sending {
-			// Nothing queued or in flight to overtake: send from the
-			// caller's goroutine and spare it two hand-offs. Only in fast
-			// mode, where a send only buffers: holding the lock through a
-			// round trip would serialise the publishers a batch could
-			// have carried together.
-			err := o.sendBatch(signals)
-			if err == nil || !errors.Is(err, ErrUnavailable) {
-				o.mu.Unlock()
-				return err
-			}
-			// Unreachable: what was not sent waits in the queue, at its
-			// head (the lock was held throughout, so nothing is ahead of
-			// it), and is retried like any queued publish; what was sent
-			// is not sent again.
-			e.signals = signals[sentBefore(err):]
-			err = o.enqueueLocked(e)
-			o.mu.Unlock()
-			if err != nil {
-				return err
-			}
+		switch outcome, err := o.sendDirect(e); outcome {
+		case sentDirect:
+			return err
+		case queuedDirect:
 			nudge(o.wake)
 			return o.await(ctx, e)
 		}
-		o.mu.Unlock()
 	}
 	if err := o.enqueue(e); err != nil {
 		return err
 	}
 	return o.await(ctx, e)
+}
+
+// Outcomes of sendDirect.
+const (
+	notDirect    = iota // something is queued or in flight: queue e behind it
+	sentDirect          // sent, or failed for good: the error says
+	queuedDirect        // the cluster is unreachable: what was not sent is queued, to wait for
+)
+
+// sendDirect sends a synchronous entry from the caller's goroutine when
+// nothing is queued or in flight to overtake, sparing it two hand-offs.
+// Only in fast mode, where a send only buffers: holding the lock through a
+// round trip would serialise the publishers a batch could have carried
+// together. When the cluster is unreachable, what was not sent goes into
+// the queue, at its head (the lock is held throughout, so nothing is ahead
+// of it), to be retried like any queued publish; what was sent is not sent
+// again.
+func (o *outbox) sendDirect(e *outboxEntry) (outcome int, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock() // deferred: a panicking tracer must not leave the outbox locked
+	if len(o.entries) > 0 || o.sending {
+		return notDirect, nil
+	}
+	err = o.sendBatch(e.signals)
+	if err == nil || !errors.Is(err, ErrUnavailable) {
+		return sentDirect, err
+	}
+	e.signals = e.signals[sentBefore(err):]
+	if err := o.enqueueLocked(e); err != nil {
+		return sentDirect, err
+	}
+	o.n.logger.Debug("outbox: cluster unreachable; queued what a publish could not send", "queued", len(e.signals), "error", err)
+	return queuedDirect, nil
 }
 
 // await waits for the outcome of a queued synchronous entry, or for its
@@ -388,7 +403,7 @@ func (o *outbox) settle(parts []part, err error) {
 			}
 			return true
 		case e.sync && (!retry || e.ctx.Err() != nil):
-			e.result <- err
+			e.result <- entryError(err, e.handed-len(e.signals))
 			return true
 		case !e.sync && !retry:
 			o.async -= len(e.signals)
@@ -422,7 +437,7 @@ type sendError struct {
 }
 
 func (e *sendError) Error() string {
-	return fmt.Sprintf("%v (the first %d signals of the batch were sent)", e.err, e.sent)
+	return fmt.Sprintf("%v (the first %d signals were sent)", e.err, e.sent)
 }
 
 func (e *sendError) Unwrap() error { return e.err }
@@ -434,6 +449,16 @@ func partlySent(sent int, err error) error {
 		return err
 	}
 	return &sendError{sent: sent, err: err}
+}
+
+// entryError is a failed send's error as one publisher hears it, sent of
+// whose signals went out (in this batch or before): the count in a
+// sendError is the batch's, which other publishers' signals may share.
+func entryError(err error, sent int) error {
+	if se, ok := errors.AsType[*sendError](err); ok {
+		err = se.err
+	}
+	return partlySent(sent, err)
 }
 
 // sentBefore is how many signals a failed send sent before failing.
@@ -528,8 +553,13 @@ func (o *outbox) close(ctx context.Context) error {
 	}
 	o.entries = nil
 	o.mu.Unlock()
-	if err != nil && left > 0 {
+	if left > 0 {
+		// err is nil when a direct send queued what it could not send
+		// after the queue was seen empty.
 		o.n.logger.Error("closing with signals still in the outbox; they were not sent", "count", left)
+		if err == nil {
+			err = ErrUnavailable
+		}
 		return fmt.Errorf("outbox: %d signals not sent: %w", left, err)
 	}
 	return nil
