@@ -281,16 +281,39 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 				d.stored(s.ID)
 			}
 		case err := <-f.future.Err():
+			if len(futures) == 1 && len(f.signals) == 1 && refusedForGood(err) {
+				// The stream will never store this signal: it is given up
+				// (its sequence number is skipped by the receivers after
+				// their reorder gap), instead of retried for ever at the
+				// head of the outbox, holding every later publish.
+				d.stored(f.signals[0].ID) // forget its number, so that the floor does not stay under it
+				return fmt.Errorf("signal %s: %w: the stream refuses it: %w", f.signals[0].ID, bus.ErrInvalidSignal, err)
+			}
 			errs = append(errs, fmt.Errorf("signal %s: %w", f.signals[0].ID, err))
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %d of %d messages not acknowledged: %w", ErrUnavailable, len(futures)-i, len(futures), ctx.Err())
 		}
 	}
 	if len(errs) > 0 {
+		// Retried, one signal at a time after a failure: a refusal for
+		// good is then told from the others above.
 		return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 	}
 	return nil
 }
+
+// refusedForGood reports whether a stream's refusal of a message would
+// be the same every time it is sent: a message or its headers over the
+// stream's limits (which an operator may set lower than the node's checks
+// at Publish know).
+func refusedForGood(err error) bool {
+	apiErr, ok := errors.AsType[*jetstream.APIError](err)
+	return ok && (apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.ErrorCode == errCodeHeaderExceedsMaximum)
+}
+
+// errCodeHeaderExceedsMaximum is nats-server's JSStreamHeaderExceedsMaximumErr
+// (headers over 64 KiB), which nats.go names no constant for.
+const errCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 
 // sequenceFor returns the sequence number of the signal id — the one it
 // had if an earlier publish of it failed, else the next — and the floor:

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -205,4 +208,58 @@ func TestRoughSizeBoundsTheMessage(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSignalTheStreamRefusesIsGivenUp: an operator may give the stream a
+// message size limit under what the node's checks at Publish know
+// (max_msg_size); a signal over it is refused by the stream every time it
+// is sent (JetStream error 10054). The outbox must give it up, not retry
+// it for ever at its head, holding every later publish: PublishAsync's
+// other signals, before and after it, are stored and delivered, in order;
+// a synchronous Publish of it fails at once with bus.ErrInvalidSignal,
+// not ErrUnavailable when its ctx ends.
+func TestSignalTheStreamRefusesIsGivenUp(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "limited", Encoding: enc, ReorderGap: 200 * time.Millisecond})
+		box := &inbox{}
+		if _, err := n.Bus().Subscribe("lim.*", box); err != nil {
+			t.Fatal(err)
+		}
+		waitDurableReady(t, n)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		js, err := jetstream.New(n.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := stream.CachedInfo().Config
+		cfg.MaxMsgSize = 4096
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		small := func(i int) bus.Signal { return bus.Signal{Type: "lim.x", Source: "/lim", Subject: strconv.Itoa(i)} }
+		big := bus.Signal{Type: "lim.x", Source: "/lim", Subject: "big", Data: make([]byte, 8192)}
+		if err := n.PublishAsync(ctx, small(0), big, small(1)); err != nil {
+			t.Fatal(err)
+		}
+		short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+		defer cancelShort()
+		err = n.Bus().Publish(short, big)
+		if !errors.Is(err, bus.ErrInvalidSignal) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("Publish of a signal the stream refuses = %v, want bus.ErrInvalidSignal", err)
+		}
+		if err := n.PublishAsync(ctx, small(2)); err != nil {
+			t.Fatal(err)
+		}
+		checkSequence(t, box.wait(t, 3), 0, 3)
+		if err := n.out.waitEmpty(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // past the reorder gap: anything held back would come now
+		checkSequence(t, box.wait(t, 3), 0, 3)
+	})
 }

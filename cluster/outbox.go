@@ -363,9 +363,12 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 // their synchronous publishers hear nil. After a failure, what can be
 // retried (ErrUnavailable: the cluster is unreachable) stays queued, for
 // as long as a synchronous publisher waits and for ever for PublishAsync;
-// what cannot (a signal the wire cannot encode) leaves the queue, with
-// the error told to a synchronous publisher or logged for an asynchronous
-// one.
+// what cannot (a signal the wire cannot encode, or the stream refuses for
+// good: run retries one signal at a time after a failure, so such a
+// signal ends up failing alone) leaves the queue: a synchronous
+// publisher hears the error, and of an asynchronous publish the signals
+// of the batch not sent are dropped and logged, its later ones sent as
+// usual.
 //
 // The parts are the head of the queue, in order: take took them from
 // there, and nothing else removes a taken entry (abandon skips them), so
@@ -406,9 +409,13 @@ func (o *outbox) settle(parts []part, err error) {
 			e.result <- entryError(err, e.handed-len(e.signals))
 			return true
 		case !e.sync && !retry:
-			o.async -= len(e.signals)
-			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", len(e.signals), "error", err)
-			return true
+			// What this batch held of the entry and did not send is
+			// dropped; the entry's signals after it are sent as usual.
+			failed := p.count - ok
+			e.signals = e.signals[failed:]
+			o.async -= failed
+			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", failed, "error", err)
+			return len(e.signals) == 0
 		}
 		return false
 	}
