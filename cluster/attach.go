@@ -178,6 +178,12 @@ func (m matcher) match(typ string) bool { return m.exact || m.pattern.Match(typ)
 // subscription per subject filter, so that NATS hands each message to one
 // member of the group, cluster-wide; a member whose node is gone stops
 // being offered messages as soon as its server drops the connection.
+//
+// A pattern ending in ".**" needs two filters ("order" and "order.>").
+// nats.go runs each asynchronous subscription on a goroutine of its own,
+// which would hand one publisher's "order" and "order.x" signals to the
+// subscription in either order; so the two feed one channel instead, in
+// the order the connection read them, and one goroutine delivers.
 func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(context.Context) error, error) {
 	filters, exact := subjectFilters(n.cfg.Prefix, info.Pattern)
 	m, err := newMatcher(info.Pattern, exact)
@@ -212,11 +218,25 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 		subs = subs[:0]
 		return errors.Join(errs...)
 	}
-	for _, f := range filters {
-		s, err := n.nc.QueueSubscribe(f, "signalbus-"+info.Group, handle)
+	subscribe := func(filter string) (*nats.Subscription, error) {
+		s, err := n.nc.QueueSubscribe(filter, "signalbus-"+info.Group, handle)
 		if err == nil {
 			err = s.SetPendingLimits(pendingLimit, pendingBytesLimit)
 		}
+		return s, err
+	}
+	if len(filters) > 1 {
+		merged := newMergedFeed(handle)
+		subscribe = func(filter string) (*nats.Subscription, error) {
+			return n.nc.ChanQueueSubscribe(filter, "signalbus-"+info.Group, merged.msgs)
+		}
+		drainSubs := detach
+		detach = func(ctx context.Context) error {
+			return errors.Join(drainSubs(ctx), merged.finish(ctx))
+		}
+	}
+	for _, f := range filters {
+		s, err := subscribe(f)
 		if err != nil {
 			if s != nil {
 				_ = s.Unsubscribe()
@@ -228,6 +248,56 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 		subs = append(subs, s)
 	}
 	return detach, nil
+}
+
+// mergedFeed hands the messages of several channel subscriptions of one
+// connection to a handler on one goroutine, in the order the connection
+// read them. Its channel is the subscriptions' bound: nats.go drops a
+// message that finds it full, and counts it in the subscription's
+// Dropped, as it does past an asynchronous subscription's pending limits.
+type mergedFeed struct {
+	msgs chan *nats.Msg
+	stop chan struct{} // closed by finish: the subscriptions are drained
+	done chan struct{} // closed when the goroutine has handled everything
+}
+
+func newMergedFeed(handle func(*nats.Msg)) *mergedFeed {
+	f := &mergedFeed{msgs: make(chan *nats.Msg, receiverQueueLen), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for {
+			select {
+			case m := <-f.msgs:
+				handle(m)
+			case <-f.stop:
+				for {
+					select {
+					case m := <-f.msgs:
+						handle(m)
+					default:
+						return
+					}
+				}
+			}
+		}
+	}()
+	return f
+}
+
+// finish waits, within ctx, until what the drained subscriptions put in
+// the channel is handled.
+func (f *mergedFeed) finish(ctx context.Context) error {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("group delivery: %w", ctx.Err())
+	}
 }
 
 // attachment is a subscription fed by its own JetStream consumer: a

@@ -376,3 +376,39 @@ func TestDeleteSubscriptionForgetsItsPosition(t *testing.T) {
 		t.Errorf("DeleteGroup of an unknown group: err = %v, want ErrNotFound", err)
 	}
 }
+
+// TestFastGroupOnTwoFiltersKeepsPublisherOrder: a fast group whose pattern
+// ends in ".**" listens on two NATS subjects ("order" and "order.>");
+// nats.go ran each subscription on a goroutine of its own, and one
+// publisher's "order" and "order.x" signals reached the handler in either
+// order. They must arrive in publish order.
+func TestFastGroupOnTwoFiltersKeepsPublisherOrder(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "solo", Mode: Fast, Encoding: enc})
+		box := &inbox{}
+		if _, err := n.Bus().Subscribe("order.**", box, bus.WithGroup("audit"), bus.WithQueueSize(1<<15)); err != nil {
+			t.Fatal(err)
+		}
+		// The queue subscriptions are on the node's main connection, the
+		// signals go out on its signal connection: the server must have
+		// the subscriptions before the first signal.
+		if err := n.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		const count, chunk = 20_000, 64
+		ctx := context.Background()
+		for i := 0; i < count; i += chunk {
+			batch := make([]bus.Signal, min(chunk, count-i))
+			for j := range batch {
+				batch[j] = bus.Signal{Type: [...]string{"order", "order.x"}[(i+j)%2], Source: "/solo", Subject: strconv.Itoa(i + j)}
+			}
+			if err := n.Bus().Publish(ctx, batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkSequence(t, box.wait(t, count), 0, count)
+		if st := n.Stats(); st.SlowLost != 0 {
+			t.Errorf("stats %+v: NATS dropped messages for the group", st)
+		}
+	})
+}
