@@ -448,15 +448,21 @@ func (a *attachment) deliver(p pending) {
 	pipe, n := a.pipe, a.d.n
 	pipe.track(p.sig.ID, false)
 	err := a.feed(a.ctx, p.sig, func(err error) {
-		pipe.track(p.sig.ID, true)
-		switch {
-		case err == nil, errors.Is(err, bus.ErrQueueFull):
-			// Handled, dead-lettered, or dropped by the subscription's
-			// own overflow policy (the bus counted and logged it).
+		// Handled, dead-lettered, or dropped by the subscription's own
+		// overflow policy (the bus counted and logged it); otherwise the
+		// bus closed first.
+		handled := err == nil || errors.Is(err, bus.ErrQueueFull)
+		if handled {
+			// Into the dedup window before out of the in-flight set: a
+			// redelivery looked at between the two would pass both (see
+			// pipe.duplicate).
 			pipe.dedup.add(p.sig.ID)
+		}
+		pipe.track(p.sig.ID, true)
+		if handled {
 			_ = p.msg.Ack()
-		default:
-			_ = p.msg.Nak() // not handled: the bus closed first
+		} else {
+			_ = p.msg.Nak()
 		}
 	})
 	if err == nil {

@@ -128,7 +128,7 @@ func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending), 
 		go p.runBatches()
 	}
 	if ordered {
-		p.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, p.deliver, afterSkip,
+		p.order = newReorderer(n.cfg.ReorderGap, n.cfg.ReorderLimit, p.deliver, p.deliverLate, afterSkip,
 			func() {
 				n.held.Add(1)
 				d.heldCounter.Add(context.Background(), 1, d.nodeAttr)
@@ -483,15 +483,8 @@ func (p *pipe) refuse(msg *nats.Msg, m jetstream.Msg, err error) {
 // acknowledged and dropped; a signal a node published goes through the
 // reorderer; anything else is delivered as it comes.
 func (p *pipe) receiveSignal(sig bus.Signal, ack acker) {
-	n := p.d.n
-	if p.dedup.contains(sig.ID) {
-		n.dedupHits.Add(1)
-		p.d.dedupCounter.Add(context.Background(), 1, p.d.dedupOpts...)
-		_ = ack.Ack()
+	if p.duplicate(sig.ID, ack) {
 		return
-	}
-	if p.handling(sig.ID) {
-		return // a redelivery of a signal still in a handler's queue
 	}
 	if p.order != nil {
 		if key, seq, ok := orderKey(sig); ok {
@@ -500,6 +493,34 @@ func (p *pipe) receiveSignal(sig bus.Signal, ack acker) {
 		}
 	}
 	p.deliver(pending{sig: sig, msg: ack})
+}
+
+// duplicate reports whether the signal id was handed on before: one still
+// in a handler's queue (the first delivery's ack will cover this one), or
+// one done with, whose redelivery it acknowledges and counts. The
+// in-flight set is looked at first: a delivery enters the dedup window
+// before it leaves that set (attachment.deliver), so one of the two looks
+// finds it whenever its handler finishes.
+func (p *pipe) duplicate(id string, ack acker) bool {
+	if p.handling(id) {
+		return true
+	}
+	if p.dedup.contains(id) {
+		p.d.n.dedupHits.Add(1)
+		p.d.dedupCounter.Add(context.Background(), 1, p.d.dedupOpts...)
+		_ = ack.Ack()
+		return true
+	}
+	return false
+}
+
+// deliverLate is the reorderer's late: it checks again, under the
+// reorderer's lock, for a signal the timer released (and so delivered)
+// after this arrival's own check in receiveSignal.
+func (p *pipe) deliverLate(pd pending) {
+	if !p.duplicate(pd.sig.ID, pd.msg) {
+		p.deliver(pd)
+	}
 }
 
 // arrive queues one arrival for runBatches.

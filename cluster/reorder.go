@@ -34,6 +34,12 @@ type pending struct {
 // the order reaching the bus is the order decided here.
 type reorderer struct {
 	deliver func(pending)
+	// late takes an arrival behind its publisher's next number: a signal
+	// whose gap was skipped, or a redelivery of one already delivered,
+	// which only late, called under the lock, can tell from each other
+	// (the timer may have released the first delivery since the
+	// arrival's own checks).
+	late func(pending)
 	// afterSkip, when set, runs after the timer released held signals,
 	// outside the lock: a deliver that only collects flushes there.
 	afterSkip func()
@@ -56,8 +62,11 @@ type publisherStream struct {
 	gapSeen time.Time // when the current gap was first seen
 }
 
-func newReorderer(gap time.Duration, limit int, deliver func(pending), afterSkip func(), onHeld func(), onSkip func(publisherKey, uint64, uint64)) *reorderer {
-	r := &reorderer{deliver: deliver, afterSkip: afterSkip, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
+func newReorderer(gap time.Duration, limit int, deliver, late func(pending), afterSkip func(), onHeld func(), onSkip func(publisherKey, uint64, uint64)) *reorderer {
+	if late == nil {
+		late = deliver
+	}
+	r := &reorderer{deliver: deliver, late: late, afterSkip: afterSkip, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
 		streams: map[publisherKey]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
@@ -125,8 +134,8 @@ func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 		r.drainLocked(ps)
 	case seq < ps.next:
 		// Behind the baseline, or after its gap was skipped: late, but
-		// dispatched rather than lost.
-		r.deliver(p)
+		// dispatched rather than lost (unless late finds it a duplicate).
+		r.late(p)
 	default:
 		if _, again := ps.held[seq]; again {
 			ps.held[seq] = p // a redelivery of a held signal: keep the newest delivery to ack

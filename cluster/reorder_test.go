@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -24,7 +27,7 @@ func newReorderHarness(gap time.Duration, limit int) *reorderHarness {
 	h := &reorderHarness{}
 	h.r = newReorderer(gap, limit,
 		func(p pending) { h.delivered = append(h.delivered, p.sig.Subject) },
-		nil,
+		nil, nil,
 		func() { h.held++ },
 		func(key publisherKey, from, to uint64) {
 			h.skipped = append(h.skipped, fmt.Sprintf("%s:%d-%d", key, from, to-1))
@@ -132,6 +135,64 @@ func TestReordererStartsAtThePublishersFloor(t *testing.T) {
 		h.add("a", 2)
 		if got := h.got(); got != "[a1 a2 a3]" {
 			t.Errorf("delivered %s, want a3 held until a1 and a2", got)
+		}
+	})
+}
+
+// nopAck is a message that needs no acknowledging.
+type nopAck struct{}
+
+func (nopAck) Ack() error                       { return nil }
+func (nopAck) Nak() error                       { return nil }
+func (nopAck) NakWithDelay(time.Duration) error { return nil }
+func (nopAck) Term() error                      { return nil }
+
+// TestRedeliveryOfReleasedSignalIsNotDeliveredAgain: a redelivery of a
+// held signal may pass the pipe's duplicate check (nothing delivered it
+// yet) just before the gap timer releases the first delivery; it then
+// reaches the reorderer behind its publisher's next number. The reorderer
+// must not hand it on a second time: a duplicate would reach the handler.
+func TestRedeliveryOfReleasedSignalIsNotDeliveredAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		meter := metricnoop.NewMeterProvider().Meter("test")
+		dedup, _ := meter.Int64Counter("dedup")
+		held, _ := meter.Int64Counter("held")
+		n := &Node{cfg: Config{DedupSize: 100, ReorderGap: time.Second, ReorderLimit: 100}, logger: quietLogger()}
+		d := &durable{n: n, dedupCounter: dedup, heldCounter: held}
+		var (
+			mu        sync.Mutex
+			delivered []string
+			p         *pipe
+		)
+		// As a named subscription's pipe does: what it hands on is in a
+		// handler's queue until the handler is done.
+		p = d.newPipe("test", true, func(pd pending) {
+			p.track(pd.sig.ID, false)
+			mu.Lock()
+			delivered = append(delivered, pd.sig.ID)
+			mu.Unlock()
+		}, nil)
+		defer p.order.close()
+		signal := func(seq uint64) bus.Signal {
+			return bus.Signal{ID: "id" + strconv.FormatUint(seq, 10), Extensions: map[string]any{
+				ExtensionNode: "a", ExtensionInstance: "i", ExtensionSequence: strconv.FormatUint(seq, 10), ExtensionFloor: "1"}}
+		}
+		p.receiveSignal(signal(2), nopAck{}) // #1 is missing: #2 is held
+		// The redelivery of #2 passes receiveSignal's check now…
+		redelivery := signal(2)
+		if p.duplicate(redelivery.ID, nopAck{}) {
+			t.Fatal("a held signal counts as handed on")
+		}
+		// …then the gap timer gives up on #1 and releases #2…
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		// …before the redelivery reaches the reorderer.
+		key, seq, _ := orderKey(redelivery)
+		p.order.add(key, seq, pending{sig: redelivery, msg: nopAck{}})
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(delivered, []string{"id2"}) {
+			t.Errorf("delivered %v, want id2 once", delivered)
 		}
 	})
 }
