@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,8 @@ type durable struct {
 
 	stop    chan struct{}
 	done    chan struct{}
-	started bool // start ran: done will close
+	started bool           // start ran: done will close
+	later   sync.WaitGroup // awaitLater's goroutines, which end on stop
 	setups  pendingSetups
 
 	dedupCounter metric.Int64Counter
@@ -240,11 +242,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	}
 	n := d.n
 	// Each future stands for the signals its message carries.
-	type stored struct {
-		future  jetstream.PubAckFuture
-		signals []bus.Signal
-	}
-	futures := make([]stored, 0, len(signals))
+	futures := make([]pubAck, 0, len(signals))
 	// No retries inside nats.go: it retries a "no responders" publish
 	// after a wait while the later ones go ahead, storing them out of
 	// order. A failure goes back to the caller, whose retry of the same
@@ -254,7 +252,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		if err != nil {
 			return fmt.Errorf("%w: publish %s: %w", ErrUnavailable, carried[0].ID, err)
 		}
-		futures = append(futures, stored{future: f, signals: carried})
+		futures = append(futures, pubAck{future: f, signals: carried})
 		return nil
 	}
 	err := n.encode(signals, func(i int) (uint64, uint64) { return d.sequenceFor(signals[i].ID) }, nil,
@@ -270,15 +268,36 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 			}
 			return publish(msg, carried)
 		})
-	if err != nil {
-		return err
-	}
+	// What was published before a failure to publish is waited for too:
+	// the caller then knows what it need not send again.
+	acked, ackErr := d.await(ctx, futures)
+	return partlySent(acked, cmp.Or(err, ackErr))
+}
+
+// pubAck is the acknowledgement to come of one message and the signals it
+// carries.
+type pubAck struct {
+	future  jetstream.PubAckFuture
+	signals []bus.Signal
+}
+
+// await waits for the acknowledgements of the messages of one Send, in
+// order, and returns how many signals the acknowledged ones before the
+// first that was not carry (the caller sends the others again). A signal
+// stored forgets its sequence number; one stored behind a failure keeps
+// it, for its retry (which the stream or the consumers' dedup window
+// drop) to carry the same, or the receivers would wait for a number that
+// never comes. The acknowledgements still to come when ctx ends are
+// waited for in the background, so that the floor moves past what they
+// store.
+func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err error) {
 	var errs []error
 	for i, f := range futures {
 		select {
 		case <-f.future.Ok():
-			for _, s := range f.signals {
-				d.stored(s.ID)
+			d.acknowledged(f.signals, len(errs) == 0)
+			if len(errs) == 0 {
+				acked += len(f.signals)
 			}
 		case err := <-f.future.Err():
 			if len(futures) == 1 && len(f.signals) == 1 && refusedForGood(err) {
@@ -286,20 +305,37 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 				// (its sequence number is skipped by the receivers after
 				// their reorder gap), instead of retried for ever at the
 				// head of the outbox, holding every later publish.
-				d.stored(f.signals[0].ID) // forget its number, so that the floor does not stay under it
-				return fmt.Errorf("signal %s: %w: the stream refuses it: %w", f.signals[0].ID, bus.ErrInvalidSignal, err)
+				d.acknowledged(f.signals, true) // forget its number, so that the floor does not stay under it
+				return 0, fmt.Errorf("signal %s: %w: the stream refuses it: %w", f.signals[0].ID, bus.ErrInvalidSignal, err)
 			}
 			errs = append(errs, fmt.Errorf("signal %s: %w", f.signals[0].ID, err))
 		case <-ctx.Done():
-			return fmt.Errorf("%w: %d of %d messages not acknowledged: %w", ErrUnavailable, len(futures)-i, len(futures), ctx.Err())
+			d.awaitLater(futures[i:])
+			return acked, fmt.Errorf("%w: %d of %d messages not acknowledged: %w", ErrUnavailable, len(futures)-i, len(futures), ctx.Err())
 		}
 	}
 	if len(errs) > 0 {
 		// Retried, one signal at a time after a failure: a refusal for
 		// good is then told from the others above.
-		return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+		return acked, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 	}
-	return nil
+	return acked, nil
+}
+
+// awaitLater waits, on a goroutine that ends with the node, for
+// acknowledgements a Send stopped waiting for.
+func (d *durable) awaitLater(futures []pubAck) {
+	d.later.Go(func() {
+		for _, f := range futures {
+			select {
+			case <-f.future.Ok():
+				d.acknowledged(f.signals, false)
+			case <-f.future.Err():
+			case <-d.stop:
+				return
+			}
+		}
+	})
 }
 
 // refusedForGood reports whether a stream's refusal of a message would
@@ -351,14 +387,20 @@ func (d *durable) floorLocked() uint64 {
 	return next
 }
 
-// stored forgets the sequence number of a signal the stream acknowledged.
-func (d *durable) stored(id string) {
+// acknowledged records signals the stream stored: the floor may move
+// past their sequence numbers, which they forget, unless they are to be
+// sent again (forget false).
+func (d *durable) acknowledged(signals []bus.Signal, forget bool) {
 	d.retryMu.Lock()
-	if seq, ok := d.retrySeq[id]; ok {
-		delete(d.unstored, seq)
+	defer d.retryMu.Unlock()
+	for _, s := range signals {
+		if seq, ok := d.retrySeq[s.ID]; ok {
+			delete(d.unstored, seq)
+		}
+		if forget {
+			delete(d.retrySeq, s.ID)
+		}
 	}
-	delete(d.retrySeq, id)
-	d.retryMu.Unlock()
 }
 
 // ackWait is the consumer's redelivery delay; Config.ReorderGap defaults
@@ -676,6 +718,7 @@ func (d *durable) close(ctx context.Context) error {
 	if d.started {
 		<-d.done
 	}
+	d.later.Wait()
 	return d.own.close(ctx)
 }
 
