@@ -210,8 +210,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	detach := func(ctx context.Context) error {
 		var errs []error
 		for _, s := range subs {
-			n.drops.end(s)
-			if err := drainSubscription(ctx, s); err != nil {
+			if err := n.drops.drain(ctx, s); err != nil {
 				errs = append(errs, err)
 			}
 		}

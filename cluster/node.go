@@ -296,18 +296,24 @@ func (d *dropCounts) watch(s *nats.Subscription) {
 	d.live[s] = struct{}{}
 }
 
-// end keeps s's count; call it before s is drained or unsubscribed, after
-// which nats.go no longer tells it.
-func (d *dropCounts) end(s *nats.Subscription) {
+// drain drains s within ctx (drainSubscription) and keeps its count of
+// drops, read as long as nats.go tells it: messages that arrive before the
+// server has the unsubscription can still be dropped while s drains, and
+// once s has ended nats.go no longer says how many were.
+func (d *dropCounts) drain(ctx context.Context, s *nats.Subscription) error {
+	last := -1
+	err := drainSubscription(ctx, s, func() {
+		if dropped, err := s.Dropped(); err == nil {
+			last = dropped
+		}
+	})
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.live[s]; !ok {
-		return
+	if _, ok := d.live[s]; ok && last >= 0 {
+		d.ended += int64(last)
 	}
 	delete(d.live, s)
-	if dropped, err := s.Dropped(); err == nil {
-		d.ended += int64(dropped)
-	}
+	return err
 }
 
 func (d *dropCounts) total() int64 {
@@ -503,6 +509,11 @@ func (n *Node) Close(ctx context.Context) error {
 		if err := n.release(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		if n.recv != nil {
+			// At once: when ctx ran out before the receiver drained, its
+			// connection is closed now, which ends it.
+			<-n.recv.done
+		}
 		if len(errs) > 0 {
 			n.closeErr = fmt.Errorf("cluster: close %s: %w", n.cfg.Name, errors.Join(errs...))
 		}
@@ -511,12 +522,14 @@ func (n *Node) Close(ctx context.Context) error {
 }
 
 // drainSubscription drains sub and waits, within ctx, until its handler
-// has taken everything.
-func drainSubscription(ctx context.Context, sub *nats.Subscription) error {
+// has taken everything, calling poll before the drain and while it waits.
+func drainSubscription(ctx context.Context, sub *nats.Subscription, poll func()) error {
+	poll()
 	if err := sub.Drain(); err != nil {
 		return fmt.Errorf("drain subscription: %w", err)
 	}
 	for sub.IsValid() {
+		poll()
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("drain subscription: %w", ctx.Err())

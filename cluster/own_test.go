@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"strconv"
 	"sync"
@@ -348,9 +349,20 @@ func TestDropCountsAddUpEverySubscription(t *testing.T) {
 	if got := d.total(); got != int64(want) {
 		t.Errorf("total %d, want %d", got, want)
 	}
-	d.end(subs[0])
-	if err := subs[0].Unsubscribe(); err != nil {
+	// Drained, it ends once what it holds is taken.
+	for {
+		_, err := subs[0].NextMsg(10 * time.Millisecond)
+		if err != nil && !errors.Is(err, nats.ErrSlowConsumer) { // a notice, once, of the drops
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.drain(ctx, subs[0]); err != nil {
 		t.Fatal(err)
+	}
+	if subs[0].IsValid() {
+		t.Fatal("the drained subscription is still valid")
 	}
 	if got := d.total(); got != int64(want) {
 		t.Errorf("total %d after one subscription ended, want %d still", got, want)

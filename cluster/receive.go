@@ -311,8 +311,7 @@ func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 // close drains the subscription within ctx and waits for the batches in
 // hand to be dispatched.
 func (r *receiver) close(ctx context.Context) error {
-	r.n.drops.end(r.sub)
-	err := drainSubscription(ctx, r.sub)
+	err := r.n.drops.drain(ctx, r.sub)
 	select {
 	case <-r.done:
 	case <-ctx.Done():
