@@ -230,9 +230,10 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 
 // TestParkedEventIsNotCountedLost: in fast mode a node checks each
 // publisher's sequence for gaps. A stamped signal that is not a valid one
-// (an event of a batch that decodes but fails validation; a binary message
-// with a malformed type) is parked, and it was not lost in transit: the
-// next one from its publisher is no gap.
+// (an event of a batch that decodes but fails validation, or does not
+// decode; a binary message with a malformed type or specversion) is
+// parked, and it was not lost in transit: the next one from its publisher
+// is no gap.
 func TestParkedEventIsNotCountedLost(t *testing.T) {
 	stamps := func(i int, dst []wire.Attr) []wire.Attr {
 		return append(dst, wire.Attr{Name: ExtensionNode, Value: "other"}, wire.Attr{Name: ExtensionInstance, Value: "run-1"},
@@ -245,13 +246,14 @@ func TestParkedEventIsNotCountedLost(t *testing.T) {
 		if _, err := n.Bus().Subscribe("job.*", box); err != nil {
 			t.Fatal(err)
 		}
-		signals := make([]bus.Signal, 3)
+		signals := make([]bus.Signal, 4)
 		for i := range signals {
 			signals[i] = bus.Signal{ID: strconv.Itoa(i), Type: "job.run", Source: "/other", Subject: strconv.Itoa(i)}
 		}
 		var msgs []*nats.Msg
 		if enc == ProtobufBatch {
 			signals[1].Extensions = map[string]any{"Bad": "x"} // passes the decoder, not validation
+			signals[2].SpecVersion = "0.3"                     // does not decode
 			msg, err := wire.EncodePublished(signals, "", stamps)
 			if err != nil {
 				t.Fatal(err)
@@ -269,6 +271,7 @@ func TestParkedEventIsNotCountedLost(t *testing.T) {
 				msgs = append(msgs, msg)
 			}
 			msgs[1].Header["ce-type"] = []string{"job..run"}
+			msgs[2].Header["ce-specversion"] = []string{"0.3"}
 		}
 		for _, msg := range msgs {
 			if err := nc.PublishMsg(msg); err != nil {
@@ -276,14 +279,16 @@ func TestParkedEventIsNotCountedLost(t *testing.T) {
 			}
 		}
 		got := box.wait(t, 2)
-		if got[0].Subject != "0" || got[1].Subject != "2" {
-			t.Errorf("delivered %q and %q, want 0 and 2", got[0].Subject, got[1].Subject)
+		if got[0].Subject != "0" || got[1].Subject != "3" {
+			t.Errorf("delivered %q and %q, want 0 and 3", got[0].Subject, got[1].Subject)
 		}
-		if _, err := parked.NextMsg(10 * time.Second); err != nil {
-			t.Fatalf("parked event: %v", err)
+		for range 2 {
+			if _, err := parked.NextMsg(10 * time.Second); err != nil {
+				t.Fatalf("parked event: %v", err)
+			}
 		}
-		if st := n.Stats(); st.Lost != 0 || st.Parked != 1 {
-			t.Errorf("Stats: lost %d, parked %d; want 0 and 1", st.Lost, st.Parked)
+		if st := n.Stats(); st.Lost != 0 || st.Parked != 2 {
+			t.Errorf("Stats: lost %d, parked %d; want 0 and 2", st.Lost, st.Parked)
 		}
 	})
 }

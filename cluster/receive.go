@@ -154,6 +154,11 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		origins = slices.Grow(origins, len(events))
 		for _, e := range events {
 			if e.Err != nil {
+				// Parked, not lost in transit: its stamps still count.
+				st := r.decoder.EventStamps(e.Raw, ExtensionNode, ExtensionInstance, ExtensionSequence)
+				if from, seq, ok := stampKey(st.Values[0], st.Values[1], st.Values[2]); ok && st.OK {
+					seen.addKey(from, seq)
+				}
 				n.parkEvent(m, e)
 				continue
 			}
@@ -239,11 +244,14 @@ type sequenceRun struct {
 }
 
 func (r *sequenceRun) add(sig bus.Signal) {
-	if r.off {
-		return
+	if from, seq, ok := orderKey(sig); ok {
+		r.addKey(from, seq)
 	}
-	from, seq, ok := orderKey(sig)
-	if !ok {
+}
+
+// addKey is add for a signal's stamps.
+func (r *sequenceRun) addKey(from publisherKey, seq uint64) {
+	if r.off {
 		return
 	}
 	if r.open && seq == r.last+1 && from == r.from {

@@ -594,6 +594,16 @@ func (d *Decoder) BatchStamps(body []byte, names ...string) (first, last Stamps,
 	return first, d.d.stamps(lastRaw, names), n, nil
 }
 
+// EventStamps is BatchStamps for one event, as an Event's Raw holds it:
+// what a receiver needs to account for an event it parks, which may not
+// decode.
+func (d *Decoder) EventStamps(raw []byte, names ...string) Stamps {
+	if len(names) > MaxStampNames {
+		return Stamps{}
+	}
+	return d.d.stamps(raw, names)
+}
+
 // stamps reads an event's type and the ce_string values of the attributes
 // named.
 func (d *eventDecoder) stamps(raw []byte, names []string) Stamps {
