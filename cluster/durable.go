@@ -650,8 +650,8 @@ func (p *pipe) track(id string, done bool) {
 }
 
 // close stops consuming, letting the messages in hand finish; what the
-// reorderer still holds is neither delivered nor acknowledged (JetStream
-// redelivers it).
+// reorderer still holds is not delivered, and negatively acknowledged, so
+// that JetStream offers it again at once (reorderer.close).
 func (p *pipe) close(ctx context.Context) error {
 	if p.order != nil {
 		defer p.order.close()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -214,9 +215,23 @@ func (r *reorderer) run() {
 
 // close stops the timer. Signals still held are neither dispatched nor
 // acknowledged: JetStream redelivers them after a restart.
+// close stops the gap timer and negatively acknowledges what is still
+// held, in each publisher's order: JetStream then offers it again at once
+// (redeliveries go before new messages), so that after a restart the
+// consumer's next reader sees it before what was published after it, not
+// only once the ack wait has run out.
 func (r *reorderer) close() {
 	close(r.stop)
 	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ps := range r.streams {
+		for _, seq := range slices.Sorted(maps.Keys(ps.held)) {
+			_ = ps.held[seq].msg.Nak()
+			delete(ps.held, seq)
+			r.held--
+		}
+	}
 }
 
 // heldCounter is signalbus.order.held.

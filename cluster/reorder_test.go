@@ -42,7 +42,7 @@ func (h *reorderHarness) add(node string, seq uint64) {
 	if !ok {
 		panic("no order key")
 	}
-	h.r.add(key, n, pending{sig: s})
+	h.r.add(key, n, pending{sig: s, msg: nopAck{}})
 }
 
 func (h *reorderHarness) got() string {
@@ -193,6 +193,40 @@ func TestRedeliveryOfReleasedSignalIsNotDeliveredAgain(t *testing.T) {
 		defer mu.Unlock()
 		if !slices.Equal(delivered, []string{"id2"}) {
 			t.Errorf("delivered %v, want id2 once", delivered)
+		}
+	})
+}
+
+// nakRecorder records, in order, the signals negatively acknowledged.
+type nakRecorder struct {
+	nopAck
+	subject string
+	naks    *[]string
+}
+
+func (a nakRecorder) Nak() error { *a.naks = append(*a.naks, a.subject); return nil }
+
+// TestReordererCloseOffersWhatItHoldsAgain: what is held when the
+// reorderer closes (its node is closing) is negatively acknowledged, in
+// each publisher's order, so that JetStream redelivers it at once, ahead
+// of what was published after it, instead of after the ack wait, by which
+// time a restarted node would have handled the later signals first.
+func TestReordererCloseOffersWhatItHoldsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var naks []string
+		r := newReorderer(time.Minute, 100, func(pending) {}, nil, nil, func() {}, func(publisherKey, uint64, uint64) {})
+		for _, seq := range []uint64{1, 5, 3, 4} { // #2 is missing: 3, 4 and 5 are held
+			s := bus.Signal{Subject: "a" + strconv.FormatUint(seq, 10), Extensions: map[string]any{
+				ExtensionNode: "a", ExtensionInstance: "i", ExtensionSequence: strconv.FormatUint(seq, 10), ExtensionFloor: "1"}}
+			key, n, _ := orderKey(s)
+			r.add(key, n, pending{sig: s, msg: nakRecorder{subject: s.Subject, naks: &naks}})
+		}
+		r.close()
+		if want := []string{"a3", "a4", "a5"}; !slices.Equal(naks, want) {
+			t.Errorf("negatively acknowledged %v, want %v", naks, want)
+		}
+		if r.held != 0 {
+			t.Errorf("still holds %d", r.held)
 		}
 	})
 }
