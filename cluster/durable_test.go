@@ -226,3 +226,58 @@ func TestDurablePublishFailsWhenNoStream(t *testing.T) {
 		t.Errorf("Publish without a stream = %v, want ErrUnavailable wrapping the deadline", err)
 	}
 }
+
+// TestCloseKeepsToItsDeadlineWithAStuckHandler: a handler that never
+// returns fills its subscription's queue, and the node's delivery waits
+// for room (the Block policy). Close must still return once its ctx ends,
+// with the ctx's error, not wait for the handler.
+func TestCloseKeepsToItsDeadlineWithAStuckHandler(t *testing.T) {
+	// Not startNode, whose cleanup wants Close to succeed.
+	start, cancelStart := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelStart()
+	n, err := Start(start, Config{Name: "stuck", Listen: "127.0.0.1:0", Logger: quietLogger(), BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := make(chan struct{})
+	t.Cleanup(func() { close(stuck) })
+	entered := make(chan struct{}, 2)
+	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-stuck
+		return nil
+	})
+	if _, err := n.Bus().Subscribe("stuck.*", handler, bus.WithQueueSize(1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Bus().Subscribe("stuck.*", handler, bus.WithQueueSize(1), bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, n)
+	waitAttached(t, n, 1)
+	publishN(t, n, "stuck.x", 0, 10)
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the handlers were not called")
+		}
+	}
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		closed <- n.Close(ctx)
+	}()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close = %v, want its ctx's deadline exceeded", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close with a 1 s ctx had not returned after 30 s: it waits for the stuck handler")
+	}
+}

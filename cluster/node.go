@@ -462,6 +462,10 @@ func (n *Node) parkEvent(batch *nats.Msg, e wire.Event) {
 // returns ctx's error if ctx ends first. Close may be called more than once.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
+		// Once ctx ends, whatever still waits inside the node (a delivery
+		// waiting for room in a stuck handler's queue) gives up: Close
+		// returns ctx's error rather than wait for the handler.
+		defer context.AfterFunc(ctx, n.cancel)()
 		var errs []error
 		if n.out != nil {
 			if err := n.out.close(ctx); err != nil {
