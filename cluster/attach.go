@@ -318,6 +318,7 @@ type attachment struct {
 	cancel context.CancelFunc
 	stop   chan struct{}
 	done   chan struct{}
+	later  sync.WaitGroup // a consume that waits for the ack wait (setup)
 }
 
 // attach starts the consumer of a group or a named subscription. When the
@@ -434,6 +435,28 @@ func (a *attachment) setup() error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
 	}
+	if pending := consumer.CachedInfo().NumAckPending; a.info.Group == "" && pending > 0 {
+		// The named subscription's node stopped with signals in hand,
+		// unacknowledged (it died, or Close ran out of time). JetStream
+		// offers them again once the ack wait has passed, and what was
+		// stored after them before that: consuming now would hand the
+		// later ones over first, and the earlier ones late, out of order.
+		// Once the ack wait has passed they wait for redelivery, which
+		// JetStream serves before anything new.
+		a.d.n.logger.Info("named subscription resumes after the ack wait: signals it had in hand come back first",
+			"consumer", a.cfg.Durable, "unacknowledged", pending, "ack_wait", a.cfg.AckWait)
+		a.later.Go(func() {
+			select {
+			case <-time.After(a.cfg.AckWait):
+			case <-a.stop:
+				return
+			}
+			if err := a.pipe.consume(consumer); err != nil {
+				a.d.n.logger.Error("named subscription not consuming", "consumer", a.cfg.Durable, "error", err)
+			}
+		})
+		return nil
+	}
 	return a.pipe.consume(consumer)
 }
 
@@ -485,6 +508,7 @@ func (a *attachment) deliver(p pending) {
 func (a *attachment) detach(ctx context.Context) error {
 	close(a.stop)
 	<-a.done
+	a.later.Wait()
 	err := a.pipe.close(ctx)
 	a.cancel()
 	return err

@@ -412,3 +412,63 @@ func TestFastGroupOnTwoFiltersKeepsPublisherOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestNamedSubscriptionResumesInOrderAfterACrash: a node dies (its
+// connection cut, no Close) while signals it was given are still in its
+// handler's hands, unacknowledged; it comes back at once, well within the
+// ack wait, while signals published after them were stored meanwhile.
+// JetStream offers the unacknowledged ones again only once the ack wait
+// has passed, and new ones before that: the subscription must still get
+// them all in publish order.
+func TestNamedSubscriptionResumesInOrderAfterACrash(t *testing.T) {
+	ext := startNATS(t, true)
+	pub := startNode(t, Config{Name: "pub", NATSURL: ext.ClientURL()})
+	cfg := Config{Name: "auditor", NATSURL: ext.ClientURL(), Logger: quietLogger(), BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	node, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, pub, node)
+	stuck, reached := make(chan struct{}), make(chan struct{})
+	first := &inbox{}
+	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		if s.Subject == "10" {
+			close(reached)
+			<-stuck // the node dies with #10 to #19 in hand
+			return errors.New("the node died")
+		}
+		return first.Handle(ctx, s)
+	})
+	if _, err := node.Bus().Subscribe("order.*", handler, bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	waitAttached(t, node, 1)
+	publishN(t, pub, "order.created", 0, 20)
+	select {
+	case <-reached:
+	case <-time.After(20 * time.Second):
+		t.Fatal("#10 never reached the handler")
+	}
+	checkSequence(t, first.wait(t, 10), 0, 10)
+	node.nc.Close() // the crash: nothing more reaches NATS from it
+	t.Cleanup(func() {
+		close(stuck)
+		closing, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = node.Close(closing) // its connection is gone: only its goroutines end
+	})
+
+	publishN(t, pub, "order.created", 20, 30) // while it is down
+	again, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close(ctx)
+	resumed := &inbox{}
+	if _, err := again.Bus().Subscribe("order.*", resumed, bus.WithSubscriptionName("audit")); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, resumed.wait(t, 20), 10, 30)
+}
