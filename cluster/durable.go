@@ -271,6 +271,11 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 	// What was published before a failure to publish is waited for too:
 	// the caller then knows what it need not send again.
 	acked, ackErr := d.await(ctx, futures)
+	if errors.Is(ackErr, bus.ErrInvalidSignal) {
+		// A signal refused for good, alone: its number is forgotten, so
+		// this must not read as a failure to retry.
+		return ackErr
+	}
 	return partlySent(acked, cmp.Or(err, ackErr))
 }
 
@@ -295,7 +300,7 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 	for i, f := range futures {
 		select {
 		case <-f.future.Ok():
-			d.acknowledged(f.signals, len(errs) == 0)
+			d.acknowledgedSignals(f.signals, len(errs) == 0)
 			if len(errs) == 0 {
 				acked += len(f.signals)
 			}
@@ -305,7 +310,7 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 				// (its sequence number is skipped by the receivers after
 				// their reorder gap), instead of retried for ever at the
 				// head of the outbox, holding every later publish.
-				d.acknowledged(f.signals, true) // forget its number, so that the floor does not stay under it
+				d.acknowledgedSignals(f.signals, true) // forget its number, so that the floor does not stay under it
 				return 0, fmt.Errorf("signal %s: %w: the stream refuses it: %w", f.signals[0].ID, bus.ErrInvalidSignal, err)
 			}
 			errs = append(errs, fmt.Errorf("signal %s: %w", f.signals[0].ID, err))
@@ -325,12 +330,25 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 // awaitLater waits, on a goroutine that ends with the node, for
 // acknowledgements a Send stopped waiting for.
 func (d *durable) awaitLater(futures []pubAck) {
+	// The ids, not the signals: the caller's slice is the outbox's to use
+	// again once Send returns.
+	type later struct {
+		future jetstream.PubAckFuture
+		ids    []string
+	}
+	waits := make([]later, len(futures))
+	for i, f := range futures {
+		waits[i].future = f.future
+		for _, s := range f.signals {
+			waits[i].ids = append(waits[i].ids, s.ID)
+		}
+	}
 	d.later.Go(func() {
-		for _, f := range futures {
+		for _, w := range waits {
 			select {
-			case <-f.future.Ok():
-				d.acknowledged(f.signals, false)
-			case <-f.future.Err():
+			case <-w.future.Ok():
+				d.acknowledged(len(w.ids), func(i int) string { return w.ids[i] }, false)
+			case <-w.future.Err():
 			case <-d.stop:
 				return
 			}
@@ -390,17 +408,22 @@ func (d *durable) floorLocked() uint64 {
 // acknowledged records signals the stream stored: the floor may move
 // past their sequence numbers, which they forget, unless they are to be
 // sent again (forget false).
-func (d *durable) acknowledged(signals []bus.Signal, forget bool) {
+func (d *durable) acknowledged(count int, id func(i int) string, forget bool) {
 	d.retryMu.Lock()
 	defer d.retryMu.Unlock()
-	for _, s := range signals {
-		if seq, ok := d.retrySeq[s.ID]; ok {
+	for i := range count {
+		if seq, ok := d.retrySeq[id(i)]; ok {
 			delete(d.unstored, seq)
 		}
 		if forget {
-			delete(d.retrySeq, s.ID)
+			delete(d.retrySeq, id(i))
 		}
 	}
+}
+
+// acknowledgedSignals is acknowledged for signals.
+func (d *durable) acknowledgedSignals(signals []bus.Signal, forget bool) {
+	d.acknowledged(len(signals), func(i int) string { return signals[i].ID }, forget)
 }
 
 // ackWait is the consumer's redelivery delay; Config.ReorderGap defaults

@@ -364,11 +364,11 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 // retried (ErrUnavailable: the cluster is unreachable) stays queued, for
 // as long as a synchronous publisher waits and for ever for PublishAsync;
 // what cannot (a signal the wire cannot encode, or the stream refuses for
-// good: run retries one signal at a time after a failure, so such a
-// signal ends up failing alone) leaves the queue: a synchronous
-// publisher hears the error, and of an asynchronous publish the signals
-// of the batch not sent are dropped and logged, its later ones sent as
-// usual.
+// good) is taken to be the first signal not sent: run retries one signal
+// at a time after a failure, so such a signal ends up failing alone. Its
+// synchronous publisher hears the error; of an asynchronous publish that
+// signal is dropped and logged, the others sent as usual. The other
+// publishers of the batch stay queued.
 //
 // The parts are the head of the queue, in order: take took them from
 // there, and nothing else removes a taken entry (abandon skips them), so
@@ -384,11 +384,16 @@ func (o *outbox) settle(parts []part, err error) {
 	if err == nil {
 		sent = math.MaxInt
 	}
+	failing := -1 // the part holding the first signal not sent, when that failed for good
 	for i := range parts {
 		parts[i].sent = min(parts[i].count, sent)
 		sent -= parts[i].sent
+		if failing < 0 && err != nil && !retry && parts[i].sent < parts[i].count {
+			failing = i
+		}
 	}
-	done := func(p part) bool {
+	done := func(i int) bool {
+		p := parts[i]
 		e := p.e
 		e.taken = false
 		ok := p.sent
@@ -405,16 +410,16 @@ func (o *outbox) settle(parts []part, err error) {
 				e.result <- nil
 			}
 			return true
-		case e.sync && (!retry || e.ctx.Err() != nil):
+		case i == failing && e.sync, e.sync && e.ctx.Err() != nil:
 			e.result <- entryError(err, e.handed-len(e.signals))
 			return true
-		case !e.sync && !retry:
-			// What this batch held of the entry and did not send is
-			// dropped; the entry's signals after it are sent as usual.
-			failed := p.count - ok
-			e.signals = e.signals[failed:]
-			o.async -= failed
-			o.n.logger.Error("outbox: signals cannot be sent; dropped", "count", failed, "error", err)
+		case i == failing:
+			// The first signal not sent is dropped (run retries one at a
+			// time after a failure: the signal that cannot be sent ends
+			// up failing alone); the others are sent as usual.
+			e.signals = e.signals[1:]
+			o.async--
+			o.n.logger.Error("outbox: a signal cannot be sent; dropped", "error", err)
 			return len(e.signals) == 0
 		}
 		return false
@@ -424,7 +429,7 @@ func (o *outbox) settle(parts []part, err error) {
 	head := o.entries[:len(parts)]
 	at := len(head)
 	for i := len(parts) - 1; i >= 0; i-- {
-		if !done(parts[i]) {
+		if !done(i) {
 			at--
 			head[at] = parts[i].e
 		}

@@ -394,3 +394,78 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestOutboxDropsOnlyTheSignalThatCannotBeSent: a send that fails for good
+// (not ErrUnavailable) partway through a batch fails the first signal it
+// did not send: of an asynchronous publish that signal alone is dropped;
+// a synchronous publisher of it hears the error; the other signals of the
+// batch, of that publish and of others, are sent.
+func TestOutboxDropsOnlyTheSignalThatCannotBeSent(t *testing.T) {
+	bad := map[string]bool{"a-2": true, "c-1": true}
+	var (
+		mu   sync.Mutex
+		sent []string
+	)
+	errBad := errors.New("scripted: cannot be sent")
+	send := func(_ context.Context, batch []bus.Signal) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, s := range batch {
+			if bad[s.ID] {
+				return partlySent(i, fmt.Errorf("signal %s: %w", s.ID, errBad))
+			}
+			sent = append(sent, s.ID)
+		}
+		return nil
+	}
+	o, entry, _ := scriptedOutbox(t, Durable, send)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := o.put(entry("a", 5)); err != nil {
+		t.Fatal(err)
+	}
+	syncDone := make(chan error, 2)
+	go func() { syncDone <- o.Send(ctx, entry("b", 2)) }()
+	// b is queued (or already done) before c.
+	waitFor(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return slices.ContainsFunc(o.entries, func(e *outboxEntry) bool { return e.sync }) || len(syncDone) > 0
+	})
+	c := entry("c", 3)
+	go func() { syncDone <- o.Send(ctx, c) }()
+	var errs []error
+	for range 2 {
+		errs = append(errs, <-syncDone)
+	}
+	if err := o.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			if !errors.Is(err, errBad) {
+				t.Errorf("synchronous publish failed with %v, want the send's error", err)
+			}
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d synchronous publishes failed, want 1 (c, which holds c-1): %v", failed, errs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range []string{"a-0", "a-1", "a-3", "a-4", "b-0", "b-1", "c-0"} {
+		if !slices.Contains(sent, id) {
+			t.Errorf("%s was not sent (sent %v)", id, sent)
+		}
+	}
+	for _, id := range sent {
+		if bad[id] {
+			t.Errorf("%s was sent", id)
+		}
+	}
+	if d := o.depth(); d != 0 {
+		t.Errorf("depth %d, want 0", d)
+	}
+}

@@ -156,7 +156,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 			if e.Err != nil {
 				// Parked, not lost in transit: its stamps still count.
 				st := r.decoder.EventStamps(e.Raw, ExtensionNode, ExtensionInstance, ExtensionSequence)
-				if from, seq, ok := stampKey(st.Values[0], st.Values[1], st.Values[2]); ok && st.OK {
+				if from, seq, ok := stampKey(st.Values[0], st.Values[1], st.Values[2]); ok {
 					seen.addKey(from, seq)
 				}
 				n.parkEvent(m, e)

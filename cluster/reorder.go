@@ -213,8 +213,6 @@ func (r *reorderer) run() {
 	}
 }
 
-// close stops the timer. Signals still held are neither dispatched nor
-// acknowledged: JetStream redelivers them after a restart.
 // close stops the gap timer and negatively acknowledges what is still
 // held, in each publisher's order: JetStream then offers it again at once
 // (redeliveries go before new messages), so that after a restart the

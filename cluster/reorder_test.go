@@ -130,7 +130,7 @@ func TestReordererStartsAtThePublishersFloor(t *testing.T) {
 		s := bus.Signal{Subject: "a3", Extensions: map[string]any{
 			ExtensionNode: "a", ExtensionInstance: "i", ExtensionSequence: "3", ExtensionFloor: "1"}}
 		key, seq, _ := orderKey(s)
-		h.r.add(key, seq, pending{sig: s})
+		h.r.add(key, seq, pending{sig: s, msg: nopAck{}})
 		h.add("a", 1)
 		h.add("a", 2)
 		if got := h.got(); got != "[a1 a2 a3]" {

@@ -596,7 +596,8 @@ func (d *Decoder) BatchStamps(body []byte, names ...string) (first, last Stamps,
 
 // EventStamps is BatchStamps for one event, as an Event's Raw holds it:
 // what a receiver needs to account for an event it parks, which may not
-// decode.
+// decode. The values are read even when the type is missing or not valid
+// UTF-8 (OK false), unless the event is malformed protobuf.
 func (d *Decoder) EventStamps(raw []byte, names ...string) Stamps {
 	if len(names) > MaxStampNames {
 		return Stamps{}
@@ -621,10 +622,7 @@ func (d *eventDecoder) stamps(raw []byte, names []string) Stamps {
 		switch num {
 		case fieldEventType:
 			text, valid := d.text(slotType, value)
-			if !valid {
-				return Stamps{}
-			}
-			st.Type, hasType = text, true
+			st.Type, hasType = text, valid
 		case fieldEventAttributes:
 			// The last entry of a name wins, as in a protobuf map.
 			if i, v := d.stampAttribute(value, names); i >= 0 {
@@ -632,10 +630,10 @@ func (d *eventDecoder) stamps(raw []byte, names []string) Stamps {
 			}
 		}
 	}
-	if r.err != nil || !hasType {
+	if r.err != nil {
 		return Stamps{}
 	}
-	st.OK = true
+	st.OK = hasType
 	return st
 }
 

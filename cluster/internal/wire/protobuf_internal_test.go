@@ -134,3 +134,28 @@ func TestEncodeBatchSizesTheBodyToItsSignals(t *testing.T) {
 		t.Errorf("a %d-byte body was given %d bytes of room, over %d", len(m.Data), cap(m.Data), limit)
 	}
 }
+
+// TestEventStampsReadsAnEventThatDoesNotDecode: a receiver parks an event
+// that does not decode, and still needs its stamps so that its publisher's
+// next signal is no gap: EventStamps reads them from an event with an
+// empty type, or one that is not UTF-8 (then saying it is not OK).
+func TestEventStampsReadsAnEventThatDoesNotDecode(t *testing.T) {
+	for _, typ := range []string{"", "\xff.x"} {
+		raw, err := appendEvent(nil, bus.Signal{ID: "1", Source: "/s", SpecVersion: bus.SpecVersion, Type: typ},
+			[]Attr{{Name: "sbnode", Value: "a"}, {Name: "sbseq", Value: "7"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d Decoder
+		if _, err := d.d.decode(raw); err == nil {
+			t.Fatalf("type %q: the event decodes; the test needs one that does not", typ)
+		}
+		st := d.EventStamps(raw, "sbnode", "sbseq")
+		if st.Values[0] != "a" || st.Values[1] != "7" {
+			t.Errorf("type %q: stamps %q, want a and 7", typ, st.Values[:2])
+		}
+		if typ != "" && st.OK {
+			t.Errorf("type %q: OK, for an event whose type is not UTF-8", typ)
+		}
+	}
+}
