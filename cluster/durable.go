@@ -206,6 +206,7 @@ func (d *durable) trySetup() error {
 		return fmt.Errorf("stream: %w", err)
 	}
 	d.stream = stream
+	d.n.streamMaxMsg.Store(int64(stream.CachedInfo().Config.MaxMsgSize))
 	consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: d.own.consumer,
 		// A node that is new to the stream starts from now; one that
@@ -305,6 +306,12 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 				acked += len(f.signals)
 			}
 		case err := <-f.future.Err():
+			if refusedForGood(err) && len(f.signals) > 1 {
+				// A batch over the stream's own size limit, set or
+				// lowered since the node read it: read it again, so that
+				// batches are packed under it from now on.
+				d.readLimits(ctx)
+			}
 			if len(futures) == 1 && len(f.signals) == 1 && refusedForGood(err) {
 				// The stream will never store this signal: it is given up
 				// (its sequence number is skipped by the receivers after
@@ -325,6 +332,16 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 		return acked, fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
 	}
 	return acked, nil
+}
+
+// readLimits reads the stream's message size limit again.
+func (d *durable) readLimits(ctx context.Context) {
+	info, err := d.stream.Info(ctx)
+	if err != nil {
+		d.n.logger.Debug("could not read the stream's limits", "error", err)
+		return
+	}
+	d.n.streamMaxMsg.Store(int64(info.Config.MaxMsgSize))
 }
 
 // awaitLater waits, on a goroutine that ends with the node, for

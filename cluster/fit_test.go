@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -271,4 +272,51 @@ func TestSignalTheStreamRefusesIsGivenUp(t *testing.T) {
 			t.Errorf("stats %+v: %d sequence numbers skipped, want 2, the refused signals'", st, st.Skipped)
 		}
 	})
+}
+
+// TestBatchesArePackedUnderTheStreamsSizeLimit: an operator gives the
+// stream a max_msg_size far under what a batch of the node's signals
+// takes. Once the stream has refused one batch for it, the node reads the
+// limit and packs its batches under it: the signals are all stored and
+// delivered in order, and the stream refuses no other batch (before, it
+// refused every full batch, the outbox falling back to one signal at a
+// time after each: some 20 signals/s).
+func TestBatchesArePackedUnderTheStreamsSizeLimit(t *testing.T) {
+	logs := &lockedBuffer{}
+	n := startNode(t, Config{Name: "packed", Encoding: ProtobufBatch,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	box := &inbox{}
+	if _, err := n.Bus().Subscribe("pk.*", box); err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = 8192
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const count, chunk = 640, 64
+	for i := 0; i < count; i += chunk {
+		batch := make([]bus.Signal, chunk)
+		for j := range batch {
+			batch[j] = bus.Signal{Type: "pk.x", Source: "/pk", Subject: strconv.Itoa(i + j), Data: make([]byte, 1024)}
+		}
+		if err := n.Bus().Publish(ctx, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSequence(t, box.wait(t, count), 0, count)
+	if refusals := strings.Count(logs.String(), "maximum"); refusals > 1 {
+		t.Errorf("the stream refused %d batches for their size, want at most the first", refusals)
+	}
 }

@@ -56,9 +56,12 @@ type Node struct {
 	out      *outbox      // PublishAsync's queue, in front of either
 	attached attachments  // groups and durable subscriptions fed by their own consumers
 	seq      atomic.Uint64
-	msgs     msgPool // fast mode: batch messages, used again once published
-	instance string  // random per Start: tells this run's sequence from an earlier one's
-	member   *membership
+	// streamMaxMsg is the stream's max_msg_size (durable mode; 0 or -1:
+	// none), which packLimit keeps batches under.
+	streamMaxMsg atomic.Int64
+	msgs         msgPool // fast mode: batch messages, used again once published
+	instance     string  // random per Start: tells this run's sequence from an earlier one's
+	member       *membership
 
 	ctx    context.Context // ends when Close begins draining
 	cancel context.CancelFunc

@@ -87,6 +87,21 @@ func (n *Node) stampAttrs(dst []wire.Attr, seq, floor uint64) []wire.Attr {
 // payloadMargin is left under the server's payload limit for the headers.
 const payloadMargin = 4 << 10
 
+// streamHeaderMargin is left under a stream's message size limit for the
+// headers of a batch message: its content type and Nats-Msg-Id, two ids.
+const streamHeaderMargin = 512
+
+// packLimit is the largest batch body packRun makes: under the server's
+// max_payload and, in durable mode, under the stream's own message size
+// limit (max_msg_size) when it has one, which an operator may set lower.
+func (n *Node) packLimit() int64 {
+	limit := n.signalConn().MaxPayload() - payloadMargin
+	if stream := n.streamMaxMsg.Load(); stream > 0 {
+		limit = min(limit, stream-streamHeaderMargin)
+	}
+	return limit
+}
+
 // packRun sends signals[from:to], all of one type, as one batch message, or
 // as two halves (recursively) when the message would be too big.
 func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst []wire.Attr) []wire.Attr,
@@ -101,7 +116,7 @@ func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	if limit := n.signalConn().MaxPayload() - payloadMargin; int64(len(msg.Data)) > limit && to-from > 1 {
+	if limit := n.packLimit(); int64(len(msg.Data)) > limit && to-from > 1 {
 		mid := from + (to-from)/2
 		if err := n.packRun(signals, from, mid, stamp, msgs, publish); err != nil {
 			return err
