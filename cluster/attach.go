@@ -225,7 +225,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 		return s, err
 	}
 	if len(filters) > 1 {
-		merged := newMergedFeed(handle)
+		merged := newMergedFeed(handle, func(k int) { n.drops.add(int64(k)) })
 		subscribe = func(filter string) (*nats.Subscription, error) {
 			return n.nc.ChanQueueSubscribe(filter, "signalbus-"+info.Group, merged.msgs)
 		}
@@ -251,36 +251,96 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 
 // mergedFeed hands the messages of several channel subscriptions of one
 // connection to a handler on one goroutine, in the order the connection
-// read them. Its channel is the subscriptions' bound: nats.go drops a
-// message that finds it full, and counts it in the subscription's
-// Dropped, as it does past an asynchronous subscription's pending limits.
+// read them. nats.go applies no pending limits to channel subscriptions,
+// so a goroutine moves each message from their (small) channel at once
+// into a queue that keeps the limits an asynchronous subscription would
+// (pendingLimit messages, pendingBytesLimit bytes): past them a message is
+// dropped and counted (lost), as nats.go counts a full channel's in the
+// subscriptions' Dropped.
 type mergedFeed struct {
 	msgs chan *nats.Msg
-	stop chan struct{} // closed by finish: the subscriptions are drained
-	done chan struct{} // closed when the goroutine has handled everything
+	lost func(int)
+
+	mu    sync.Mutex
+	queue []*nats.Msg
+	bytes int
+	wake  chan struct{}
+
+	stop  chan struct{} // closed by finish: the subscriptions are drained
+	moved chan struct{} // closed when the mover has moved everything
+	done  chan struct{} // closed when the handler has had everything
 }
 
-func newMergedFeed(handle func(*nats.Msg)) *mergedFeed {
-	f := &mergedFeed{msgs: make(chan *nats.Msg, receiverQueueLen), stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		for {
-			select {
-			case m := <-f.msgs:
-				handle(m)
-			case <-f.stop:
-				for {
-					select {
-					case m := <-f.msgs:
-						handle(m)
-					default:
-						return
-					}
+// mergedChannelLen is the subscriptions' channel, which the mover
+// empties as fast as the connection fills it; room for a burst while the
+// mover waits for a core (512 KiB of pointers per group).
+const mergedChannelLen = 1 << 16
+
+func newMergedFeed(handle func(*nats.Msg), lost func(int)) *mergedFeed {
+	f := &mergedFeed{msgs: make(chan *nats.Msg, mergedChannelLen), lost: lost, wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), moved: make(chan struct{}), done: make(chan struct{})}
+	go f.move()
+	go f.deliver(handle)
+	return f
+}
+
+func (f *mergedFeed) move() {
+	defer close(f.moved)
+	for {
+		select {
+		case m := <-f.msgs:
+			f.push(m)
+		case <-f.stop:
+			for {
+				select {
+				case m := <-f.msgs:
+					f.push(m)
+				default:
+					return
 				}
 			}
 		}
-	}()
-	return f
+	}
+}
+
+func (f *mergedFeed) push(m *nats.Msg) {
+	f.mu.Lock()
+	if len(f.queue) >= pendingLimit || f.bytes+len(m.Data) > pendingBytesLimit {
+		f.mu.Unlock()
+		f.lost(1)
+		return
+	}
+	f.queue = append(f.queue, m)
+	f.bytes += len(m.Data)
+	f.mu.Unlock()
+	nudge(f.wake)
+}
+
+func (f *mergedFeed) deliver(handle func(*nats.Msg)) {
+	defer close(f.done)
+	for {
+		f.mu.Lock()
+		taken := f.queue
+		f.queue, f.bytes = nil, 0
+		f.mu.Unlock()
+		for i, m := range taken {
+			handle(m)
+			taken[i] = nil
+		}
+		if len(taken) > 0 {
+			continue
+		}
+		select {
+		case <-f.wake:
+		case <-f.moved:
+			f.mu.Lock()
+			empty := len(f.queue) == 0
+			f.mu.Unlock()
+			if empty {
+				return
+			}
+		}
+	}
 }
 
 // finish waits, within ctx, until what the drained subscriptions put in

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
 )
@@ -471,4 +473,30 @@ func TestNamedSubscriptionResumesInOrderAfterACrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSequence(t, resumed.wait(t, 20), 10, 30)
+}
+
+// TestMergedFeedKeepsTheSubscriptionLimits: nats.go applies no pending
+// limits to the channel subscriptions of a fast group on two subjects, so
+// the queue they feed keeps the limits of an asynchronous subscription: a
+// message past pendingBytesLimit (or pendingLimit) bytes waiting is
+// dropped and counted.
+func TestMergedFeedKeepsTheSubscriptionLimits(t *testing.T) {
+	lost := 0
+	f := &mergedFeed{lost: func(k int) { lost += k }, wake: make(chan struct{}, 1)} // no goroutines: push alone
+	big := &nats.Msg{Data: make([]byte, 1<<20)}
+	const fit = pendingBytesLimit / (1 << 20)
+	for range fit + 3 {
+		f.push(big)
+	}
+	if len(f.queue) != fit || lost != 3 {
+		t.Errorf("queued %d and lost %d of %d messages of 1 MiB, want %d and 3", len(f.queue), lost, fit+3, fit)
+	}
+	f.queue, f.bytes, lost = nil, 0, 0
+	small := &nats.Msg{}
+	for range pendingLimit + 2 {
+		f.push(small)
+	}
+	if len(f.queue) != pendingLimit || lost != 2 {
+		t.Errorf("queued %d and lost %d empty messages, want %d and 2", len(f.queue), lost, pendingLimit)
+	}
 }

@@ -319,6 +319,14 @@ func (d *dropCounts) drain(ctx context.Context, s *nats.Subscription) error {
 	return err
 }
 
+// add counts k messages dropped by the node itself past a subscription's
+// limits (mergedFeed), as nats.go counts those it drops.
+func (d *dropCounts) add(k int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ended += k
+}
+
 func (d *dropCounts) total() int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
