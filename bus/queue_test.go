@@ -163,7 +163,10 @@ func TestOfferToGroupPassesOverAClosedMember(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	hold := make(chan struct{})
 	defer close(hold)
-	inHandler := make(chan struct{})
+	// Buffered: the handler's send must not depend on the test already
+	// waiting for it (unbuffered, the send was lost when the handler ran
+	// first, and the test waited for ever).
+	inHandler := make(chan struct{}, 1)
 	a, err := b.Subscribe("g.x", HandlerFunc(func(context.Context, Signal) error {
 		select {
 		case inHandler <- struct{}{}:
