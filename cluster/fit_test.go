@@ -230,19 +230,7 @@ func TestSignalTheStreamRefusesIsGivenUp(t *testing.T) {
 		waitDurableReady(t, n)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		js, err := jetstream.New(n.nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := stream.CachedInfo().Config
-		cfg.MaxMsgSize = 4096
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
+		setStreamMaxMsgSize(ctx, t, n, 4096)
 		small := func(i int) bus.Signal { return bus.Signal{Type: "lim.x", Source: "/lim", Subject: strconv.Itoa(i)} }
 		big := bus.Signal{Type: "lim.x", Source: "/lim", Subject: "big", Data: make([]byte, 8192)}
 		if err := n.PublishAsync(ctx, small(0), big, small(1)); err != nil {
@@ -250,7 +238,7 @@ func TestSignalTheStreamRefusesIsGivenUp(t *testing.T) {
 		}
 		short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
 		defer cancelShort()
-		err = n.Bus().Publish(short, big)
+		err := n.Bus().Publish(short, big)
 		if !errors.Is(err, bus.ErrInvalidSignal) || errors.Is(err, ErrUnavailable) {
 			t.Errorf("Publish of a signal the stream refuses = %v, want bus.ErrInvalidSignal", err)
 		}
@@ -292,19 +280,7 @@ func TestBatchesArePackedUnderTheStreamsSizeLimit(t *testing.T) {
 	waitDurableReady(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, err := jetstream.New(n.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := stream.CachedInfo().Config
-	cfg.MaxMsgSize = 8192
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	setStreamMaxMsgSize(ctx, t, n, 8192)
 	const count, chunk = 640, 64
 	for i := 0; i < count; i += chunk {
 		batch := make([]bus.Signal, chunk)
@@ -318,5 +294,24 @@ func TestBatchesArePackedUnderTheStreamsSizeLimit(t *testing.T) {
 	checkSequence(t, box.wait(t, count), 0, count)
 	if refusals := strings.Count(logs.String(), "maximum"); refusals > 1 {
 		t.Errorf("the stream refused %d batches for their size, want at most the first", refusals)
+	}
+}
+
+// setStreamMaxMsgSize gives the node's stream a max_msg_size, as an
+// operator may.
+func setStreamMaxMsgSize(ctx context.Context, t *testing.T, n *Node, size int32) {
+	t.Helper()
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.MaxMsgSize = size
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
 	}
 }
