@@ -558,7 +558,13 @@ func (a *attachment) deliver(p pending) {
 		_ = p.msg.Term()
 	case errors.Is(err, bus.ErrClosed), a.ctx.Err() != nil:
 		_ = p.msg.Nak()
-	default: // the queue refused it (overflow Reject): offer it again shortly
+	case errors.Is(err, bus.ErrQueueFull) && pipe.order != nil:
+		// The queue refused it (overflow Reject), and the bus counted it
+		// dropped. A named subscription keeps its publishers' order: a
+		// redelivery would come after what followed it, which the
+		// reorderer has let through since. Dropped, as DropOldest drops.
+		_ = p.msg.Ack()
+	default: // the queue refused it (overflow Reject): offer it again shortly, to any member of the group
 		_ = p.msg.NakWithDelay(250 * time.Millisecond)
 	}
 }

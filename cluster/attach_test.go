@@ -500,3 +500,36 @@ func TestMergedFeedKeepsTheSubscriptionLimits(t *testing.T) {
 		t.Errorf("queued %d and lost %d empty messages, want %d and 2", len(f.queue), lost, pendingLimit)
 	}
 }
+
+// TestNamedSubscriptionWithRejectKeepsOrder: a named subscription whose
+// queue refuses what it has no room for (overflow Reject) drops it, as the
+// bus counts it: offered again later, it would reach the handler after
+// signals published after it.
+func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
+	n := startNode(t, Config{Name: "rejecting"})
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	box := &inbox{}
+	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		<-release
+		return box.Handle(ctx, s)
+	})
+	if _, err := n.Bus().Subscribe("rj.*", handler, bus.WithSubscriptionName("audit"),
+		bus.WithQueueSize(1), bus.WithOverflow(bus.Reject)); err != nil {
+		t.Fatal(err)
+	}
+	waitDurableReady(t, n)
+	waitAttached(t, n, 1)
+	publishN(t, n, "rj.x", 0, 5) // #0 in the handler, #1 queued, the rest refused
+	time.Sleep(100 * time.Millisecond)
+	free()
+	publishN(t, n, "rj.x", 5, 10)
+	got := box.wait(t, 7)
+	time.Sleep(time.Second) // what was refused would be offered again in the meantime
+	got = box.wait(t, len(got))
+	if last := checkIncreasing(t, got); last != 9 {
+		t.Errorf("last signal handled #%d, want #9", last)
+	}
+}
