@@ -263,7 +263,8 @@ type mergedFeed struct {
 
 	mu    sync.Mutex
 	queue []*nats.Msg
-	bytes int
+	held  int // messages queued or being handled, against pendingLimit
+	bytes int // their bytes, against pendingBytesLimit
 	wake  chan struct{}
 
 	stop  chan struct{} // closed by finish: the subscriptions are drained
@@ -305,12 +306,13 @@ func (f *mergedFeed) move() {
 
 func (f *mergedFeed) push(m *nats.Msg) {
 	f.mu.Lock()
-	if len(f.queue) >= pendingLimit || f.bytes+len(m.Data) > pendingBytesLimit {
+	if f.held >= pendingLimit || f.bytes+len(m.Data) > pendingBytesLimit {
 		f.mu.Unlock()
 		f.lost(1)
 		return
 	}
 	f.queue = append(f.queue, m)
+	f.held++
 	f.bytes += len(m.Data)
 	f.mu.Unlock()
 	nudge(f.wake)
@@ -321,11 +323,17 @@ func (f *mergedFeed) deliver(handle func(*nats.Msg)) {
 	for {
 		f.mu.Lock()
 		taken := f.queue
-		f.queue, f.bytes = nil, 0
+		f.queue = nil
 		f.mu.Unlock()
 		for i, m := range taken {
 			handle(m)
 			taken[i] = nil
+			// Counted until handled, not only while queued: what the
+			// handler holds counts against the limits too.
+			f.mu.Lock()
+			f.held--
+			f.bytes -= len(m.Data)
+			f.mu.Unlock()
 		}
 		if len(taken) > 0 {
 			continue
@@ -495,7 +503,7 @@ func (a *attachment) setup() error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
 	}
-	if pending := consumer.CachedInfo().NumAckPending; a.info.Group == "" && pending > 0 {
+	if wait := a.redeliveryWait(consumer.CachedInfo()); wait > 0 {
 		// The named subscription's node stopped with signals in hand,
 		// unacknowledged (it died, or Close ran out of time). JetStream
 		// offers them again once the ack wait has passed, and what was
@@ -504,20 +512,34 @@ func (a *attachment) setup() error {
 		// Once the ack wait has passed they wait for redelivery, which
 		// JetStream serves before anything new.
 		a.d.n.logger.Info("named subscription resumes after the ack wait: signals it had in hand come back first",
-			"consumer", a.cfg.Durable, "unacknowledged", pending, "ack_wait", a.cfg.AckWait)
+			"consumer", a.cfg.Durable, "unacknowledged", consumer.CachedInfo().NumAckPending, "wait", wait)
 		a.later.Go(func() {
 			select {
-			case <-time.After(a.cfg.AckWait):
+			case <-time.After(wait):
 			case <-a.stop:
 				return
 			}
-			if err := a.pipe.consume(consumer); err != nil {
-				a.d.n.logger.Error("named subscription not consuming", "consumer", a.cfg.Durable, "error", err)
-			}
+			retryUntil(a.stop, a.d.n.logger, "consumer "+a.cfg.Durable, func() error { return a.pipe.consume(consumer) })
 		})
 		return nil
 	}
 	return a.pipe.consume(consumer)
+}
+
+// redeliveryWait is how long a named subscription waits before consuming,
+// so that what its consumer delivered and never saw acknowledged is queued
+// for redelivery first: until the ack wait has passed since the last
+// delivery, and a little more for the server's timer. Nothing when nothing
+// is unacknowledged, or for a group.
+func (a *attachment) redeliveryWait(info *jetstream.ConsumerInfo) time.Duration {
+	if a.info.Group != "" || info == nil || info.NumAckPending == 0 {
+		return 0
+	}
+	wait := a.cfg.AckWait + 250*time.Millisecond
+	if last := info.Delivered.Last; last != nil {
+		wait -= time.Since(*last)
+	}
+	return wait
 }
 
 // deliver hands a stored signal to the subscription; the ack waits for the

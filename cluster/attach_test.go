@@ -491,7 +491,7 @@ func TestMergedFeedKeepsTheSubscriptionLimits(t *testing.T) {
 	if len(f.queue) != fit || lost != 3 {
 		t.Errorf("queued %d and lost %d of %d messages of 1 MiB, want %d and 3", len(f.queue), lost, fit+3, fit)
 	}
-	f.queue, f.bytes, lost = nil, 0, 0
+	f.queue, f.held, f.bytes, lost = nil, 0, 0, 0
 	small := &nats.Msg{}
 	for range pendingLimit + 2 {
 		f.push(small)

@@ -277,7 +277,13 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		// this must not read as a failure to retry.
 		return ackErr
 	}
-	return partlySent(acked, cmp.Or(err, ackErr))
+	err = cmp.Or(err, ackErr)
+	if err != nil && !errors.Is(err, ErrUnavailable) && len(signals)-acked == 1 {
+		// The outbox gives up a signal that fails for good alone: forget
+		// its number, so that the floor does not stay under it.
+		d.acknowledgedSignals(signals[acked:], true)
+	}
+	return partlySent(acked, err)
 }
 
 // pubAck is the acknowledgement to come of one message and the signals it

@@ -295,11 +295,14 @@ func (o *outbox) run() {
 			continue
 		}
 		err := o.sendBatch(batch)
-		o.settle(parts, err)
+		gaveUp := o.settle(parts, err)
 		clear(batch)
 		if err == nil {
 			wait, size = 50*time.Millisecond, o.size
 			continue
+		}
+		if gaveUp {
+			continue // a signal that can never be sent, not an unreachable cluster: no wait
 		}
 		o.n.logger.Debug("outbox: cluster unreachable; will retry", "queued", o.depth(), "error", err, "wait", wait)
 		select {
@@ -364,26 +367,33 @@ func (o *outbox) take(size int, batch []bus.Signal, parts []part) ([]bus.Signal,
 // retried (ErrUnavailable: the cluster is unreachable) stays queued, for
 // as long as a synchronous publisher waits and for ever for PublishAsync;
 // what cannot (a signal the wire cannot encode, or the stream refuses for
-// good) is taken to be the first signal not sent: run retries one signal
-// at a time after a failure, so such a signal ends up failing alone. Its
-// synchronous publisher hears the error; of an asynchronous publish that
-// signal is dropped and logged, the others sent as usual. The other
-// publishers of the batch stay queued.
+// good) is given up only when it was the one signal left to send (run
+// retries one signal at a time after a failure, so such a signal ends up
+// failing alone): its synchronous publisher hears the error; of an
+// asynchronous publish that signal is dropped and logged, the others sent
+// as usual. settle reports whether it gave a signal up.
 //
 // The parts are the head of the queue, in order: take took them from
 // there, and nothing else removes a taken entry (abandon skips them), so
 // settling costs the batch, not the queue behind it.
-func (o *outbox) settle(parts []part, err error) {
+func (o *outbox) settle(parts []part, err error) (gaveUp bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.sending = false
-	retry := errors.Is(err, ErrUnavailable)
 	// The first sent signals of the batch went out whatever the outcome:
 	// they leave the queue, never to be sent twice.
 	sent := sentBefore(err)
 	if err == nil {
 		sent = math.MaxInt
 	}
+	unsent := -sent
+	for _, p := range parts {
+		unsent += p.count
+	}
+	// A failure for good is the signal's only when it was the one left to
+	// send; with more, which one failed is not known: they are retried,
+	// one at a time (run), until it fails alone.
+	retry := errors.Is(err, ErrUnavailable) || unsent > 1
 	failing := -1 // the part holding the first signal not sent, when that failed for good
 	for i := range parts {
 		parts[i].sent = min(parts[i].count, sent)
@@ -392,6 +402,7 @@ func (o *outbox) settle(parts []part, err error) {
 			failing = i
 		}
 	}
+	gaveUp = failing >= 0
 	done := func(i int) bool {
 		p := parts[i]
 		e := p.e
@@ -439,6 +450,7 @@ func (o *outbox) settle(parts []part, err error) {
 		o.entries = o.entries[at:]
 		o.markEmptyLocked()
 	}
+	return gaveUp
 }
 
 // sendError is a send that failed after its first sent signals had gone

@@ -469,3 +469,39 @@ func TestOutboxDropsOnlyTheSignalThatCannotBeSent(t *testing.T) {
 		t.Errorf("depth %d, want 0", d)
 	}
 }
+
+// TestOutboxGivesUpOnlyASignalThatFailsAlone: a send that fails for good
+// without saying which signal was at fault (an encoding refused as a
+// whole) gives up none of a batch of several: they are sent again one at
+// a time, and only the one that fails alone is dropped.
+func TestOutboxGivesUpOnlyASignalThatFailsAlone(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		sent []string
+	)
+	send := func(_ context.Context, batch []bus.Signal) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if slices.ContainsFunc(batch, func(s bus.Signal) bool { return s.ID == "x-2" }) {
+			return errors.New("scripted: the batch cannot be encoded")
+		}
+		for _, s := range batch {
+			sent = append(sent, s.ID)
+		}
+		return nil
+	}
+	o, entry, _ := scriptedOutbox(t, Durable, send)
+	if err := o.put(entry("x", 4)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := o.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"x-0", "x-1", "x-3"}; !slices.Equal(sent, want) {
+		t.Errorf("sent %v, want %v: only x-2 given up", sent, want)
+	}
+}

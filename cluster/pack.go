@@ -88,16 +88,19 @@ func (n *Node) stampAttrs(dst []wire.Attr, seq, floor uint64) []wire.Attr {
 const payloadMargin = 4 << 10
 
 // streamHeaderMargin is left under a stream's message size limit for the
-// headers of a batch message: its content type and Nats-Msg-Id, two ids.
-const streamHeaderMargin = 512
+// headers of a batch message besides the two ids of its Nats-Msg-Id: the
+// header line, the content type, the Nats-Msg-Id name and separators.
+const streamHeaderMargin = 256
 
-// packLimit is the largest batch body packRun makes: under the server's
-// max_payload and, in durable mode, under the stream's own message size
-// limit (max_msg_size) when it has one, which an operator may set lower.
-func (n *Node) packLimit() int64 {
+// packLimit is the largest body packRun makes for a batch from the signal
+// id first to the signal id last: under the server's max_payload and, in
+// durable mode, under the stream's own message size limit (max_msg_size)
+// when it has one, which an operator may set lower, less the batch's
+// headers (its Nats-Msg-Id is "<first>..<last>").
+func (n *Node) packLimit(first, last string) int64 {
 	limit := n.signalConn().MaxPayload() - payloadMargin
 	if stream := n.streamMaxMsg.Load(); stream > 0 {
-		limit = min(limit, stream-streamHeaderMargin)
+		limit = min(limit, stream-int64(streamHeaderMargin+len(first)+len(last)))
 	}
 	return limit
 }
@@ -116,7 +119,7 @@ func (n *Node) packRun(signals []bus.Signal, from, to int, stamp func(i int, dst
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	if limit := n.packLimit(); int64(len(msg.Data)) > limit && to-from > 1 {
+	if limit := n.packLimit(signals[from].ID, signals[to-1].ID); int64(len(msg.Data)) > limit && to-from > 1 {
 		mid := from + (to-from)/2
 		if err := n.packRun(signals, from, mid, stamp, msgs, publish); err != nil {
 			return err
