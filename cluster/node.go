@@ -437,6 +437,15 @@ func (n *Node) sequenceSeen(from publisherKey, first, last uint64) {
 	}
 }
 
+// behind reports whether publisher from's signal number seq is one this
+// node has seen, or one past which it has seen later ones.
+func (n *Node) behind(from publisherKey, seq uint64) bool {
+	n.gapsMu.Lock()
+	defer n.gapsMu.Unlock()
+	prev, ok := n.last[from]
+	return ok && seq <= prev
+}
+
 // park republishes a message that is not a valid CloudEvent on the
 // dead-letter subject, with the reason, so it never blocks or crashes the
 // node and can be inspected.

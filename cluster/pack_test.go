@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -417,4 +418,60 @@ func TestMsgPoolLendsWhatItWasGiven(t *testing.T) {
 	if got := p.get(); got == big {
 		t.Errorf("kept a message with a %d-byte body, over the %d limit", cap(big.Data), maxPooledBody)
 	}
+}
+
+// TestFastReceiverDropsWhatIsBehindItsPublisher: fast mode never repeats
+// a signal nor lets one overtake another. A signal arriving with a number
+// its publisher's sequence has passed here (seen already, or late behind
+// later ones: a client that reconnected to another server while the old
+// one's route was still behind) is dropped; the late one was counted lost
+// when the gap was seen, and stays so.
+func TestFastReceiverDropsWhatIsBehindItsPublisher(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "solo", Mode: Fast, Encoding: enc})
+		nc, err := nats.Connect(n.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		box := &inbox{}
+		if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+			t.Fatal(err)
+		}
+		for _, seq := range []int{1, 2, 3, 2, 5, 4, 6} {
+			s := bus.Signal{ID: bus.NewID(), Type: "job.run", Source: "/other", Subject: strconv.Itoa(seq)}
+			stamp := func(_ int, dst []wire.Attr) []wire.Attr {
+				return append(dst, wire.Attr{Name: ExtensionNode, Value: "other"}, wire.Attr{Name: ExtensionInstance, Value: "run-1"},
+					wire.Attr{Name: ExtensionSequence, Value: strconv.Itoa(seq)})
+			}
+			var msg *nats.Msg
+			if enc == ProtobufBatch {
+				msg, err = wire.EncodePublished([]bus.Signal{s}, "", stamp)
+			} else {
+				msg, err = wire.Encode(s, "")
+				for _, a := range stamp(0, nil) {
+					msg.Header["ce-"+a.Name] = []string{a.Value}
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.PublishMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := box.wait(t, 5)
+		time.Sleep(100 * time.Millisecond) // anything more would come right behind
+		got = box.wait(t, 5)
+		var subjects []string
+		for _, s := range got {
+			subjects = append(subjects, s.Subject)
+		}
+		if want := []string{"1", "2", "3", "5", "6"}; !slices.Equal(subjects, want) {
+			t.Errorf("delivered %v, want %v", subjects, want)
+		}
+		if st := n.Stats(); st.Lost != 1 {
+			t.Errorf("Stats %+v: lost %d, want 1 (#4, late)", st, st.Lost)
+		}
+	})
 }

@@ -121,6 +121,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		r.signals, r.origins = signals[:0], origins[:0]
 	}()
 	seen := sequenceRun{n: n, off: r.own}
+	behind := 0
 	for _, m := range msgs {
 		// The loss check must see the numbers in their order of arrival,
 		// and unwanted accounts for its messages at once.
@@ -140,7 +141,10 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 				}
 				continue
 			}
-			seen.add(sig)
+			if seen.add(sig) {
+				behind++
+				continue
+			}
 			signals = append(signals, sig)
 			origins = append(origins, origin{msg: m})
 			continue
@@ -162,7 +166,10 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 				n.parkEvent(m, e)
 				continue
 			}
-			seen.add(e.Signal)
+			if seen.add(e.Signal) {
+				behind++
+				continue
+			}
 			signals = append(signals, e.Signal)
 			origins = append(origins, origin{msg: m, raw: e.Raw})
 		}
@@ -170,6 +177,10 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		r.events = events[:0]
 	}
 	seen.flush()
+	if behind > 0 {
+		n.logger.Warn("signals behind their publisher's sequence dropped: repeated, or late (counted lost when their gap was seen)",
+			"count", behind)
+	}
 	r.deliver(signals, origins)
 }
 
@@ -243,23 +254,38 @@ type sequenceRun struct {
 	open        bool
 }
 
-func (r *sequenceRun) add(sig bus.Signal) {
+// add takes a signal's number, and reports whether the signal is behind
+// its publisher's sequence as this node has seen it: a number it saw
+// already, or one past which later ones arrived (counted lost when they
+// did). Such a signal is not delivered: fast mode never repeats a signal
+// nor lets one overtake another.
+func (r *sequenceRun) add(sig bus.Signal) (behind bool) {
 	if from, seq, ok := orderKey(sig); ok {
-		r.addKey(from, seq)
+		return r.addKey(from, seq)
 	}
+	return false
 }
 
 // addKey is add for a signal's stamps.
-func (r *sequenceRun) addKey(from publisherKey, seq uint64) {
+func (r *sequenceRun) addKey(from publisherKey, seq uint64) (behind bool) {
 	if r.off {
-		return
+		return false
 	}
-	if r.open && seq == r.last+1 && from == r.from {
-		r.last = seq
-		return
+	if r.open && from == r.from {
+		if seq == r.last+1 {
+			r.last = seq
+			return false
+		}
+		if seq <= r.last {
+			return true
+		}
 	}
 	r.flush()
+	if r.n.behind(from, seq) {
+		return true
+	}
 	r.from, r.first, r.last, r.open = from, seq, seq, true
+	return false
 }
 
 func (r *sequenceRun) flush() {
