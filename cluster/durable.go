@@ -277,13 +277,7 @@ func (d *durable) Send(ctx context.Context, signals []bus.Signal) error {
 		// this must not read as a failure to retry.
 		return ackErr
 	}
-	err = cmp.Or(err, ackErr)
-	if err != nil && !errors.Is(err, ErrUnavailable) && len(signals)-acked == 1 {
-		// The outbox gives up a signal that fails for good alone: forget
-		// its number, so that the floor does not stay under it.
-		d.acknowledgedSignals(signals[acked:], true)
-	}
-	return partlySent(acked, err)
+	return partlySent(acked, cmp.Or(err, ackErr))
 }
 
 // pubAck is the acknowledgement to come of one message and the signals it
@@ -307,23 +301,23 @@ func (d *durable) await(ctx context.Context, futures []pubAck) (acked int, err e
 	for i, f := range futures {
 		select {
 		case <-f.future.Ok():
-			d.acknowledgedSignals(f.signals, len(errs) == 0)
+			d.acknowledged(f.signals, len(errs) == 0)
 			if len(errs) == 0 {
 				acked += len(f.signals)
 			}
 		case err := <-f.future.Err():
-			if refusedForGood(err) && len(f.signals) > 1 {
+			switch refused := refusedForGood(err); {
+			case refused && len(f.signals) > 1:
 				// A batch over the stream's own size limit, set or
 				// lowered since the node read it: read it again, so that
 				// batches are packed under it from now on.
 				d.readLimits(ctx)
-			}
-			if len(futures) == 1 && len(f.signals) == 1 && refusedForGood(err) {
-				// The stream will never store this signal: it is given up
-				// (its sequence number is skipped by the receivers after
-				// their reorder gap), instead of retried for ever at the
-				// head of the outbox, holding every later publish.
-				d.acknowledgedSignals(f.signals, true) // forget its number, so that the floor does not stay under it
+			case refused && len(futures) == 1:
+				// The stream will never store this signal: not a failure
+				// to retry, so that the outbox gives it up (giveUp; its
+				// sequence number is skipped by the receivers after their
+				// reorder gap) instead of retrying it for ever at its head,
+				// holding every later publish.
 				return 0, fmt.Errorf("signal %s: %w: the stream refuses it: %w", f.signals[0].ID, bus.ErrInvalidSignal, err)
 			}
 			errs = append(errs, fmt.Errorf("signal %s: %w", f.signals[0].ID, err))
@@ -353,24 +347,20 @@ func (d *durable) readLimits(ctx context.Context) {
 // awaitLater waits, on a goroutine that ends with the node, for
 // acknowledgements a Send stopped waiting for.
 func (d *durable) awaitLater(futures []pubAck) {
-	// The ids, not the signals: the caller's slice is the outbox's to use
+	// Copies holding the ids: the caller's signals are the outbox's to use
 	// again once Send returns.
-	type later struct {
-		future jetstream.PubAckFuture
-		ids    []string
-	}
-	waits := make([]later, len(futures))
+	waits := make([]pubAck, len(futures))
 	for i, f := range futures {
 		waits[i].future = f.future
 		for _, s := range f.signals {
-			waits[i].ids = append(waits[i].ids, s.ID)
+			waits[i].signals = append(waits[i].signals, bus.Signal{ID: s.ID})
 		}
 	}
 	d.later.Go(func() {
 		for _, w := range waits {
 			select {
 			case <-w.future.Ok():
-				d.acknowledged(len(w.ids), func(i int) string { return w.ids[i] }, false)
+				d.acknowledged(w.signals, false)
 			case <-w.future.Err():
 			case <-d.stop:
 				return
@@ -431,23 +421,22 @@ func (d *durable) floorLocked() uint64 {
 // acknowledged records signals the stream stored: the floor may move
 // past their sequence numbers, which they forget, unless they are to be
 // sent again (forget false).
-func (d *durable) acknowledged(count int, id func(i int) string, forget bool) {
+func (d *durable) acknowledged(signals []bus.Signal, forget bool) {
 	d.retryMu.Lock()
 	defer d.retryMu.Unlock()
-	for i := range count {
-		if seq, ok := d.retrySeq[id(i)]; ok {
+	for _, s := range signals {
+		if seq, ok := d.retrySeq[s.ID]; ok {
 			delete(d.unstored, seq)
 		}
 		if forget {
-			delete(d.retrySeq, id(i))
+			delete(d.retrySeq, s.ID)
 		}
 	}
 }
 
-// acknowledgedSignals is acknowledged for signals.
-func (d *durable) acknowledgedSignals(signals []bus.Signal, forget bool) {
-	d.acknowledged(len(signals), func(i int) string { return signals[i].ID }, forget)
-}
+// giveUp forgets the sequence numbers of signals the outbox gave up for
+// good, so that the floor does not stay under them.
+func (d *durable) giveUp(signals []bus.Signal) { d.acknowledged(signals, true) }
 
 // ackWait is the consumer's redelivery delay; Config.ReorderGap defaults
 // to twice it.

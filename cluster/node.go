@@ -122,6 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	send := fastTransport{n}.Send
+	var giveUp func([]bus.Signal) // fast mode: a signal given up keeps no number (fastTransport.Send gives it back)
 	if cfg.Mode == Fast {
 		// The receiver reads a synchronous subscription, whose messages
 		// wait in a channel of SyncQueueLen: nats.go's default, 64 Ki,
@@ -137,9 +138,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster: start %s: JetStream: %w", cfg.Name, err)
 		}
-		n.dur, send = d, d.Send
+		n.dur, send, giveUp = d, d.Send, d.giveUp
 	}
-	out, err := newOutbox(n, send, cfg.MeterProvider.Meter(ScopeName))
+	out, err := newOutbox(n, send, giveUp, cfg.MeterProvider.Meter(ScopeName))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start %s: outbox: %w", cfg.Name, err)
 	}

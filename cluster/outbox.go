@@ -47,8 +47,9 @@ func (n *Node) PublishAsync(ctx context.Context, signals ...bus.Signal) error {
 type outbox struct {
 	n      *Node
 	send   func(context.Context, []bus.Signal) error
-	limit  int // async signals held at most
-	size   int // batch size
+	giveUp func([]bus.Signal) // told what settle gives up for good (durable: their sequence numbers); may be nil
+	limit  int                // async signals held at most
+	size   int                // batch size
 	linger time.Duration
 
 	mu       sync.Mutex
@@ -81,8 +82,8 @@ type outboxEntry struct {
 	gone    bool            // sync: the caller's ctx ended before it was taken
 }
 
-func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, meter metric.Meter) (*outbox, error) {
-	o := &outbox{n: n, send: send, limit: n.cfg.OutboxSize, size: n.cfg.BatchSize, linger: n.cfg.BatchLinger,
+func newOutbox(n *Node, send func(context.Context, []bus.Signal) error, giveUp func([]bus.Signal), meter metric.Meter) (*outbox, error) {
+	o := &outbox{n: n, send: send, giveUp: giveUp, limit: n.cfg.OutboxSize, size: n.cfg.BatchSize, linger: n.cfg.BatchLinger,
 		empty: make(chan struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		tracer: n.cfg.TracerProvider.Tracer(ScopeName), prop: propagation.TraceContext{}, direct: n.cfg.Mode == Fast,
 		acked: n.cfg.Mode == Durable}
@@ -421,13 +422,18 @@ func (o *outbox) settle(parts []part, err error) (gaveUp bool) {
 				e.result <- nil
 			}
 			return true
-		case i == failing && e.sync, e.sync && e.ctx.Err() != nil:
+		case i == failing && e.sync:
+			o.gaveUp(e.signals)
+			e.result <- entryError(err, e.handed-len(e.signals))
+			return true
+		case e.sync && e.ctx.Err() != nil:
 			e.result <- entryError(err, e.handed-len(e.signals))
 			return true
 		case i == failing:
 			// The first signal not sent is dropped (run retries one at a
 			// time after a failure: the signal that cannot be sent ends
 			// up failing alone); the others are sent as usual.
+			o.gaveUp(e.signals[:1])
 			e.signals = e.signals[1:]
 			o.async--
 			o.n.logger.Error("outbox: a signal cannot be sent; dropped", "error", err)
@@ -451,6 +457,13 @@ func (o *outbox) settle(parts []part, err error) (gaveUp bool) {
 		o.markEmptyLocked()
 	}
 	return gaveUp
+}
+
+// gaveUp tells the transport of signals settle gives up for good.
+func (o *outbox) gaveUp(signals []bus.Signal) {
+	if o.giveUp != nil {
+		o.giveUp(signals)
+	}
 }
 
 // sendError is a send that failed after its first sent signals had gone

@@ -190,7 +190,7 @@ func scriptedOutbox(t *testing.T, mode Mode, send func(context.Context, []bus.Si
 	t.Helper()
 	cfg := Config{Name: "solo", Mode: mode, BatchSize: 4, OutboxSize: 100, TracerProvider: tracenoop.NewTracerProvider()}
 	n := &Node{cfg: cfg, logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	o, err := newOutbox(n, send, metricnoop.NewMeterProvider().Meter("test"))
+	o, err := newOutbox(n, send, nil, metricnoop.NewMeterProvider().Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
