@@ -136,8 +136,8 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 				n.park(m, err)
 				// Parked, not lost in transit: its stamps, if it has
 				// any, still count, as an invalid event's of a batch do.
-				if from, seq, ok := binaryStampKey(m); ok && !r.own {
-					n.sequenceSeen(from, seq, seq)
+				if from, seq, ok := binaryStampKey(m); ok {
+					seen.addKey(from, seq)
 				}
 				continue
 			}
