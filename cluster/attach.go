@@ -575,6 +575,8 @@ func (a *attachment) deliver(p pending) {
 	pipe.track(p.sig.ID, true)
 	switch {
 	case errors.Is(err, bus.ErrInvalidSignal):
+		// The node's own consumer, which sees every stored message, parks
+		// it (see durable.dispatchBatch).
 		n.logger.Error("stored signal refused by the bus; terminated", "consumer", a.cfg.Durable,
 			"signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 		_ = p.msg.Term()

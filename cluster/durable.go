@@ -731,11 +731,18 @@ func (d *durable) dispatchBatch(batch []pending) {
 	// One Dispatch per signal: each is acknowledged only once queued, and
 	// a batch cut short by Close must tell which were.
 	for _, p := range batch {
-		if err := n.bus.Dispatch(n.ctx, p.sig); err != nil {
-			if errors.Is(err, bus.ErrClosed) || n.ctx.Err() != nil {
-				_ = p.msg.Nak() // this node is closing; take it up after restart
-				continue
-			}
+		switch err := n.bus.Dispatch(n.ctx, p.sig); {
+		case err == nil:
+		case errors.Is(err, bus.ErrClosed), n.ctx.Err() != nil:
+			_ = p.msg.Nak() // this node is closing; take it up after restart
+			continue
+		case errors.Is(err, bus.ErrInvalidSignal):
+			// Stored, so a valid CloudEvent, but over this node's own
+			// limits: kept on the dead-letter subject, not dropped. This
+			// consumer sees every stored message, so it alone parks
+			// (attachments refuse the same signal, and leave it to it).
+			n.parkSignal(p.sig, err)
+		default:
 			n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 		}
 		_ = p.msg.Ack()

@@ -362,7 +362,10 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Stats are counters of what the node could not deliver.
 type Stats struct {
-	Parked   int64 // messages that were not valid CloudEvents, parked on the dead-letter subject
+	// Parked counts the messages (or events of a batch message) parked on
+	// the dead-letter subject: not valid CloudEvents, or signals this
+	// node's bus refused (over its data limit).
+	Parked   int64
 	Lost     int64 // signals missing from a publisher's sequence (fast mode)
 	SlowLost int64 // messages this node's NATS client dropped because it consumed too slowly
 	// LocalLost counts signals this node published that its own
@@ -447,13 +450,13 @@ func (n *Node) behind(from publisherKey, seq uint64) bool {
 	return ok && seq <= prev
 }
 
-// park republishes a message that is not a valid CloudEvent on the
-// dead-letter subject, with the reason, so it never blocks or crashes the
-// node and can be inspected.
+// park republishes a message that is not a valid CloudEvent, or whose
+// signal this node's bus refuses, on the dead-letter subject, with the
+// reason, so it never blocks or crashes the node and can be inspected.
 func (n *Node) park(msg *nats.Msg, cause error) {
 	n.parked.Add(1)
 	reason := wire.Reason(cause)
-	n.logger.Warn("message is not a valid CloudEvent; parked", "subject", msg.Subject,
+	n.logger.Warn("message is not a signal this node can take; parked", "subject", msg.Subject,
 		"reason", reason, "error", cause, "dead_letter_subject", n.cfg.DeadLetterSubject)
 	parked := nats.NewMsg(n.cfg.DeadLetterSubject)
 	for k, v := range msg.Header {
@@ -467,6 +470,20 @@ func (n *Node) park(msg *nats.Msg, cause error) {
 	if err := n.nc.PublishMsg(parked); err != nil {
 		n.logger.Error("could not park an invalid message", "subject", msg.Subject, "error", err)
 	}
+}
+
+// parkSignal parks a decoded signal this node's bus refused (a stored
+// one, whose message may be a batch of others): encoded on its own in
+// binary mode, as its publisher would have sent it.
+func (n *Node) parkSignal(sig bus.Signal, cause error) {
+	msg, err := wire.Encode(sig, n.cfg.Prefix)
+	if err != nil {
+		n.parked.Add(1)
+		n.logger.Error("could not park a refused signal", "signal_id", sig.ID, "type", sig.Type,
+			"error", cause, "encode_error", err)
+		return
+	}
+	n.park(msg, cause)
 }
 
 // parkEvent parks one event of a batch message that is not a valid

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -280,9 +281,6 @@ func TestInteropWithPlainNATS(t *testing.T) {
 	}
 }
 
-// TestInvalidMessagesAreParked: what is not a CloudEvent goes to the
-// dead-letter subject with its reason, is counted, and does not stop the
-// node delivering what follows.
 // watchParked connects a plain client to n's server and subscribes it to
 // the dead-letter subject; both end with the test.
 func watchParked(t *testing.T, n *Node) (*nats.Conn, *nats.Subscription) {
@@ -299,6 +297,9 @@ func watchParked(t *testing.T, n *Node) (*nats.Conn, *nats.Subscription) {
 	return nc, parked
 }
 
+// TestInvalidMessagesAreParked: what is not a CloudEvent goes to the
+// dead-letter subject with its reason, is counted, and does not stop the
+// node delivering what follows.
 func TestInvalidMessagesAreParked(t *testing.T) {
 	n := startNode(t, Config{Name: "solo", Mode: Fast})
 	nc, parked := watchParked(t, n)
@@ -331,6 +332,83 @@ func TestInvalidMessagesAreParked(t *testing.T) {
 	}
 	if got := n.Stats().Parked; got != 2 {
 		t.Errorf("Stats().Parked = %d, want 2", got)
+	}
+}
+
+// TestSignalTheBusRefusesIsParked: a valid CloudEvent over the receiving
+// bus's own data limit (lower than its publisher's) is not dropped: it is
+// parked, once per node however many of its consumers refuse it, with its
+// reason, and counted; what follows is delivered.
+func TestSignalTheBusRefusesIsParked(t *testing.T) {
+	for _, mode := range []Mode{Fast, Durable} {
+		t.Run(mode.String(), func(t *testing.T) {
+			const limit = 1000
+			n := startNode(t, Config{Name: "small", Mode: mode, BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
+			nc, parked := watchParked(t, n)
+			plain, named := &inbox{}, &inbox{}
+			if _, err := n.Bus().Subscribe("big.*", plain); err != nil {
+				t.Fatal(err)
+			}
+			if mode == Durable {
+				// A named subscription has a consumer of its own, which
+				// refuses the signal too.
+				if _, err := n.Bus().Subscribe("big.*", named, bus.WithSubscriptionName("audit")); err != nil {
+					t.Fatal(err)
+				}
+				waitDurableReady(t, n)
+			}
+			probe := bus.Signal{Type: "big.probe", Source: "/test"}
+			if err := n.Bus().Publish(context.Background(), probe); err != nil {
+				t.Fatal(err)
+			}
+			plain.wait(t, 1)
+			if mode == Durable {
+				named.wait(t, 1)
+			}
+			// From outside, as a publisher with a higher limit sends them.
+			for i, size := range []int{limit + 1, 10} {
+				s, err := bus.NewSignal("big.data", "/outside", make([]byte, size), bus.WithDataContentType("application/octet-stream"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg, err := wire.Encode(s, n.cfg.Prefix)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					msg.Header.Set("ce-bigone", "yes")
+				}
+				if err := nc.PublishMsg(msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, box := range []*inbox{plain, named} {
+				if mode == Fast && box == named {
+					continue
+				}
+				got := box.wait(t, 2)
+				if len(got[1].Data) != 10 {
+					t.Errorf("delivered %d bytes of data, want the 10-byte signal", len(got[1].Data))
+				}
+			}
+			m, err := parked.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("parked message: %v", err)
+			}
+			if m.Header.Get("ce-bigone") != "yes" || len(m.Data) != limit+1 {
+				t.Errorf("parked %d bytes with headers %v, want the big signal", len(m.Data), m.Header)
+			}
+			if got := m.Header.Get("signalbus-reason"); got != wire.ReasonInvalidSignal {
+				t.Errorf("parked with reason %q, want %q", got, wire.ReasonInvalidSignal)
+			}
+			time.Sleep(100 * time.Millisecond) // a second parking would be right behind
+			if m, err := parked.NextMsg(10 * time.Millisecond); err == nil {
+				t.Errorf("parked again: %v", m.Header)
+			}
+			if got := n.Stats().Parked; got != 1 {
+				t.Errorf("Stats().Parked = %d, want 1", got)
+			}
+		})
 	}
 }
 

@@ -216,7 +216,8 @@ func binaryStampKey(m *nats.Msg) (key publisherKey, seq uint64, ok bool) {
 // batch for one signal it finds invalid; then each is checked on its own:
 // one that is not a valid signal is parked, as if it had been found so
 // when decoded, and the others go one at a time, so that only what the
-// bus refuses for its own reasons (its data limit) is refused.
+// bus refuses for its own reasons (its data limit) is refused, and parked
+// too.
 func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
 	n := r.n
 	err := n.bus.Dispatch(n.ctx, signals...)
@@ -229,17 +230,29 @@ func (r *receiver) dispatch(signals []bus.Signal, origins []origin) {
 	}
 	for i, sig := range signals {
 		if err := wire.Check(sig); err != nil {
-			if o := origins[i]; o.raw == nil {
-				n.park(o.msg, err)
-			} else {
-				n.parkEvent(o.msg, wire.Event{Err: err, Raw: o.raw})
-			}
+			origins[i].park(n, err)
 			continue
 		}
-		if err := n.bus.Dispatch(n.ctx, sig); err != nil && !errors.Is(err, bus.ErrClosed) {
+		switch err := n.bus.Dispatch(n.ctx, sig); {
+		case err == nil, errors.Is(err, bus.ErrClosed):
+		case errors.Is(err, bus.ErrInvalidSignal):
+			// A valid CloudEvent this node's bus refuses (over its own
+			// data limit, lower than the publisher's): kept, not dropped.
+			origins[i].park(n, err)
+		default:
 			n.logger.Error("dispatch failed", "signal_id", sig.ID, "type", sig.Type, "error", err)
 		}
 	}
+}
+
+// park parks the signal where it came from: its message, or its event of
+// a batch message.
+func (o origin) park(n *Node, cause error) {
+	if o.raw == nil {
+		n.park(o.msg, cause)
+		return
+	}
+	n.parkEvent(o.msg, wire.Event{Err: cause, Raw: o.raw})
 }
 
 // sequenceRun gathers the sequence numbers a receiver sees into runs of
