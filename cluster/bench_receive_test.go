@@ -68,7 +68,7 @@ func BenchmarkReceive(b *testing.B) {
 		// The same numbers each time: the node forgets the sender's
 		// sequence first, or it would drop them as repeated.
 		n.gapsMu.Lock()
-		clear(n.last)
+		n.last.reset()
 		n.gapsMu.Unlock()
 		r.handle(msgs)
 	}

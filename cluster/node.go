@@ -67,7 +67,7 @@ type Node struct {
 	cancel context.CancelFunc
 
 	gapsMu sync.Mutex
-	last   map[publisherKey]uint64 // publisher → last sequence seen
+	last   *publisherTable[uint64] // publisher → last sequence seen (fast mode)
 
 	parked    atomic.Int64
 	lost      atomic.Int64
@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: map[publisherKey]uint64{},
+	n := &Node{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), last: newPublisherTable[uint64](time.Now(), nil),
 		instance: strconv.FormatUint(rand.Uint64()&0xffffffffffff, 36)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
@@ -431,13 +431,15 @@ func (t fastTransport) Send(_ context.Context, signals []bus.Signal) error {
 func (n *Node) sequenceSeen(from publisherKey, first, last uint64) {
 	n.gapsMu.Lock()
 	defer n.gapsMu.Unlock()
-	if prev, ok := n.last[from]; ok && first > prev+1 {
+	n.last.rotate(time.Now())
+	prev, ok := n.last.get(from)
+	if ok && first > prev+1 {
 		missing := first - prev - 1
 		n.lost.Add(int64(missing))
 		n.logger.Warn("signals lost in transit", "from", from.String(), "missing", missing, "after_seq", prev)
 	}
-	if last > n.last[from] {
-		n.last[from] = last
+	if !ok || last > prev {
+		n.last.set(from, last)
 	}
 }
 
@@ -446,7 +448,7 @@ func (n *Node) sequenceSeen(from publisherKey, first, last uint64) {
 func (n *Node) behind(from publisherKey, seq uint64) bool {
 	n.gapsMu.Lock()
 	defer n.gapsMu.Unlock()
-	prev, ok := n.last[from]
+	prev, ok := n.last.get(from)
 	return ok && seq <= prev
 }
 

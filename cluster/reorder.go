@@ -50,7 +50,7 @@ type reorderer struct {
 	onSkip    func(key publisherKey, from, to uint64)
 
 	mu      sync.Mutex
-	streams map[publisherKey]*publisherStream
+	streams *publisherTable[*publisherStream] // forgets publishers idle for publisherIdle, unless holding
 	held    int
 
 	stop chan struct{}
@@ -68,7 +68,8 @@ func newReorderer(gap time.Duration, limit int, deliver, late func(pending), aft
 		late = deliver
 	}
 	r := &reorderer{deliver: deliver, late: late, afterSkip: afterSkip, gap: gap, limit: limit, onHeld: onHeld, onSkip: onSkip,
-		streams: map[publisherKey]*publisherStream{}, stop: make(chan struct{}), done: make(chan struct{})}
+		streams: newPublisherTable(time.Now(), func(ps *publisherStream) bool { return len(ps.held) > 0 }),
+		stop:    make(chan struct{}), done: make(chan struct{})}
 	go r.run()
 	return r
 }
@@ -118,7 +119,7 @@ func (k publisherKey) String() string { return k.node + "/" + k.instance }
 func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ps := r.streams[key]
+	ps, _ := r.streams.get(key)
 	if ps == nil {
 		// The first signal seen from a publisher sets its baseline: its
 		// floor, below which everything was stored before it was sent
@@ -126,7 +127,7 @@ func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 		// redelivered to it), not its own number, which may have
 		// overtaken earlier ones still in flight.
 		ps = &publisherStream{next: orderFloor(p.sig, seq), held: map[uint64]pending{}}
-		r.streams[key] = ps
+		r.streams.set(key, ps)
 	}
 	switch {
 	case seq == ps.next:
@@ -199,12 +200,13 @@ func (r *reorderer) run() {
 		case now := <-t.C:
 			skipped := false
 			r.mu.Lock()
-			for key, ps := range r.streams {
+			for key, ps := range r.streams.all() {
 				if len(ps.held) > 0 && now.Sub(ps.gapSeen) >= r.gap {
 					r.skipLocked(key, ps)
 					skipped = true
 				}
 			}
+			r.streams.rotate(now)
 			r.mu.Unlock()
 			if skipped && r.afterSkip != nil {
 				r.afterSkip()
@@ -223,7 +225,7 @@ func (r *reorderer) close() {
 	<-r.done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, ps := range r.streams {
+	for _, ps := range r.streams.all() {
 		for _, seq := range slices.Sorted(maps.Keys(ps.held)) {
 			_ = ps.held[seq].msg.Nak()
 			delete(ps.held, seq)
