@@ -840,6 +840,10 @@ func (r *fieldReader) general() (num protowire.Number, typ protowire.Type, value
 	switch typ {
 	case protowire.BytesType:
 		value, n = protowire.ConsumeBytes(r.b)
+		// Capped, as next's fast path caps it: a value may become a
+		// signal's Data, and an append to it must not write over what
+		// follows in the body (other events, other handlers' data).
+		value = value[:len(value):len(value)]
 	case protowire.VarintType:
 		varint, n = protowire.ConsumeVarint(r.b)
 	default:

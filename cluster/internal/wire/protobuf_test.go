@@ -959,3 +959,43 @@ func TestEncodePublishedIntoUsesTheMessage(t *testing.T) {
 		t.Errorf("EncodePublishedInto wrote into a body without room: %v", small)
 	}
 }
+
+// TestDecodedDataDoesNotReachIntoTheNextEvent: a decoded event's data is a
+// slice of the batch's body, shared with the other events' data (which
+// other handlers read). Appending to it, as a handler may to a slice it
+// only reads, must copy it, not write over the event that follows.
+func TestDecodedDataDoesNotReachIntoTheNextEvent(t *testing.T) {
+	var signals []bus.Signal
+	for _, size := range []int{5, 200, 100, 300} { // lengths of one and of two bytes
+		s := bus.Signal{ID: fmt.Sprintf("id-%d", size), Type: "t", Source: "/s", SpecVersion: bus.SpecVersion,
+			DataContentType: "application/octet-stream", Data: bytes.Repeat([]byte{byte(size)}, size)}
+		signals = append(signals, s)
+	}
+	msg, err := wire.EncodeBatch(signals, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, decode := range map[string]func([]byte) ([]wire.Event, error){
+		"DecodeBatch":          wire.DecodeBatch,
+		"AppendBatchUnchecked": func(b []byte) ([]wire.Event, error) { return new(wire.Decoder).AppendBatchUnchecked(nil, b) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			body := bytes.Clone(msg.Data)
+			events, err := decode(body)
+			if err != nil || len(events) != len(signals) {
+				t.Fatalf("decoded %d events, err %v", len(events), err)
+			}
+			for i := range events {
+				_ = append(events[i].Signal.Data, bytes.Repeat([]byte{0xee}, 400)...)
+			}
+			for i, e := range events {
+				if !bytes.Equal(e.Signal.Data, signals[i].Data) {
+					t.Errorf("event %d: data changed by an append to another event's data", i)
+				}
+			}
+			if !bytes.Equal(body, msg.Data) {
+				t.Error("the body changed under an append to an event's data")
+			}
+		})
+	}
+}
