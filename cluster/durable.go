@@ -481,6 +481,7 @@ type pipe struct {
 	// at a time (runBatches, or the consumer's callback), and hands each
 	// signal on by value.
 	events []wire.Event
+	stamps wire.Decoder // reads the stamps of events that do not decode
 }
 
 // consume starts taking messages from consumer. Short pull expiry and
@@ -515,6 +516,10 @@ func (p *pipe) receive(m jetstream.Msg) {
 	if !wire.IsBatch(msg) {
 		sig, err := wire.Decode(msg)
 		if err != nil {
+			if key, seq, ok := binaryStampKey(msg); ok && p.order != nil {
+				floor, _ := wire.BinaryAttribute(msg, ExtensionFloor)
+				p.order.pass(key, seq, parseFloor(floor, seq))
+			}
 			p.refuse(msg, m, err)
 			return
 		}
@@ -537,6 +542,9 @@ func (p *pipe) receive(m jetstream.Msg) {
 	shared := newBatchAck(m, len(events))
 	for _, e := range events {
 		if e.Err != nil {
+			if key, seq, floor, ok := eventStampKey(&p.stamps, e.Raw); ok && p.order != nil {
+				p.order.pass(key, seq, floor)
+			}
 			if p.park {
 				n.parkEvent(msg, e)
 			}

@@ -229,23 +229,33 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 	}
 }
 
-// TestParkedEventIsNotCountedLost: in fast mode a node checks each
-// publisher's sequence for gaps. A stamped signal that is not a valid one
-// (an event of a batch that decodes but fails validation, or does not
-// decode; a binary message with a malformed type or specversion) is
-// parked, and it was not lost in transit: the next one from its publisher
-// is no gap.
+// TestParkedEventIsNotCountedLost: a node checks each publisher's sequence
+// for gaps (fast mode) or holds back what follows a gap until it fills
+// (durable mode). A stamped signal that is not a valid one (an event of a
+// batch that decodes but fails validation, or does not decode; a binary
+// message with a malformed type or specversion) is parked, and it was not
+// lost in transit: the next one from its publisher is no gap, neither
+// counted lost nor held for the gap timeout (an hour here) and skipped.
 func TestParkedEventIsNotCountedLost(t *testing.T) {
 	stamps := func(i int, dst []wire.Attr) []wire.Attr {
 		return append(dst, wire.Attr{Name: ExtensionNode, Value: "other"}, wire.Attr{Name: ExtensionInstance, Value: "run-1"},
 			wire.Attr{Name: ExtensionSequence, Value: strconv.Itoa(i + 1)})
 	}
+	for _, mode := range []Mode{Fast, Durable} {
+		t.Run(mode.String(), func(t *testing.T) { testParkedEventIsNotCountedLost(t, mode, stamps) })
+	}
+}
+
+func testParkedEventIsNotCountedLost(t *testing.T, mode Mode, stamps func(int, []wire.Attr) []wire.Attr) {
 	eachEncoding(t, func(t *testing.T, enc Encoding) {
-		n := startNode(t, Config{Name: "solo", Mode: Fast, Encoding: enc})
+		n := startNode(t, Config{Name: "solo", Mode: mode, Encoding: enc, ReorderGap: time.Hour})
 		nc, parked := watchParked(t, n)
 		box := &inbox{}
 		if _, err := n.Bus().Subscribe("job.*", box); err != nil {
 			t.Fatal(err)
+		}
+		if mode == Durable {
+			waitDurableReady(t, n)
 		}
 		signals := make([]bus.Signal, 4)
 		for i := range signals {
@@ -288,8 +298,8 @@ func TestParkedEventIsNotCountedLost(t *testing.T) {
 				t.Fatalf("parked event: %v", err)
 			}
 		}
-		if st := n.Stats(); st.Lost != 0 || st.Parked != 2 {
-			t.Errorf("Stats: lost %d, parked %d; want 0 and 2", st.Lost, st.Parked)
+		if st := n.Stats(); st.Lost != 0 || st.Skipped != 0 || st.Parked != 2 {
+			t.Errorf("Stats: lost %d, skipped %d, parked %d; want 0, 0 and 2", st.Lost, st.Skipped, st.Parked)
 		}
 	})
 }

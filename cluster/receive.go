@@ -159,8 +159,7 @@ func (r *receiver) handle(msgs []*nats.Msg) {
 		for _, e := range events {
 			if e.Err != nil {
 				// Parked, not lost in transit: its stamps still count.
-				st := r.decoder.EventStamps(e.Raw, ExtensionNode, ExtensionInstance, ExtensionSequence)
-				if from, seq, ok := stampKey(st.Values[0], st.Values[1], st.Values[2]); ok {
+				if from, seq, _, ok := eventStampKey(&r.decoder, e.Raw); ok {
 					seen.addKey(from, seq)
 				}
 				n.parkEvent(m, e)
@@ -204,12 +203,22 @@ func (r *receiver) deliver(signals []bus.Signal, origins []origin) {
 	span.End()
 }
 
-// binaryStampKey reads a binary-mode message's stamps from its headers.
+// binaryStampKey reads a binary-mode message's stamps from its headers,
+// for a message that may not decode.
 func binaryStampKey(m *nats.Msg) (key publisherKey, seq uint64, ok bool) {
 	node, _ := wire.BinaryAttribute(m, ExtensionNode)
 	inst, _ := wire.BinaryAttribute(m, ExtensionInstance)
 	text, _ := wire.BinaryAttribute(m, ExtensionSequence)
 	return stampKey(node, inst, text)
+}
+
+// eventStampKey reads the stamps of an event of a batch message, which
+// may not decode: its publisher, its number and its floor (its number
+// when it carries none).
+func eventStampKey(d *wire.Decoder, raw []byte) (key publisherKey, seq, floor uint64, ok bool) {
+	st := d.EventStamps(raw, ExtensionNode, ExtensionInstance, ExtensionSequence, ExtensionFloor)
+	key, seq, ok = stampKey(st.Values[0], st.Values[1], st.Values[2])
+	return key, seq, parseFloor(st.Values[3], seq), ok
 }
 
 // dispatch hands signals to the bus in one call. The bus refuses a whole

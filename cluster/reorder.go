@@ -78,6 +78,11 @@ func newReorderer(gap time.Duration, limit int, deliver, late func(pending), aft
 // sequence numbers that was not yet stored when s was sent), or seq.
 func orderFloor(s bus.Signal, seq uint64) uint64 {
 	text, _ := s.Extensions[ExtensionFloor].(string)
+	return parseFloor(text, seq)
+}
+
+// parseFloor is orderFloor from the floor extension's value.
+func parseFloor(text string, seq uint64) uint64 {
 	floor, err := strconv.ParseUint(text, 10, 64)
 	if err != nil || floor > seq {
 		return seq
@@ -155,6 +160,39 @@ func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 	}
 }
 
+// pass takes the publisher key's number seq as arrived with nothing to
+// deliver: a stamped message that is not a valid signal, parked (or
+// refused) instead. Its number takes its place in the sequence, so the
+// publisher's later signals are not held for the gap timeout waiting for
+// it, nor is it counted skipped. floor is the one it carries, to set the
+// publisher's baseline should this be the first number seen from it.
+func (r *reorderer) pass(key publisherKey, seq, floor uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ps, _ := r.streams.get(key)
+	if ps == nil {
+		ps = &publisherStream{next: min(floor, seq), held: map[uint64]pending{}}
+		r.streams.set(key, ps)
+	}
+	switch {
+	case seq == ps.next:
+		ps.next++
+		r.drainLocked(ps)
+	case seq > ps.next:
+		if _, again := ps.held[seq]; again {
+			return
+		}
+		if len(ps.held) == 0 {
+			ps.gapSeen = time.Now()
+		}
+		ps.held[seq] = pending{} // a hole: its place taken, nothing to deliver
+		r.held++
+		if r.held > r.limit {
+			r.skipLocked(key, ps)
+		}
+	}
+}
+
 // drainLocked dispatches the held signals that follow ps.next.
 func (r *reorderer) drainLocked(ps *publisherStream) {
 	for {
@@ -164,7 +202,9 @@ func (r *reorderer) drainLocked(ps *publisherStream) {
 		}
 		delete(ps.held, ps.next)
 		r.held--
-		r.deliver(p)
+		if p.msg != nil { // not a hole (see pass)
+			r.deliver(p)
+		}
 		ps.next++
 	}
 	if len(ps.held) > 0 {
@@ -227,7 +267,9 @@ func (r *reorderer) close() {
 	defer r.mu.Unlock()
 	for _, ps := range r.streams.all() {
 		for _, seq := range slices.Sorted(maps.Keys(ps.held)) {
-			_ = ps.held[seq].msg.Nak()
+			if msg := ps.held[seq].msg; msg != nil { // not a hole (see pass)
+				_ = msg.Nak()
+			}
 			delete(ps.held, seq)
 			r.held--
 		}

@@ -230,3 +230,44 @@ func TestReordererCloseOffersWhatItHoldsAgain(t *testing.T) {
 		}
 	})
 }
+
+// TestReordererPassFillsAPlace: a number passed (a stamped message that
+// was parked) takes its place in the sequence: what follows is delivered
+// at once, nothing is skipped, a hole is never delivered nor offered
+// again on close, and a publisher first seen through a passed number
+// starts from its floor.
+func TestReordererPassFillsAPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var delivered, naks []string
+		skipped := 0
+		r := newReorderer(time.Hour, 100, func(p pending) { delivered = append(delivered, p.sig.Subject) }, nil, nil,
+			func() {}, func(_ publisherKey, from, to uint64) { skipped += int(to - from) })
+		add := func(node string, seq uint64) {
+			s := bus.Signal{Subject: node + strconv.FormatUint(seq, 10), Extensions: map[string]any{
+				ExtensionNode: node, ExtensionInstance: "i", ExtensionSequence: strconv.FormatUint(seq, 10)}}
+			key, n, _ := orderKey(s)
+			r.add(key, n, pending{sig: s, msg: nakRecorder{subject: s.Subject, naks: &naks}})
+		}
+		a, b := publisherKey{node: "a", instance: "i"}, publisherKey{node: "b", instance: "i"}
+		add("a", 1)
+		r.pass(a, 3, 3) // ahead: a hole held until 2 comes
+		add("a", 4)
+		add("a", 2) // 2, the hole of 3, then 4
+		r.pass(a, 5, 5)
+		add("a", 6)
+		r.pass(b, 8, 7) // first seen from b: its floor, 7, is still owed
+		add("b", 9)
+		add("b", 7)
+		r.pass(b, 11, 11) // a hole, held behind the missing 10
+		r.close()
+		if want := []string{"a1", "a2", "a4", "a6", "b7", "b9"}; !slices.Equal(delivered, want) {
+			t.Errorf("delivered %v, want %v", delivered, want)
+		}
+		if skipped != 0 {
+			t.Errorf("skipped %d, want 0", skipped)
+		}
+		if len(naks) != 0 {
+			t.Errorf("offered again on close: %v, want nothing (only a hole was held)", naks)
+		}
+	})
+}
