@@ -5,36 +5,43 @@ import (
 	"time"
 )
 
-// publisherIdle is how long a receiver keeps what it knows of a publisher
-// it no longer hears from (the last number seen, the next one expected):
-// an entry unused for between one and two periods is forgotten. Every run
-// of every node is a publisher of its own (its instance), so without this
-// a long-lived node would keep one entry per restart of every peer, and
-// per run of every short-lived publishing process, for ever. A publisher
-// heard from again after that starts afresh, as it would with a node that
-// had just started: its next signal sets the baseline (durable mode, from
-// its floor), and duplicates are still caught by id (durable) or were
-// never sent again (fast).
+// publisherIdle is how long a receiver keeps what it knows of a run of a
+// publishing node (the number it expects next; in fast mode the last one
+// seen) after a later run of the same node appeared: an earlier run unused
+// for between one and two periods is forgotten. Every run (instance) of
+// every node is a publisher of its own, so without this a long-lived node
+// would keep an entry per restart of every peer for ever. Only a run
+// another run of its node replaced is forgotten: it will publish nothing
+// more, and what it did publish has long arrived (redeliveries come within
+// the ack wait). A run that is merely quiet, or cut off, is kept however
+// long: forgetting it would let its next signal set a new baseline, and a
+// redelivery from before that baseline would then come after it (a
+// reorder), a loss while it was cut off would go uncounted, and a retried
+// publish would be skipped again.
 const publisherIdle = 10 * time.Minute
 
-// publisherTable maps publishers to what a receiver keeps of each,
-// forgetting the ones idle for publisherIdle, without a timestamp per
-// entry: entries live in two generations, a lookup moves an entry into
-// the recent one, and each rotation drops the older generation (but for
-// the entries keep says must stay) and makes the recent one older. Not
-// safe for concurrent use: its owner's lock guards it.
+// publisherTable maps publishers to what a receiver keeps of each, and
+// forgets the replaced runs idle for publisherIdle without a timestamp per
+// entry: entries live in two generations, a lookup moves an entry into the
+// recent one, and each rotation drops the older generation's replaced
+// runs (but for those keep says must stay) and makes the recent one older.
+// Not safe for concurrent use: its owner's lock guards it.
 type publisherTable[V any] struct {
 	recent, older map[publisherKey]V
-	rotated       time.Time
-	idle          time.Duration
+	// latest is each node's run that appeared last: the ones it replaced
+	// may be forgotten. One entry per node name, which is stable across
+	// restarts.
+	latest  map[string]string
+	rotated time.Time
+	idle    time.Duration
 	// keep, when set, tells an entry that must outlive its idleness (a
 	// stream still holding signals): rotation carries it over.
 	keep func(V) bool
 }
 
 func newPublisherTable[V any](now time.Time, keep func(V) bool) *publisherTable[V] {
-	return &publisherTable[V]{recent: map[publisherKey]V{}, older: map[publisherKey]V{}, rotated: now,
-		idle: publisherIdle, keep: keep}
+	return &publisherTable[V]{recent: map[publisherKey]V{}, older: map[publisherKey]V{}, latest: map[string]string{},
+		rotated: now, idle: publisherIdle, keep: keep}
 }
 
 // get returns key's entry, marking it used.
@@ -50,24 +57,29 @@ func (t *publisherTable[V]) get(key publisherKey) (V, bool) {
 	return v, ok
 }
 
-// set stores key's entry, marking it used.
+// set stores key's entry, marking it used. A key not in the table is its
+// node's latest run.
 func (t *publisherTable[V]) set(key publisherKey, v V) {
-	delete(t.older, key)
+	if _, ok := t.recent[key]; !ok {
+		if _, ok := t.older[key]; ok {
+			delete(t.older, key)
+		} else {
+			t.latest[key.node] = key.instance
+		}
+	}
 	t.recent[key] = v
 }
 
-// rotate forgets the entries unused since the rotation before last, once
-// an idle period has passed since the last one.
+// rotate forgets the replaced runs unused since the rotation before last,
+// once an idle period has passed since the last one.
 func (t *publisherTable[V]) rotate(now time.Time) {
 	if now.Sub(t.rotated) < t.idle {
 		return
 	}
 	t.rotated = now
-	if t.keep != nil {
-		for key, v := range t.older {
-			if t.keep(v) {
-				t.recent[key] = v
-			}
+	for key, v := range t.older {
+		if t.latest[key.node] == key.instance || (t.keep != nil && t.keep(v)) {
+			t.recent[key] = v
 		}
 	}
 	clear(t.older)
@@ -78,6 +90,7 @@ func (t *publisherTable[V]) rotate(now time.Time) {
 func (t *publisherTable[V]) reset() {
 	clear(t.recent)
 	clear(t.older)
+	clear(t.latest)
 }
 
 // len returns how many publishers the table holds.

@@ -10,110 +10,157 @@ import (
 	"github.com/signalbus/signalbus/bus"
 )
 
-func TestPublisherTableForgetsIdlePublishers(t *testing.T) {
+// TestPublisherTableForgetsReplacedRuns: a run of a node that a later run
+// replaced is forgotten once unused for two idle periods; a node's latest
+// run is kept however long it is quiet.
+func TestPublisherTableForgetsReplacedRuns(t *testing.T) {
 	t0 := time.Now()
-	a, b := publisherKey{node: "a", instance: "1"}, publisherKey{node: "b", instance: "1"}
+	run1, run2 := publisherKey{node: "a", instance: "1"}, publisherKey{node: "a", instance: "2"}
+	quiet := publisherKey{node: "q", instance: "1"}
 	tab := newPublisherTable[uint64](t0, nil)
-	tab.set(a, 1)
-	tab.set(b, 1)
+	tab.set(run1, 1)
+	tab.set(quiet, 1)
+	tab.set(run2, 1)                      // a restarted: run1 will publish nothing more
 	tab.rotate(t0.Add(publisherIdle / 2)) // too soon: nothing happens
-	tab.rotate(t0.Add(publisherIdle))     // both unused for a period: kept one more
-	if tab.len() != 2 {
-		t.Fatalf("after one idle period: %d publishers, want 2", tab.len())
-	}
-	if v, ok := tab.get(a); !ok || v != 1 {
-		t.Fatalf("get(a) = %d, %v", v, ok)
+	tab.rotate(t0.Add(publisherIdle))
+	if tab.len() != 3 {
+		t.Fatalf("after one idle period: %d publishers, want 3", tab.len())
 	}
 	tab.rotate(t0.Add(2 * publisherIdle))
-	if _, ok := tab.get(b); ok {
-		t.Error("b, unused for two idle periods, is still there")
+	if _, ok := tab.get(run1); ok {
+		t.Error("a replaced run, unused for two idle periods, is still there")
 	}
-	if _, ok := tab.get(a); !ok {
-		t.Error("a, used in the last period, was forgotten")
+	for i := 3; i <= 6; i++ {
+		tab.rotate(t0.Add(time.Duration(i) * publisherIdle))
 	}
-	tab.rotate(t0.Add(3 * publisherIdle))
-	tab.rotate(t0.Add(4 * publisherIdle))
-	if tab.len() != 0 {
-		t.Errorf("after two idle periods without use: %d publishers, want 0", tab.len())
+	for _, key := range []publisherKey{run2, quiet} {
+		if _, ok := tab.get(key); !ok {
+			t.Errorf("%v, its node's latest run, was forgotten while quiet", key)
+		}
+	}
+	if tab.len() != 2 {
+		t.Errorf("%d publishers, want 2", tab.len())
 	}
 }
 
 func TestPublisherTableKeepsWhatMustStay(t *testing.T) {
 	t0 := time.Now()
-	holding, idle := publisherKey{node: "h"}, publisherKey{node: "i"}
+	holding, idle := publisherKey{node: "h", instance: "1"}, publisherKey{node: "i", instance: "1"}
 	tab := newPublisherTable(t0, func(held int) bool { return held > 0 })
 	tab.set(holding, 3)
 	tab.set(idle, 0)
+	tab.set(publisherKey{node: "h", instance: "2"}, 0) // both replaced
+	tab.set(publisherKey{node: "i", instance: "2"}, 0)
 	for i := 1; i <= 3; i++ {
 		tab.rotate(t0.Add(time.Duration(i) * publisherIdle))
 	}
 	if v, ok := tab.get(holding); !ok || v != 3 {
-		t.Errorf("a publisher keep wants kept: get = %d, %v", v, ok)
+		t.Errorf("a replaced run keep wants kept: get = %d, %v", v, ok)
 	}
 	if _, ok := tab.get(idle); ok {
-		t.Error("an idle publisher keep lets go is still there")
+		t.Error("a replaced run keep lets go is still there")
 	}
 }
 
-// TestReordererForgetsIdlePublishers: each run of each publishing node is
-// a stream of its own; one not heard from for publisherIdle is forgotten
-// unless it holds signals, and one heard from again starts from its floor.
-func TestReordererForgetsIdlePublishers(t *testing.T) {
+// orderedSignal is a signal as publisher node's run inst numbers it.
+func orderedSignal(node, inst string, seq, floor uint64) bus.Signal {
+	return bus.Signal{Subject: node + inst + "#" + strconv.FormatUint(seq, 10), Extensions: map[string]any{
+		ExtensionNode: node, ExtensionInstance: inst, ExtensionSequence: strconv.FormatUint(seq, 10),
+		ExtensionFloor: strconv.FormatUint(floor, 10)}}
+}
+
+// TestReordererForgetsReplacedRuns: a publishing node's run that a
+// restart replaced is forgotten once idle, unless it holds signals; the
+// new run is not, however quiet.
+func TestReordererForgetsReplacedRuns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var delivered []string
 		gap := 4 * publisherIdle // no gap skipped during the test; the timer ticks once per idle period
-		r := newReorderer(gap, 100, func(p pending) { delivered = append(delivered, p.sig.Subject) }, nil, nil,
-			func() {}, func(publisherKey, uint64, uint64) {})
+		r := newReorderer(gap, 100, func(pending) {}, nil, nil, func() {}, func(publisherKey, uint64, uint64) {})
 		defer r.close()
-		add := func(node string, seq, floor uint64) {
-			s := bus.Signal{Subject: node + strconv.FormatUint(seq, 10), Extensions: map[string]any{
-				ExtensionNode: node, ExtensionInstance: "i", ExtensionSequence: strconv.FormatUint(seq, 10),
-				ExtensionFloor: strconv.FormatUint(floor, 10)}}
+		add := func(s bus.Signal) {
 			key, n, _ := orderKey(s)
-			r.add(key, n, pending{sig: s, msg: nakRecorder{subject: s.Subject, naks: new([]string)}})
+			r.add(key, n, pending{sig: s, msg: nopAck{}})
 		}
-		add("quiet", 1, 1)   // delivered, then never heard from again
-		add("holding", 3, 1) // held: 1 and 2 are missing
+		add(orderedSignal("a", "1", 1, 1))
+		add(orderedSignal("h", "1", 3, 1)) // held: 1 and 2 are missing
+		add(orderedSignal("a", "2", 1, 1)) // both restarted
+		add(orderedSignal("h", "2", 1, 1))
 		time.Sleep(2*publisherIdle + time.Second)
 		synctest.Wait()
 		r.mu.Lock()
-		streams := r.streams.len()
-		_, holding := r.streams.get(publisherKey{node: "holding", instance: "i"})
-		r.mu.Unlock()
-		if streams != 1 || !holding {
-			t.Errorf("after two idle periods: %d streams (holding one kept: %v), want only the holding one", streams, holding)
-		}
-		add("quiet", 7, 7) // heard from again: a new baseline, its floor
-		if want := []string{"quiet1", "quiet7"}; !slices.Equal(delivered, want) {
-			t.Errorf("delivered %v, want %v", delivered, want)
+		defer r.mu.Unlock()
+		for key, want := range map[publisherKey]bool{{"a", "1"}: false, {"h", "1"}: true, {"a", "2"}: true, {"h", "2"}: true} {
+			if _, ok := r.streams.get(key); ok != want {
+				t.Errorf("%v kept: %v, want %v", key, ok, want)
+			}
 		}
 	})
 }
 
-// TestFastNodeForgetsIdlePublishers: the fast-mode loss check forgets a
-// publisher it has not heard from for publisherIdle, and keeps counting
-// gaps of the ones it hears from.
-func TestFastNodeForgetsIdlePublishers(t *testing.T) {
+// TestReordererKeepsAQuietPublisher: a publisher silent for longer than
+// the idle period is still known when it publishes again, so its order
+// holds: 3 overtook 2 (2's delivery lost, 2 redelivered after its ack
+// wait), and 3 waits for 2 rather than setting a new baseline; a retried
+// publish after a long partition is not skipped a second time.
+func TestReordererKeepsAQuietPublisher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var delivered []string
+		var skipped uint64
+		r := newReorderer(10*time.Second, 100, func(p pending) { delivered = append(delivered, p.sig.Subject) }, nil, nil,
+			func() {}, func(_ publisherKey, from, to uint64) { skipped += to - from })
+		defer r.close()
+		add := func(seq, floor uint64) {
+			s := orderedSignal("p", "i", seq, floor)
+			key, n, _ := orderKey(s)
+			r.add(key, n, pending{sig: s, msg: nopAck{}})
+		}
+		for seq := uint64(1); seq <= 4; seq++ {
+			add(seq, seq)
+		}
+		add(6, 5) // 5's publish failed: skipped after the gap
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		time.Sleep(3 * publisherIdle) // quiet: the publisher retries 5 through a long partition
+		synctest.Wait()
+		add(5, 5) // stored at last: late (6's retry is a duplicate the dedup window drops)
+		add(8, 8) // 7 overtaken
+		time.Sleep(5 * time.Second)
+		add(7, 7) // redelivered after its ack wait
+		want := []string{"pi#1", "pi#2", "pi#3", "pi#4", "pi#6", "pi#5", "pi#7", "pi#8"}
+		if !slices.Equal(delivered, want) {
+			t.Errorf("delivered %v, want %v", delivered, want)
+		}
+		if skipped != 1 {
+			t.Errorf("skipped %d, want 1 (5, once)", skipped)
+		}
+	})
+}
+
+// TestFastNodeForgetsReplacedRuns: the fast-mode loss check forgets a
+// node's run that a restart replaced, and keeps counting the gaps of a
+// publisher it has not heard from for long (a partial partition cut it
+// off while other publishers were heard).
+func TestFastNodeForgetsReplacedRuns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := &Node{logger: quietLogger(), last: newPublisherTable[uint64](time.Now(), nil)}
-		gone, alive := publisherKey{node: "gone", instance: "1"}, publisherKey{node: "alive", instance: "1"}
-		n.sequenceSeen(gone, 1, 5)
-		n.sequenceSeen(alive, 1, 1)
-		time.Sleep(publisherIdle)
-		n.sequenceSeen(alive, 2, 2)
-		time.Sleep(publisherIdle)
-		n.sequenceSeen(alive, 4, 4) // 3 lost
-		if n.behind(gone, 5) {
-			t.Error("a publisher idle for two periods is still remembered")
+		old, restarted := publisherKey{node: "a", instance: "1"}, publisherKey{node: "a", instance: "2"}
+		far, near := publisherKey{node: "far", instance: "1"}, publisherKey{node: "near", instance: "1"}
+		n.sequenceSeen(old, 1, 5)
+		n.sequenceSeen(restarted, 1, 1)
+		n.sequenceSeen(far, 1, 100)
+		for seq := uint64(1); seq <= 25; seq++ {
+			time.Sleep(time.Minute)
+			n.sequenceSeen(near, seq, seq)
 		}
-		if !n.behind(alive, 4) {
-			t.Error("a publisher heard from in the last period was forgotten")
+		if n.behind(old, 5) {
+			t.Error("a replaced run is still remembered")
 		}
-		if got := n.lost.Load(); got != 1 {
-			t.Errorf("lost = %d, want 1", got)
+		if !n.behind(restarted, 1) {
+			t.Error("a node's latest run was forgotten")
 		}
-		if got := n.last.len(); got != 1 {
-			t.Errorf("%d publishers remembered, want 1", got)
+		n.sequenceSeen(far, 50_101, 50_101) // 50 000 lost while cut off
+		if got := n.lost.Load(); got != 50_000 {
+			t.Errorf("lost = %d, want 50000", got)
 		}
 	})
 }
