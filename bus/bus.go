@@ -138,8 +138,13 @@ func (b *Bus) Publish(ctx context.Context, signals ...Signal) error {
 var producerSpanOpts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
 
 // fill gives s what a hand-built signal may lack: an id from ids, the
-// time the ids were reserved for, and the spec version.
+// time the ids were reserved for, and the spec version. It also caps the
+// data at its length: every subscription shares the slice, and a handler
+// that appends to it (as Go code does to a slice it only reads) must get
+// a copy, not write into spare capacity that another handler, or the
+// publisher, appends into too.
 func fill(s *Signal, ids *idRange) {
+	s.Data = s.Data[:len(s.Data):len(s.Data)]
 	if s.ID == "" {
 		s.ID = ids.id()
 	}

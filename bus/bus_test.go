@@ -1302,3 +1302,52 @@ func TestGroupMemberClosedDuringABatch(t *testing.T) {
 		t.Errorf("%d handler runs for %d signals", got, n)
 	}
 }
+
+// TestAppendToDeliveredDataCopies: every subscription shares a signal's
+// Data, so an append to it (which Go code does to a slice it only reads)
+// must copy it: one handler's append never shows in another's, nor in the
+// spare capacity of the publisher's buffer.
+func TestAppendToDeliveredDataCopies(t *testing.T) {
+	for name, send := range map[string]func(b *bus.Bus, s bus.Signal) error{
+		"Publish":  func(b *bus.Bus, s bus.Signal) error { return b.Publish(context.Background(), s) },
+		"Dispatch": func(b *bus.Bus, s bus.Signal) error { return b.Dispatch(context.Background(), s) },
+	} {
+		for _, middleware := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/middleware=%v", name, middleware), func(t *testing.T) {
+				var opts []bus.Option
+				if middleware {
+					opts = append(opts, bus.WithPublishMiddleware(bus.Enrich(func(context.Context, *bus.Signal) {})))
+				}
+				b := newBus(t, opts...)
+				aAppended, bAppended := make(chan []byte, 1), make(chan []byte, 1)
+				if _, err := b.Subscribe("data.x", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+					aAppended <- append(s.Data, 'A')
+					return nil
+				})); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := b.Subscribe("data.x", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+					first := <-aAppended // after A's append
+					bAppended <- append(s.Data, 'B')
+					aAppended <- first
+					return nil
+				})); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 5, 16)
+				copy(buf, "hello")
+				if err := send(b, bus.Signal{Type: "data.x", Source: "/t", Data: buf}); err != nil {
+					t.Fatal(err)
+				}
+				gotB := <-bAppended
+				gotA := <-aAppended
+				if string(gotA) != "helloA" || string(gotB) != "helloB" {
+					t.Errorf("handlers' appends read %q and %q, want helloA and helloB", gotA, gotB)
+				}
+				if spare := buf[:6][5]; spare != 0 {
+					t.Errorf("an append wrote %q into the publisher's spare capacity", spare)
+				}
+			})
+		}
+	}
+}

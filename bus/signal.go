@@ -23,7 +23,8 @@ const DefaultMaxDataSize = 1 << 20
 // A Signal is a value: Publish copies it. The Extensions map and the Data
 // slice of a delivered Signal may be shared with other subscriptions and
 // with the history, so handlers must treat them as read-only (use Clone to
-// get a copy to modify).
+// get a copy to modify). The delivered Data has no spare capacity, so an
+// append to it copies.
 type Signal struct {
 	ID              string
 	Source          string

@@ -368,3 +368,40 @@ func TestDropCountsAddUpEverySubscription(t *testing.T) {
 		t.Errorf("total %d after one subscription ended, want %d still", got, want)
 	}
 }
+
+// TestOwnSignalsDataAppendCopies: a node's own signal reaches each of its
+// subscriptions with the same Data (decoded from the node's copy of the
+// message); an append to it by one handler copies it, so another
+// handler's append never shows in it.
+func TestOwnSignalsDataAppendCopies(t *testing.T) {
+	eachEncoding(t, func(t *testing.T, enc Encoding) {
+		n := startNode(t, Config{Name: "solo", Mode: Fast, Encoding: enc})
+		aAppended, bAppended := make(chan []byte, 1), make(chan []byte, 1)
+		if _, err := n.Bus().Subscribe("own.*", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+			aAppended <- append(s.Data, 'A')
+			return nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Bus().Subscribe("own.*", bus.HandlerFunc(func(_ context.Context, s bus.Signal) error {
+			first := <-aAppended // after A's append
+			bAppended <- append(s.Data, 'B')
+			aAppended <- first
+			return nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+		s, err := bus.NewSignal("own.x", "/t", []byte("hello"), bus.WithDataContentType("text/plain"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Bus().Publish(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		gotB := <-bAppended
+		gotA := <-aAppended
+		if string(gotA) != "helloA" || string(gotB) != "helloB" {
+			t.Errorf("handlers' appends read %q and %q, want helloA and helloB", gotA, gotB)
+		}
+	})
+}

@@ -383,7 +383,7 @@ func decodeBinary(m *nats.Msg) (bus.Signal, error) {
 		s.DataContentType = ct
 	}
 	if len(m.Data) > 0 {
-		s.Data = m.Data
+		s.Data = m.Data[:len(m.Data):len(m.Data)] // an append copies: see bus.Signal
 	}
 	return s, nil
 }
