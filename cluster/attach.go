@@ -190,17 +190,41 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	if err != nil {
 		return nil, err
 	}
+	var stamps wire.Decoder // handle runs on one goroutine at a time
 	handle := func(msg *nats.Msg) {
+		// The node's receiver, which sees every other node's message (a
+		// node's own are valid), parks what it finds invalid; but what no
+		// subscription of the node's bus wants it may let go undecoded,
+		// and then this group parks what it cannot take.
+		parks := func() bool {
+			_, _, _, undecoded := n.undecodedStamps(&stamps, msg, wire.IsBatch(msg))
+			return undecoded
+		}
 		events, err := wire.DecodeAll(msg)
 		if err != nil {
-			return // the node's receiver, which sees every other node's message, parks it (a node's own are valid)
+			if parks() {
+				n.park(msg, err)
+			}
+			return
 		}
 		for _, e := range events {
-			sig := e.Signal
-			if e.Err != nil || !m.match(sig.Type) {
-				continue // parked by the node's own subscription, or not this pattern's
+			if e.Err != nil {
+				if parks() {
+					origin{msg: msg, raw: e.Raw}.park(n, e.Err)
+				}
+				continue
 			}
-			if err := feed(n.ctx, sig, nil); err != nil && n.ctx.Err() == nil {
+			sig := e.Signal
+			if !m.match(sig.Type) {
+				continue
+			}
+			switch err := feed(n.ctx, sig, nil); {
+			case err == nil, n.ctx.Err() != nil:
+			case errors.Is(err, bus.ErrInvalidSignal): // over this node's own limits
+				if parks() {
+					origin{msg: msg, raw: e.Raw}.park(n, err) // Raw is nil for a message of one signal
+				}
+			default:
 				n.logger.Error("group delivery failed", "group", info.Group, "subscription", info.Name,
 					"signal_id", sig.ID, "type", sig.Type, "error", err)
 			}

@@ -338,32 +338,48 @@ func TestInvalidMessagesAreParked(t *testing.T) {
 // TestSignalTheBusRefusesIsParked: a valid CloudEvent over the receiving
 // bus's own data limit (lower than its publisher's) is not dropped: it is
 // parked, once per node however many of its consumers refuse it, with its
-// reason, and counted; what follows is delivered.
+// reason, and counted; what follows is delivered. A fast group member
+// alone on its node parks it too: the node's receiver lets a stamped
+// message of a type no plain subscription wants go undecoded.
 func TestSignalTheBusRefusesIsParked(t *testing.T) {
-	for _, mode := range []Mode{Fast, Durable} {
-		t.Run(mode.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    Mode
+		options [][]bus.SubscribeOption // one subscription each
+		stamped bool
+	}{
+		{"fast", Fast, [][]bus.SubscribeOption{nil}, false},
+		{"fast group", Fast, [][]bus.SubscribeOption{{bus.WithGroup("g")}}, true},
+		{"durable", Durable, [][]bus.SubscribeOption{nil, {bus.WithSubscriptionName("audit")}, {bus.WithGroup("g")}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			const limit = 1000
-			n := startNode(t, Config{Name: "small", Mode: mode, BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
+			n := startNode(t, Config{Name: "small", Mode: tc.mode, BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
 			nc, parked := watchParked(t, n)
-			plain, named := &inbox{}, &inbox{}
-			if _, err := n.Bus().Subscribe("big.*", plain); err != nil {
-				t.Fatal(err)
-			}
-			if mode == Durable {
-				// A named subscription has a consumer of its own, which
-				// refuses the signal too.
-				if _, err := n.Bus().Subscribe("big.*", named, bus.WithSubscriptionName("audit")); err != nil {
+			var boxes []*inbox
+			for _, opts := range tc.options {
+				box := &inbox{}
+				if _, err := n.Bus().Subscribe("big.*", box, opts...); err != nil {
 					t.Fatal(err)
 				}
+				boxes = append(boxes, box)
+			}
+			if tc.mode == Durable {
 				waitDurableReady(t, n)
+				waitAttached(t, n, len(tc.options)-1)
 			}
-			probe := bus.Signal{Type: "big.probe", Source: "/test"}
-			if err := n.Bus().Publish(context.Background(), probe); err != nil {
-				t.Fatal(err)
-			}
-			plain.wait(t, 1)
-			if mode == Durable {
-				named.wait(t, 1)
+			// Until every subscription hears: a fast group's interest
+			// reaches the server on a connection of its own.
+			for heard := false; !heard; {
+				probe := bus.Signal{Type: "big.probe", Source: "/test"}
+				if err := n.Bus().Publish(context.Background(), probe); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond)
+				heard = true
+				for _, box := range boxes {
+					heard = heard && len(box.wait(t, 0)) > 0
+				}
 			}
 			// From outside, as a publisher with a higher limit sends them.
 			for i, size := range []int{limit + 1, 10} {
@@ -378,17 +394,31 @@ func TestSignalTheBusRefusesIsParked(t *testing.T) {
 				if i == 0 {
 					msg.Header.Set("ce-bigone", "yes")
 				}
+				if tc.stamped {
+					msg.Header.Set("ce-"+ExtensionNode, "big")
+					msg.Header.Set("ce-"+ExtensionInstance, "run1")
+					msg.Header.Set("ce-"+ExtensionSequence, strconv.Itoa(i+1))
+				}
 				if err := nc.PublishMsg(msg); err != nil {
 					t.Fatal(err)
 				}
 			}
-			for _, box := range []*inbox{plain, named} {
-				if mode == Fast && box == named {
-					continue
-				}
-				got := box.wait(t, 2)
-				if len(got[1].Data) != 10 {
-					t.Errorf("delivered %d bytes of data, want the 10-byte signal", len(got[1].Data))
+			for i, box := range boxes {
+				deadline := time.Now().Add(20 * time.Second)
+				for outside := []bus.Signal(nil); len(outside) == 0; {
+					for _, s := range box.wait(t, 0) {
+						if s.Source == "/outside" {
+							outside = append(outside, s)
+						}
+					}
+					if len(outside) > 0 && (len(outside) != 1 || len(outside[0].Data) != 10) {
+						t.Errorf("subscription %d: delivered %d signals from outside (first with %d bytes), want the 10-byte one",
+							i, len(outside), len(outside[0].Data))
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("subscription %d: nothing from outside", i)
+					}
+					time.Sleep(5 * time.Millisecond)
 				}
 			}
 			m, err := parked.NextMsg(10 * time.Second)

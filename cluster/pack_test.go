@@ -162,16 +162,27 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 		{"no id", wire.ReasonMissingID, event("")},
 		{"bad extension name", wire.ReasonBadExtension, event("three", [2]string{"BAD", "x"})},
 	} {
-		for _, mode := range []Mode{Fast, Durable} {
-			t.Run(bad.name+"/"+mode.String(), func(t *testing.T) {
+		for _, tc := range []struct {
+			mode  Mode
+			group bool // the node's only subscription is a group member: the receiver still parks, the group does not again
+		}{{Fast, false}, {Fast, true}, {Durable, false}} {
+			mode := tc.mode
+			t.Run(fmt.Sprintf("%s/%s/group=%v", bad.name, mode, tc.group), func(t *testing.T) {
 				n := startNode(t, Config{Name: "solo", Mode: mode})
 				nc, parked := watchParked(t, n)
 				box := &inbox{}
-				if _, err := n.Bus().Subscribe("job.*", box); err != nil {
+				var opts []bus.SubscribeOption
+				if tc.group {
+					opts = append(opts, bus.WithGroup("g"))
+				}
+				if _, err := n.Bus().Subscribe("job.*", box, opts...); err != nil {
 					t.Fatal(err)
 				}
 				if mode == Durable {
 					waitDurableReady(t, n)
+				}
+				if tc.group {
+					waitHeard(t, n, box, "job.probe")
 				}
 				good := []bus.Signal{
 					{ID: "one", Type: "job.run", Source: "/other", Subject: "0"},
@@ -221,12 +232,37 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 				if string(m.Data) != string(bad.event) {
 					t.Errorf("parked body is not the bad event")
 				}
+				time.Sleep(100 * time.Millisecond) // a second parking would be right behind
+				if m, err := parked.NextMsg(10 * time.Millisecond); err == nil {
+					t.Errorf("parked again: %v", m.Header)
+				}
 				if got := n.Stats().Parked; got != 1 {
 					t.Errorf("Stats().Parked = %d, want 1", got)
 				}
 			})
 		}
 	}
+}
+
+// waitHeard publishes probes of type typ from n until box has one (a
+// group's interest reaches the server on a connection of its own), then
+// empties box.
+func waitHeard(t *testing.T, n *Node, box *inbox, typ string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(box.wait(t, 0)) == 0 {
+		if err := n.Bus().Publish(context.Background(), bus.Signal{Type: typ, Source: "/probe"}); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no probe of %s heard", typ)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the probes still in flight
+	box.mu.Lock()
+	box.signals = nil
+	box.mu.Unlock()
 }
 
 // TestParkedEventIsNotCountedLost: a node checks each publisher's sequence
