@@ -362,9 +362,10 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Stats are counters of what the node could not deliver.
 type Stats struct {
-	// Parked counts the messages (or events of a batch message) parked on
-	// the dead-letter subject: not valid CloudEvents, or signals this
-	// node's bus refused (over its data limit).
+	// Parked counts the messages (or events of a batch message) set aside
+	// as not valid CloudEvents, or as signals this node's bus refused (over
+	// its data limit): published on the dead-letter subject or, should
+	// that fail, logged at error level with the signal's id.
 	Parked   int64
 	Lost     int64 // signals missing from a publisher's sequence (fast mode)
 	SlowLost int64 // messages this node's NATS client dropped because it consumed too slowly
