@@ -365,7 +365,7 @@ type Stats struct {
 	// Parked counts the messages (or events of a batch message) set aside
 	// as not valid CloudEvents, or as signals this node's bus refused (over
 	// its data limit): published on the dead-letter subject or, should
-	// that fail, logged at error level with the signal's id.
+	// that fail, logged at error level.
 	Parked   int64
 	Lost     int64 // signals missing from a publisher's sequence (fast mode)
 	SlowLost int64 // messages this node's NATS client dropped because it consumed too slowly
