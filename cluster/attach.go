@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -102,6 +104,57 @@ func (as *attachments) detachAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// groupPatterns are the patterns of a fast node's groups, which the
+// node's receiver asks about (wants) for every message of a type no plain
+// subscription wants: read without a lock, as the receiver asks often and
+// groups come and go seldom.
+type groupPatterns struct {
+	mu   sync.Mutex // serializes add and remove
+	next int
+	all  atomic.Pointer[map[int]matcher]
+}
+
+// add registers m and returns what removes it.
+func (g *groupPatterns) add(m matcher) (remove func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	id := g.next
+	g.next++
+	g.update(func(all map[int]matcher) { all[id] = m })
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.update(func(all map[int]matcher) { delete(all, id) })
+		})
+	}
+}
+
+// update replaces the patterns with a changed copy; g.mu is held.
+func (g *groupPatterns) update(change func(map[int]matcher)) {
+	next := map[int]matcher{}
+	if cur := g.all.Load(); cur != nil {
+		maps.Copy(next, *cur)
+	}
+	change(next)
+	g.all.Store(&next)
+}
+
+// wants reports whether a group of the node takes signals of type typ.
+func (g *groupPatterns) wants(typ string) bool {
+	all := g.all.Load()
+	if all == nil {
+		return false
+	}
+	for _, m := range *all {
+		if m.match(typ) {
+			return true
+		}
+	}
+	return false
+}
+
 // subjectFilters maps a pattern to the NATS subject filters that select
 // at least the types it matches, and reports whether they select exactly
 // those. "*" stays "*"; a trailing "**" becomes ">" plus the bare prefix
@@ -190,41 +243,23 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	if err != nil {
 		return nil, err
 	}
-	var stamps wire.Decoder // handle runs on one goroutine at a time
+	// The node's receiver, which sees every other node's message (a
+	// node's own are valid), decodes every message of a type this group
+	// takes too, and parks what is not valid or what the bus refuses (its
+	// limits are the group's): a message is parked once per node, by one
+	// goroutine deciding once. This group leaves it to the receiver.
+	unregister := n.fastGroups.add(m)
 	handle := func(msg *nats.Msg) {
-		// The node's receiver, which sees every other node's message (a
-		// node's own are valid), parks what it finds invalid; but what no
-		// subscription of the node's bus wants it may let go undecoded,
-		// and then this group parks what it cannot take.
-		parks := func() bool {
-			_, _, _, undecoded := n.undecodedStamps(&stamps, msg, wire.IsBatch(msg))
-			return undecoded
-		}
 		events, err := wire.DecodeAll(msg)
 		if err != nil {
-			if parks() {
-				n.park(msg, err)
-			}
-			return
+			return // parked by the receiver
 		}
 		for _, e := range events {
-			if e.Err != nil {
-				if parks() {
-					origin{msg: msg, raw: e.Raw}.park(n, e.Err)
-				}
-				continue
-			}
 			sig := e.Signal
-			if !m.match(sig.Type) {
-				continue
+			if e.Err != nil || !m.match(sig.Type) {
+				continue // parked by the receiver, or not this pattern's
 			}
-			switch err := feed(n.ctx, sig, nil); {
-			case err == nil, n.ctx.Err() != nil:
-			case errors.Is(err, bus.ErrInvalidSignal): // over this node's own limits
-				if parks() {
-					origin{msg: msg, raw: e.Raw}.park(n, err) // Raw is nil for a message of one signal
-				}
-			default:
+			if err := feed(n.ctx, sig, nil); err != nil && n.ctx.Err() == nil && !errors.Is(err, bus.ErrInvalidSignal) {
 				n.logger.Error("group delivery failed", "group", info.Group, "subscription", info.Name,
 					"signal_id", sig.ID, "type", sig.Type, "error", err)
 			}
@@ -239,6 +274,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 			}
 		}
 		subs = subs[:0]
+		unregister()
 		return errors.Join(errs...)
 	}
 	subscribe := func(filter string) (*nats.Subscription, error) {

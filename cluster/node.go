@@ -55,7 +55,10 @@ type Node struct {
 	dur      *durable     // durable mode: JetStream
 	out      *outbox      // PublishAsync's queue, in front of either
 	attached attachments  // groups and durable subscriptions fed by their own consumers
-	seq      atomic.Uint64
+	// fastGroups are the fast groups' patterns: the receiver decodes what
+	// they take, to park what they cannot.
+	fastGroups groupPatterns
+	seq        atomic.Uint64
 	// streamMaxMsg is the stream's max_msg_size (durable mode; 0 or -1:
 	// none), which packLimit keeps batches under.
 	streamMaxMsg atomic.Int64

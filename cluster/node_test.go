@@ -338,9 +338,10 @@ func TestInvalidMessagesAreParked(t *testing.T) {
 // TestSignalTheBusRefusesIsParked: a valid CloudEvent over the receiving
 // bus's own data limit (lower than its publisher's) is not dropped: it is
 // parked, once per node however many of its consumers refuse it, with its
-// reason, and counted; what follows is delivered. A fast group member
-// alone on its node parks it too: the node's receiver lets a stamped
-// message of a type no plain subscription wants go undecoded.
+// reason, and counted; what follows is delivered. So with fast groups,
+// which take their own copies: the node's receiver, which otherwise lets
+// a stamped message of a type nothing on the node wants go undecoded,
+// decodes what a group takes and parks it for the node.
 func TestSignalTheBusRefusesIsParked(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -350,6 +351,7 @@ func TestSignalTheBusRefusesIsParked(t *testing.T) {
 	}{
 		{"fast", Fast, [][]bus.SubscribeOption{nil}, false},
 		{"fast group", Fast, [][]bus.SubscribeOption{{bus.WithGroup("g")}}, true},
+		{"fast groups", Fast, [][]bus.SubscribeOption{{bus.WithGroup("g1")}, {bus.WithGroup("g2")}, nil}, true},
 		{"durable", Durable, [][]bus.SubscribeOption{nil, {bus.WithSubscriptionName("audit")}, {bus.WithGroup("g")}}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

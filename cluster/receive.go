@@ -319,8 +319,8 @@ func (r *sequenceRun) flush() {
 
 // unwanted reports whether m (a batch message when batch) can go
 // undecoded, and accounts for it if so: a message a node stamped (a
-// signal, or a batch of them, of the type its subject names) for which no
-// subscription on this node's bus wants its type. Its stamps still count for the loss check, read without decoding
+// signal, or a batch of them, of the type its subject names) whose type
+// no subscription on this node's bus, nor a group of the node, wants. Its stamps still count for the loss check, read without decoding
 // the rest. Such a message is not checked here: if it is not a valid
 // CloudEvent, the nodes that want its type park it. Everything else is
 // decoded, and parked here when it is not valid.
@@ -330,43 +330,38 @@ func (r *sequenceRun) flush() {
 // nodes subscribe to, for nothing. (Its own signals do not come back:
 // see ownDelivery.)
 func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
-	from, first, last, ok := r.n.undecodedStamps(&r.decoder, m, batch)
-	if !ok {
-		return false
-	}
-	r.n.sequenceSeen(from, first, last)
-	r.n.undecoded.Add(1)
-	return true
-}
-
-// undecodedStamps reports whether the receiver lets m go undecoded (see
-// unwanted), and if so the stamps it accounts for: its publisher and the
-// first and last numbers it carries. It has no effect of its own.
-func (n *Node) undecodedStamps(d *wire.Decoder, m *nats.Msg, batch bool) (from publisherKey, first, last uint64, ok bool) {
+	n := r.n
 	typ, ok := strings.CutPrefix(m.Subject, n.cfg.Prefix+".")
-	if !ok || n.bus.Wants(typ) {
-		return publisherKey{}, 0, 0, false
+	if !ok || n.bus.Wants(typ) || n.fastGroups.wants(typ) {
+		return false
 	}
 	if !batch {
 		if t, _ := wire.BinaryAttribute(m, "type"); t != typ {
-			return publisherKey{}, 0, 0, false
+			return false
 		}
 		from, seq, ok := binaryStampKey(m)
-		return from, seq, seq, ok
+		if !ok {
+			return false
+		}
+		n.sequenceSeen(from, seq, seq)
+		n.undecoded.Add(1)
+		return true
 	}
-	firstStamps, lastStamps, count, err := d.BatchStamps(m.Data, ExtensionNode, ExtensionInstance, ExtensionSequence)
-	if err != nil || count == 0 || !firstStamps.OK || !lastStamps.OK || firstStamps.Type != typ || lastStamps.Type != typ {
-		return publisherKey{}, 0, 0, false
+	first, last, count, err := r.decoder.BatchStamps(m.Data, ExtensionNode, ExtensionInstance, ExtensionSequence)
+	if err != nil || count == 0 || !first.OK || !last.OK || first.Type != typ || last.Type != typ {
+		return false
 	}
 	// A node numbers a batch's signals one after the other, so its ends
 	// are all the loss check needs; a batch numbered otherwise is not one
 	// a node sent, and is decoded.
-	from, first, ok = stampKey(firstStamps.Values[0], firstStamps.Values[1], firstStamps.Values[2])
-	to, last, lastOK := stampKey(lastStamps.Values[0], lastStamps.Values[1], lastStamps.Values[2])
-	if !ok || !lastOK || from != to || last < first || last-first+1 != uint64(count) {
-		return publisherKey{}, 0, 0, false
+	from, firstSeq, ok := stampKey(first.Values[0], first.Values[1], first.Values[2])
+	to, lastSeq, lastOK := stampKey(last.Values[0], last.Values[1], last.Values[2])
+	if !ok || !lastOK || from != to || lastSeq < firstSeq || lastSeq-firstSeq+1 != uint64(count) {
+		return false
 	}
-	return from, first, last, true
+	n.sequenceSeen(from, firstSeq, lastSeq)
+	n.undecoded.Add(1)
+	return true
 }
 
 // close drains the subscription within ctx and waits for the batches in
