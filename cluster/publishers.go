@@ -20,6 +20,10 @@ import (
 // publish would be skipped again.
 const publisherIdle = 10 * time.Minute
 
+// maxRetired is how many forgotten runs a publisherTable remembers as
+// replaced.
+const maxRetired = 1024
+
 // publisherTable maps publishers to what a receiver keeps of each, and
 // forgets the replaced runs idle for publisherIdle without a timestamp per
 // entry: entries live in two generations, a lookup moves an entry into the
@@ -31,9 +35,16 @@ type publisherTable[V any] struct {
 	// latest is each node's run that appeared last: the ones it replaced
 	// may be forgotten. One entry per node name, which is stable across
 	// restarts.
-	latest  map[string]string
-	rotated time.Time
-	idle    time.Duration
+	latest map[string]string
+	// retired remembers the last maxRetired runs forgotten, so that a late
+	// message from one (a run cut off while its node restarted, whose
+	// outbox drains after the heal) does not make it its node's latest
+	// again, which would let the live run be forgotten while quiet.
+	retired     map[publisherKey]struct{}
+	retiredRing []publisherKey // in the order retired, wrapping at nextRetired
+	nextRetired int
+	rotated     time.Time
+	idle        time.Duration
 	// keep, when set, tells an entry that must outlive its idleness (a
 	// stream still holding signals): rotation carries it over.
 	keep func(V) bool
@@ -41,7 +52,7 @@ type publisherTable[V any] struct {
 
 func newPublisherTable[V any](now time.Time, keep func(V) bool) *publisherTable[V] {
 	return &publisherTable[V]{recent: map[publisherKey]V{}, older: map[publisherKey]V{}, latest: map[string]string{},
-		rotated: now, idle: publisherIdle, keep: keep}
+		retired: map[publisherKey]struct{}{}, rotated: now, idle: publisherIdle, keep: keep}
 }
 
 // get returns key's entry, marking it used.
@@ -58,16 +69,32 @@ func (t *publisherTable[V]) get(key publisherKey) (V, bool) {
 }
 
 // set stores key's entry, marking it used. A key not in the table is its
-// node's latest run.
+// node's latest run, unless it is one the table forgot as replaced.
 func (t *publisherTable[V]) set(key publisherKey, v V) {
 	if _, ok := t.recent[key]; !ok {
 		if _, ok := t.older[key]; ok {
 			delete(t.older, key)
-		} else {
+		} else if _, old := t.retired[key]; !old {
 			t.latest[key.node] = key.instance
 		}
 	}
 	t.recent[key] = v
+}
+
+// retire remembers key as a replaced run, forgetting the run retired
+// maxRetired runs ago.
+func (t *publisherTable[V]) retire(key publisherKey) {
+	if _, ok := t.retired[key]; ok {
+		return
+	}
+	if len(t.retiredRing) < maxRetired {
+		t.retiredRing = append(t.retiredRing, key)
+	} else {
+		delete(t.retired, t.retiredRing[t.nextRetired])
+		t.retiredRing[t.nextRetired] = key
+		t.nextRetired = (t.nextRetired + 1) % maxRetired
+	}
+	t.retired[key] = struct{}{}
 }
 
 // rotate forgets the replaced runs unused since the rotation before last,
@@ -80,6 +107,8 @@ func (t *publisherTable[V]) rotate(now time.Time) {
 	for key, v := range t.older {
 		if t.latest[key.node] == key.instance || (t.keep != nil && t.keep(v)) {
 			t.recent[key] = v
+		} else {
+			t.retire(key)
 		}
 	}
 	clear(t.older)
@@ -91,6 +120,8 @@ func (t *publisherTable[V]) reset() {
 	clear(t.recent)
 	clear(t.older)
 	clear(t.latest)
+	clear(t.retired)
+	t.retiredRing, t.nextRetired = t.retiredRing[:0], 0
 }
 
 // len returns how many publishers the table holds.

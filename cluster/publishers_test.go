@@ -164,3 +164,43 @@ func TestFastNodeForgetsReplacedRuns(t *testing.T) {
 		}
 	})
 }
+
+// TestPublisherTableKeepsTheLiveRunAfterALateOne: a run forgotten as
+// replaced that is heard from again (cut off while its node restarted,
+// its outbox draining after the heal) does not become its node's latest:
+// the live run stays known however quiet, and the late one is forgotten
+// again once idle.
+func TestPublisherTableKeepsTheLiveRunAfterALateOne(t *testing.T) {
+	t0 := time.Now()
+	run1, run2 := publisherKey{node: "a", instance: "1"}, publisherKey{node: "a", instance: "2"}
+	tab := newPublisherTable[uint64](t0, nil)
+	tab.set(run1, 1)
+	tab.set(run2, 1)
+	tab.rotate(t0.Add(publisherIdle))
+	tab.rotate(t0.Add(2 * publisherIdle)) // run1 forgotten
+	tab.set(run1, 2)                      // late
+	for i := 3; i <= 6; i++ {
+		tab.rotate(t0.Add(time.Duration(i) * publisherIdle))
+	}
+	if _, ok := tab.get(run2); !ok {
+		t.Error("the live run, quiet, was forgotten after a late message of the run it replaced")
+	}
+	if _, ok := tab.get(run1); ok {
+		t.Error("the late run, idle again, is still there")
+	}
+}
+
+// TestPublisherTableRemembersBoundedRetiredRuns: what the table keeps of
+// forgotten runs is bounded.
+func TestPublisherTableRemembersBoundedRetiredRuns(t *testing.T) {
+	t0 := time.Now()
+	tab := newPublisherTable[uint64](t0, nil)
+	for i := range 3 * maxRetired {
+		tab.set(publisherKey{node: "a", instance: strconv.Itoa(i)}, 1) // a restart each
+	}
+	tab.rotate(t0.Add(publisherIdle))
+	tab.rotate(t0.Add(2 * publisherIdle))
+	if tab.len() != 1 || len(tab.retired) != maxRetired || len(tab.retiredRing) != maxRetired {
+		t.Errorf("%d runs kept, %d retired remembered (ring %d), want 1 and %d", tab.len(), len(tab.retired), len(tab.retiredRing), maxRetired)
+	}
+}
