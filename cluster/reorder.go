@@ -144,8 +144,11 @@ func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 		// dispatched rather than lost (unless late finds it a duplicate).
 		r.late(p)
 	default:
-		if _, again := ps.held[seq]; again {
+		if prev, again := ps.held[seq]; again {
 			ps.held[seq] = p // a redelivery of a held signal: keep the newest delivery to ack
+			if prev.msg == nil {
+				r.onHeld() // it takes a hole's place (see pass): held now
+			}
 			return
 		}
 		if len(ps.held) == 0 {
