@@ -111,29 +111,29 @@ func (as *attachments) detachAll(ctx context.Context) error {
 type groupPatterns struct {
 	mu   sync.Mutex // serializes add and remove
 	next int
-	all  atomic.Pointer[map[int]matcher]
+	all  atomic.Pointer[map[int]bus.Pattern]
 }
 
-// add registers m and returns what removes it.
-func (g *groupPatterns) add(m matcher) (remove func()) {
+// add registers p and returns what removes it.
+func (g *groupPatterns) add(p bus.Pattern) (remove func()) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	id := g.next
 	g.next++
-	g.update(func(all map[int]matcher) { all[id] = m })
+	g.update(func(all map[int]bus.Pattern) { all[id] = p })
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			g.update(func(all map[int]matcher) { delete(all, id) })
+			g.update(func(all map[int]bus.Pattern) { delete(all, id) })
 		})
 	}
 }
 
 // update replaces the patterns with a changed copy; g.mu is held.
-func (g *groupPatterns) update(change func(map[int]matcher)) {
-	next := map[int]matcher{}
+func (g *groupPatterns) update(change func(map[int]bus.Pattern)) {
+	next := map[int]bus.Pattern{}
 	if cur := g.all.Load(); cur != nil {
 		maps.Copy(next, *cur)
 	}
@@ -147,8 +147,8 @@ func (g *groupPatterns) wants(typ string) bool {
 	if all == nil {
 		return false
 	}
-	for _, m := range *all {
-		if m.match(typ) {
+	for _, p := range *all {
+		if p.Match(typ) {
 			return true
 		}
 	}
@@ -248,7 +248,7 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 	// takes too, and parks what is not valid or what the bus refuses (its
 	// limits are the group's): a message is parked once per node, by one
 	// goroutine deciding once. This group leaves it to the receiver.
-	unregister := n.fastGroups.add(m)
+	unregister := n.fastGroups.add(m.pattern)
 	handle := func(msg *nats.Msg) {
 		events, err := wire.DecodeAll(msg)
 		if err != nil {

@@ -392,7 +392,7 @@ func TestBatchAckSettlesTheMessageOnceEveryShareIs(t *testing.T) {
 // signal subject other nodes send. A node lets a stamped message whose
 // type no local subscription wants go undecoded, yet keeps counting that
 // publisher's sequence across it: no false loss when a wanted signal
-// follows an unwanted run.
+// follows an unwanted run. A type a group of the node takes is wanted.
 func TestUnwantedSignalsGoUndecoded(t *testing.T) {
 	for _, enc := range []Encoding{Binary, ProtobufBatch} {
 		t.Run(enc.String(), func(t *testing.T) {
@@ -401,6 +401,11 @@ func TestUnwantedSignalsGoUndecoded(t *testing.T) {
 			sub := startNode(t, Config{Name: "sub", Mode: Fast, Encoding: enc, NATSURL: ext.ClientURL()})
 			wanted, mine := &inbox{}, &inbox{}
 			if _, err := sub.Bus().Subscribe("u.wanted", wanted); err != nil {
+				t.Fatal(err)
+			}
+			// A group's type counts as wanted (the receiver parks for it),
+			// and only that type.
+			if _, err := sub.Bus().Subscribe("u.grouped", &inbox{}, bus.WithGroup("g")); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := pub.Bus().Subscribe("u.mine", mine); err != nil {
