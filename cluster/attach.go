@@ -104,6 +104,11 @@ func (as *attachments) detachAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// groupCatchUpLimit bounds how long a leaving fast group waits for the
+// node's receiver (see attachFastGroup): a handler stuck on another
+// subscription of the node may hold the receiver up.
+const groupCatchUpLimit = 5 * time.Second
+
 // groupPatterns are the patterns of a fast node's groups, which the
 // node's receiver asks about (wants) for every message of a type no plain
 // subscription wants: read without a lock, as the receiver asks often and
@@ -274,6 +279,17 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 			}
 		}
 		subs = subs[:0]
+		// What the group took, the node's receiver got too, maybe not
+		// yet handled: the type stays wanted until it is, or the receiver
+		// would let an invalid one go undecoded, and no one would park it.
+		if n.recv != nil {
+			waitCtx, cancel := context.WithTimeout(ctx, groupCatchUpLimit)
+			if err := n.recv.catchUp(waitCtx); err != nil {
+				n.logger.Warn("fast group left before the node's receiver caught up; an invalid message it took may go unparked",
+					"group", info.Group, "subscription", info.Name, "error", err)
+			}
+			cancel()
+		}
 		unregister()
 		return errors.Join(errs...)
 	}

@@ -525,3 +525,71 @@ func TestCloseKeepsTheTemporaryStoreUntilTheServerStopped(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLeavingFastGroupLeavesNothingUnparked: a fast group takes its copy
+// of a message the node's receiver gets too, and leaves parking it to the
+// receiver. A group that leaves while the receiver is behind (here held
+// up by a stuck handler) waits for the receiver to handle what the
+// server had sent it, so a signal the bus refuses is still parked, not
+// let go undecoded for want of a taker.
+func TestLeavingFastGroupLeavesNothingUnparked(t *testing.T) {
+	const limit = 1000
+	n := startNode(t, Config{Name: "small", Mode: Fast, BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
+	nc, parked := watchParked(t, n)
+	release, started := make(chan struct{}), make(chan struct{}, 10)
+	if _, err := n.Bus().Subscribe("slow.*", bus.HandlerFunc(func(context.Context, bus.Signal) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	}), bus.WithQueueSize(1)); err != nil {
+		t.Fatal(err)
+	}
+	box := &inbox{}
+	group, err := n.Bus().Subscribe("big.*", box, bus.WithGroup("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHeard(t, n, box, "big.probe")
+	// The handler holds one, its queue another, and the receiver waits
+	// in Dispatch with the third.
+	for i := range 3 {
+		msg, err := wire.Encode(bus.Signal{ID: "slow" + strconv.Itoa(i), Type: "slow.x", Source: "/outside", SpecVersion: bus.SpecVersion}, n.cfg.Prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	s, err := bus.NewSignal("big.data", "/outside", make([]byte, limit+1), bus.WithDataContentType("application/octet-stream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := wire.Encode(s, n.cfg.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range map[string]string{ExtensionNode: "big", ExtensionInstance: "run1", ExtensionSequence: "1"} {
+		msg.Header.Set("ce-"+name, value) // as another node stamps it: the receiver may let it go undecoded
+	}
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- group.Close() }()
+	time.Sleep(100 * time.Millisecond) // the group has left, but for its wait
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parked.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("the refused signal the group took was not parked: %v", err)
+	}
+	if st := n.Stats(); st.Parked != 1 || st.Undecoded != 0 {
+		t.Errorf("Stats: parked %d, undecoded %d; want 1 and 0", st.Parked, st.Undecoded)
+	}
+}

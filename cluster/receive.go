@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +33,9 @@ type receiver struct {
 	batchSize metric.Int64Histogram
 	attrs     metric.MeasurementOption
 	done      chan struct{}
+	// handled counts the messages taken from sub whose handling is done
+	// (see catchUp).
+	handled atomic.Int64
 	// own marks the receiver of the node's own messages (ownDelivery):
 	// no subscription of its own, and no loss check (what the node sent
 	// is its own subscriptions' only when they want it: its sequence has
@@ -102,6 +107,7 @@ func (r *receiver) run() {
 			msgs = append(msgs, m)
 		}
 		r.handle(msgs)
+		r.handled.Add(int64(len(msgs)))
 		clear(msgs)
 	}
 }
@@ -366,6 +372,46 @@ func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 
 // close drains the subscription within ctx and waits for the batches in
 // hand to be dispatched.
+// catchUp returns once the receiver has handled every message that the
+// server had sent its connection when catchUp was called, or ctx ends, or
+// the receiver does. A flush's answer comes after everything sent before
+// it; the messages then waiting, or in hand, are counted, and catchUp
+// waits until that many have been handled.
+func (r *receiver) catchUp(ctx context.Context) error {
+	if err := r.n.sigs.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("receiver: flush: %w", err)
+	}
+	var target int64
+	for {
+		// Delivered and Pending are read apart: read Delivered again to
+		// know no message moved from one to the other in between.
+		before, err := r.sub.Delivered()
+		if err != nil {
+			return nil // unsubscribed: nothing more will be handled
+		}
+		waiting, _, err := r.sub.Pending()
+		if err != nil {
+			return nil
+		}
+		if after, err := r.sub.Delivered(); err != nil || after == before {
+			target = before + int64(waiting)
+			break
+		}
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for r.handled.Load() < target {
+		select {
+		case <-r.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("receiver: catch up: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 func (r *receiver) close(ctx context.Context) error {
 	err := r.n.drops.drain(ctx, r.sub)
 	select {
