@@ -279,6 +279,11 @@ func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(c
 			}
 		}
 		subs = subs[:0]
+		if n.closing.Load() {
+			// The node drains its receiver next, with the type still
+			// wanted: nothing to wait for here.
+			return errors.Join(errs...)
+		}
 		// What the group took, the node's receiver got too, maybe not
 		// yet handled: the type stays wanted until it is, or the receiver
 		// would let an invalid one go undecoded, and no one would park it.

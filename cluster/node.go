@@ -81,6 +81,7 @@ type Node struct {
 	skipped   atomic.Int64
 	undecoded atomic.Int64
 
+	closing   atomic.Bool // Close has begun
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -506,6 +507,7 @@ func (n *Node) parkEvent(batch *nats.Msg, e wire.Event) {
 // returns ctx's error if ctx ends first. Close may be called more than once.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
+		n.closing.Store(true)
 		// Once ctx ends, whatever still waits inside the node (a delivery
 		// waiting for room in a stuck handler's queue) gives up: Close
 		// returns ctx's error rather than wait for the handler.
