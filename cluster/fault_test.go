@@ -139,15 +139,21 @@ func publishAcked(t *testing.T, n *Node, from, to int) {
 			}
 			chunk = append(chunk, sig)
 		}
-		for {
+		start := time.Now()
+		for tries := 1; ; tries++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			err := n.Bus().Publish(ctx, chunk...)
 			cancel()
 			if err == nil {
+				if took := time.Since(start); took > 5*time.Second {
+					// How close a slow run came to the deadline, for who
+					// looks into one.
+					t.Logf("publish #%d-%d took %v, %d tries", i, i+len(chunk)-1, took.Round(time.Millisecond), tries)
+				}
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("publish #%d-%d: %v", i, i+len(chunk)-1, err)
+				t.Fatalf("publish #%d-%d: %v (%d tries)", i, i+len(chunk)-1, err, tries)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
