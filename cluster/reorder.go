@@ -122,32 +122,55 @@ func (k publisherKey) String() string { return k.node + "/" + k.instance }
 
 // add takes one arrival of the publisher key's signal number seq.
 func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
+	r.arrive(key, seq, orderFloor(p.sig, seq), p)
+}
+
+// pass takes the publisher key's number seq as arrived with nothing to
+// deliver: a stamped message that is not a valid signal, parked (or
+// refused) instead. Its number takes its place in the sequence as a hole,
+// so the publisher's later signals are not held for the gap timeout
+// waiting for it, nor is it counted skipped. floor is the one it carries,
+// as add reads a signal's.
+func (r *reorderer) pass(key publisherKey, seq, floor uint64) {
+	r.arrive(key, seq, min(floor, seq), pending{})
+}
+
+// arrive is add and pass: p is a hole (nil msg) for pass.
+func (r *reorderer) arrive(key publisherKey, seq, floor uint64, p pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	hole := p.msg == nil
 	ps, _ := r.streams.get(key)
 	if ps == nil {
-		// The first signal seen from a publisher sets its baseline: its
+		// The first number seen from a publisher sets its baseline: its
 		// floor, below which everything was stored before it was sent
 		// (and so was delivered before this node's consumer, or will be
 		// redelivered to it), not its own number, which may have
 		// overtaken earlier ones still in flight.
-		ps = &publisherStream{next: orderFloor(p.sig, seq), held: map[uint64]pending{}}
+		ps = &publisherStream{next: floor, held: map[uint64]pending{}}
 		r.streams.set(key, ps)
 	}
 	switch {
 	case seq == ps.next:
-		r.deliver(p)
+		if !hole {
+			r.deliver(p)
+		}
 		ps.next++
 		r.drainLocked(ps)
 	case seq < ps.next:
 		// Behind the baseline, or after its gap was skipped: late, but
 		// dispatched rather than lost (unless late finds it a duplicate).
-		r.late(p)
+		if !hole {
+			r.late(p)
+		}
 	default:
 		if prev, again := ps.held[seq]; again {
+			if hole {
+				return // a signal, or a hole, holds the place already
+			}
 			ps.held[seq] = p // a redelivery of a held signal: keep the newest delivery to ack
 			if prev.msg == nil {
-				r.onHeld() // it takes a hole's place (see pass): held now
+				r.onHeld() // it takes a hole's place: held now
 			}
 			return
 		}
@@ -156,40 +179,9 @@ func (r *reorderer) add(key publisherKey, seq uint64, p pending) {
 		}
 		ps.held[seq] = p
 		r.held++
-		r.onHeld()
-		if r.held > r.limit {
-			r.skipLocked(key, ps)
+		if !hole {
+			r.onHeld()
 		}
-	}
-}
-
-// pass takes the publisher key's number seq as arrived with nothing to
-// deliver: a stamped message that is not a valid signal, parked (or
-// refused) instead. Its number takes its place in the sequence, so the
-// publisher's later signals are not held for the gap timeout waiting for
-// it, nor is it counted skipped. floor is the one it carries, to set the
-// publisher's baseline should this be the first number seen from it.
-func (r *reorderer) pass(key publisherKey, seq, floor uint64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ps, _ := r.streams.get(key)
-	if ps == nil {
-		ps = &publisherStream{next: min(floor, seq), held: map[uint64]pending{}}
-		r.streams.set(key, ps)
-	}
-	switch {
-	case seq == ps.next:
-		ps.next++
-		r.drainLocked(ps)
-	case seq > ps.next:
-		if _, again := ps.held[seq]; again {
-			return
-		}
-		if len(ps.held) == 0 {
-			ps.gapSeen = time.Now()
-		}
-		ps.held[seq] = pending{} // a hole: its place taken, nothing to deliver
-		r.held++
 		if r.held > r.limit {
 			r.skipLocked(key, ps)
 		}
