@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -78,41 +79,44 @@ func (r *idRange) id() string {
 	return formatUUIDv7(hi, rand.Uint64())
 }
 
-const hexDigits = "0123456789abcdef"
-
 // formatUUIDv7 lays out hi (48-bit ms + 12-bit counter) and 62 random bits
-// with the version (7) and variant (10) bits in place.
+// with the version (7) and variant (10) bits in place, four bytes turned
+// into hex at a time (see hexWord): every signal published alone pays for
+// its id on the publishing goroutine, and this is a sixth cheaper than a
+// table lookup per nibble (BenchmarkFormatUUIDv7: 63 → 53 ns, most of
+// what is left the string's allocation).
 func formatUUIDv7(hi, random uint64) string {
-	var b [16]byte
-	ms := hi >> 12
-	counter := hi & 0xfff
-	b[0] = byte(ms >> 40)
-	b[1] = byte(ms >> 32)
-	b[2] = byte(ms >> 24)
-	b[3] = byte(ms >> 16)
-	b[4] = byte(ms >> 8)
-	b[5] = byte(ms)
-	b[6] = 0x70 | byte(counter>>8)
-	b[7] = byte(counter)
-	b[8] = 0x80 | byte(random>>56)&0x3f
-	b[9] = byte(random >> 48)
-	b[10] = byte(random >> 40)
-	b[11] = byte(random >> 32)
-	b[12] = byte(random >> 24)
-	b[13] = byte(random >> 16)
-	b[14] = byte(random >> 8)
-	b[15] = byte(random)
+	ms, counter := hi>>12, hi&0xfff
+	var digits [32]byte
+	binary.BigEndian.PutUint64(digits[0:8], hexWord(uint32(ms>>16)))
+	binary.BigEndian.PutUint64(digits[8:16], hexWord(uint32(ms<<16|0x7000|counter)))
+	variant := random&(1<<62-1) | 1<<63
+	binary.BigEndian.PutUint64(digits[16:24], hexWord(uint32(variant>>32)))
+	binary.BigEndian.PutUint64(digits[24:32], hexWord(uint32(variant)))
 
 	var out [36]byte
-	for i, v := range b {
-		at := uuidTextOffsets[i]
-		out[at] = hexDigits[v>>4]
-		out[at+1] = hexDigits[v&0xf]
-	}
-	out[8], out[13], out[18], out[23] = '-', '-', '-', '-'
+	copy(out[0:8], digits[0:8])
+	out[8] = '-'
+	copy(out[9:13], digits[8:12])
+	out[13] = '-'
+	copy(out[14:18], digits[12:16])
+	out[18] = '-'
+	copy(out[19:23], digits[16:20])
+	out[23] = '-'
+	copy(out[24:36], digits[20:32])
 	return string(out[:])
 }
 
-// uuidTextOffsets is where each byte of a UUID starts in its 8-4-4-4-12
-// text form.
-var uuidTextOffsets = [16]uint8{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+// hexWord returns the eight lower-case hex digits of v as the bytes of a
+// word, the first digit in its most significant byte: each nibble is
+// spread into a byte of its own, then turned into '0'–'9' or 'a'–'f'
+// in all eight bytes at once.
+func hexWord(v uint32) uint64 {
+	x := uint64(v)
+	x = (x | x<<16) & 0x0000ffff0000ffff
+	x = (x | x<<8) & 0x00ff00ff00ff00ff
+	x = (x | x<<4) & 0x0f0f0f0f0f0f0f0f
+	// A byte over 9 gets a carry into its bit 4 when 6 is added.
+	letters := (x + 0x0606060606060606) >> 4 & 0x0101010101010101
+	return x + 0x3030303030303030 + letters*('a'-'0'-10)
+}

@@ -79,6 +79,45 @@ func TestFormatUUIDv7(t *testing.T) {
 	}
 }
 
+// TestFormatUUIDv7MatchesTheByteLayout checks the word-at-a-time hex
+// against the RFC's byte layout written out with encoding/hex, over random
+// values and the edges of every nibble.
+func TestFormatUUIDv7MatchesTheByteLayout(t *testing.T) {
+	reference := func(hi, random uint64) string {
+		var b [16]byte
+		ms, counter := hi>>12, hi&0xfff
+		for i := range 6 {
+			b[i] = byte(ms >> (40 - 8*i))
+		}
+		b[6], b[7] = 0x70|byte(counter>>8), byte(counter)
+		b[8] = 0x80 | byte(random>>56)&0x3f
+		for i := 9; i < 16; i++ {
+			b[i] = byte(random >> (120 - 8*i))
+		}
+		h := hex.EncodeToString(b[:])
+		return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	values := []uint64{0, 1<<60 - 1, 0x0123456789abcdef, 0xfedcba9876543210, 0x9999999999999999, 0xaaaaaaaaaaaaaaaa}
+	for range 100000 {
+		values = append(values, r.Uint64())
+	}
+	for i, v := range values {
+		hi, random := v&(1<<60-1), values[(i+1)%len(values)]
+		if got, want := formatUUIDv7(hi, random), reference(hi, random); got != want {
+			t.Fatalf("formatUUIDv7(%#x, %#x) = %s, want %s", hi, random, got, want)
+		}
+	}
+}
+
+func BenchmarkFormatUUIDv7(b *testing.B) {
+	var sink string
+	for i := uint64(0); b.Loop(); i++ {
+		sink = formatUUIDv7(0x0123456789ab<<12|i&0xfff, i*0x9e3779b97f4a7c15)
+	}
+	_ = sink
+}
+
 func TestFormatUUIDv7OrderIgnoresRandom(t *testing.T) {
 	// A larger hi sorts later whatever the random bits: the property the
 	// monotonic ids rely on, across a counter carry too.

@@ -83,7 +83,7 @@ func (q *queue) push(ctx context.Context, e *envelope, policy Overflow) (pushRes
 		case DropOldest:
 			dropped := q.buf[q.head]
 			q.buf[q.head] = envelope{}
-			q.head = (q.head + 1) % len(q.buf)
+			q.head = q.wrap(q.head + 1)
 			q.n--
 			q.appendLocked(e)
 			q.mu.Unlock()
@@ -188,8 +188,17 @@ func (q *queue) appendLocked(e *envelope) {
 		copy(grown[copied:], q.buf[:q.head])
 		q.buf, q.head = grown, 0
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = *e
+	q.buf[q.wrap(q.head+q.n)] = *e
 	q.n++
+}
+
+// wrap maps a position at most one lap past the ring's end into it: a
+// compare instead of a division, on every push and take.
+func (q *queue) wrap(i int) int {
+	if i >= len(q.buf) {
+		i -= len(q.buf)
+	}
+	return i
 }
 
 // maxTake bounds how many envelopes the worker takes from the queue at once.
@@ -206,7 +215,7 @@ func (q *queue) take(dst []envelope) (out []envelope, ok bool) {
 			for k := 0; q.n > 0 && k < maxTake; k++ {
 				dst = append(dst, q.buf[q.head])
 				q.buf[q.head] = envelope{}
-				q.head = (q.head + 1) % len(q.buf)
+				q.head = q.wrap(q.head + 1)
 				q.n--
 			}
 			if q.space != nil {
@@ -248,7 +257,7 @@ func (q *queue) discard(err error) int {
 	for ; q.n > 0; q.n-- {
 		dropped = append(dropped, q.buf[q.head])
 		q.buf[q.head] = envelope{}
-		q.head = (q.head + 1) % len(q.buf)
+		q.head = q.wrap(q.head + 1)
 	}
 	q.head = 0
 	q.mu.Unlock()
