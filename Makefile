@@ -4,10 +4,10 @@ PKGS      ?= ./...
 BENCHTIME ?= 1s
 COUNT     ?= 6
 
-.PHONY: help test lint bench fuzz demo build clean
+.PHONY: help test lint bench bench-cluster fuzz demo build clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 test: lint ## gofmt, go vet, then every test with the race detector
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
@@ -21,9 +21,20 @@ bench: ## throughput and routing benchmarks (signals/s and the ratio to a raw ch
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./bus/ | tee bench.txt
 	$(GO) run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bench.txt
 
+# Every fuzz target, as package:Target; `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS = ./bus:FuzzUnmarshalJSON ./bus:FuzzSignalType ./bus:FuzzPatternMatch \
+	./cluster/internal/wire:FuzzDecode ./cluster/internal/wire:FuzzDecodeBatch \
+	./cluster/internal/wire:FuzzPercentEncoding
+
+bench-cluster: ## cross-node benchmarks (fast, durable, paced latency) against raw NATS measured in the same run
+	$(GO) test ./cluster -run '^$$' -bench 'CrossNode|Durable' -benchtime 3s -count 2 | tee bench-cluster.txt
+	$(GO) test ./cluster -run '^$$' -bench PacedLatency -benchtime 20000x -count 2 | tee -a bench-cluster.txt
+
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	$(GO) test ./bus -run '^$$' -fuzz '^FuzzUnmarshalJSON$$' -fuzztime $${FUZZTIME:-30s}
-	$(GO) test ./bus -run '^$$' -fuzz '^FuzzPatternMatch$$' -fuzztime $${FUZZTIME:-30s}
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $${FUZZTIME:-30s}; \
+	done
 
 demo: ## the main job: an in-process bus with a live summary, totals and spans
 	$(GO) run ./cmd/signalbus demo
@@ -32,4 +43,4 @@ build: ## the signalbus binary, static, in bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/signalbus ./cmd/signalbus
 
 clean:
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt bench-cluster.txt
