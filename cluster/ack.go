@@ -9,12 +9,14 @@ import (
 
 // acker settles one stored signal with JetStream: a jetstream.Msg when the
 // signal is a message of its own, a batchShare when it is one event of a
-// batch message.
+// batch message. Metadata is the stored message's (its stream sequence
+// tells whether the node's own consumer sees it: see pipe.parks).
 type acker interface {
 	Ack() error
 	Nak() error
 	NakWithDelay(delay time.Duration) error
 	Term() error
+	Metadata() (*jetstream.MsgMetadata, error)
 }
 
 var _ acker = jetstream.Msg(nil)
@@ -45,10 +47,11 @@ func (b *batchAck) share() acker { return batchShare{b} }
 
 type batchShare struct{ b *batchAck }
 
-func (s batchShare) Ack() error                         { return s.b.settle(false, 0) }
-func (s batchShare) Term() error                        { return s.b.settle(false, 0) }
-func (s batchShare) Nak() error                         { return s.b.settle(true, 0) }
-func (s batchShare) NakWithDelay(d time.Duration) error { return s.b.settle(true, d) }
+func (s batchShare) Ack() error                                { return s.b.settle(false, 0) }
+func (s batchShare) Term() error                               { return s.b.settle(false, 0) }
+func (s batchShare) Nak() error                                { return s.b.settle(true, 0) }
+func (s batchShare) NakWithDelay(d time.Duration) error        { return s.b.settle(true, d) }
+func (s batchShare) Metadata() (*jetstream.MsgMetadata, error) { return s.b.msg.Metadata() }
 
 func (b *batchAck) settle(redeliver bool, delay time.Duration) error {
 	b.mu.Lock()

@@ -656,10 +656,14 @@ func (a *attachment) deliver(p pending) {
 	pipe.track(p.sig.ID, true)
 	switch {
 	case errors.Is(err, bus.ErrInvalidSignal):
-		// The node's own consumer, which sees every stored message, parks
-		// it (see durable.dispatchBatch).
-		n.logger.Error("stored signal refused by the bus; terminated", "consumer", a.cfg.Durable,
-			"signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+		// Parked once by this node: by its own consumer (see
+		// durable.dispatchBatch), or here when that never sees it.
+		if pipe.parks(p.msg) {
+			n.parkSignal(p.sig, err)
+		} else {
+			n.logger.Error("stored signal refused by the bus; terminated, parked by the node's own consumer", "consumer", a.cfg.Durable,
+				"signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+		}
 		_ = p.msg.Term()
 	case errors.Is(err, bus.ErrClosed), a.ctx.Err() != nil:
 		_ = p.msg.Nak()

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 func TestSubjectFilters(t *testing.T) {
@@ -512,7 +514,12 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free)
 	box := &inbox{}
+	entered := make(chan struct{}, 1)
 	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
 		<-release
 		return box.Handle(ctx, s)
 	})
@@ -522,14 +529,126 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 	}
 	waitDurableReady(t, n)
 	waitAttached(t, n, 1)
-	publishN(t, n, "rj.x", 0, 5) // #0 in the handler, #1 queued, the rest refused
+	publishN(t, n, "rj.x", 0, 1)
+	select { // #0 in the handler, out of the queue
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("#0 did not reach the handler")
+	}
+	publishN(t, n, "rj.x", 1, 5) // #1 queued, the rest refused
 	time.Sleep(100 * time.Millisecond)
 	free()
-	publishN(t, n, "rj.x", 5, 10)
-	got := box.wait(t, 7)
+	handled := len(box.wait(t, 2)) // #0, #1
+	// One at a time, each once the one before is handled: a queue of one
+	// refuses what comes while it holds another.
+	for i := 5; i < 10; i++ {
+		publishN(t, n, "rj.x", i, i+1)
+		handled = len(box.wait(t, handled+1))
+	}
 	time.Sleep(time.Second) // what was refused would be offered again in the meantime
-	got = box.wait(t, len(got))
+	got := box.wait(t, handled)
+	if len(got) != handled {
+		t.Errorf("handled %d signals, then %d more", handled, len(got)-handled)
+	}
 	if last := checkIncreasing(t, got); last != 9 {
 		t.Errorf("last signal handled #%d, want #9", last)
+	}
+}
+
+// TestGroupBacklogTheBusRefusesIsParked: a node that joins a group whose
+// consumer holds messages stored before the node's own consumer existed
+// parks what it refuses of them (a signal over its own data limit, a
+// message that is not a CloudEvent), once, since its own consumer never
+// sees them; what it takes is delivered.
+func TestGroupBacklogTheBusRefusesIsParked(t *testing.T) {
+	for _, enc := range []Encoding{Binary, ProtobufBatch} {
+		t.Run(enc.String(), func(t *testing.T) {
+			const limit = 1000
+			big := startNode(t, Config{Name: "big", Encoding: enc})
+			waitDurableReady(t, big)
+			nc, parked := watchParked(t, big)
+			// The group's consumer is made, then left with no member.
+			member, err := big.Bus().Subscribe("big.*", &inbox{}, bus.WithGroup("g"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitAttached(t, big, 1)
+			if err := member.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				big.attached.mu.Lock()
+				left := len(big.attached.m)
+				big.attached.mu.Unlock()
+				if left == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the group's member did not detach")
+				}
+			}
+			// The backlog: one Publish (one batch message with
+			// ProtobufBatch), and a message that is not a CloudEvent.
+			over, err := bus.NewSignal("big.data", "/big", make([]byte, limit+1), bus.WithDataContentType("application/octet-stream"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			small, err := bus.NewSignal("big.data", "/big", make([]byte, 10), bus.WithDataContentType("application/octet-stream"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := big.Bus().Publish(context.Background(), over, small); err != nil {
+				t.Fatal(err)
+			}
+			junk := nats.NewMsg(big.cfg.Prefix + ".big.junk")
+			junk.Data = []byte("not a cloudevent")
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.PublishMsg(context.Background(), junk); err != nil {
+				t.Fatal(err)
+			}
+
+			joiner := startNode(t, Config{Name: "small", NATSURL: big.ClientURL(), Encoding: enc,
+				BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
+			waitDurableReady(t, joiner)
+			box := &inbox{}
+			if _, err := joiner.Bus().Subscribe("big.*", box, bus.WithGroup("g")); err != nil {
+				t.Fatal(err)
+			}
+			if got := box.wait(t, 1); len(got) != 1 || got[0].ID != small.ID {
+				t.Fatalf("the joining member got %d signals, want the small one", len(got))
+			}
+			reasons := map[string]int{}
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+				m, err := parked.NextMsg(100 * time.Millisecond)
+				if err != nil {
+					if len(reasons) == 2 {
+						break
+					}
+					continue
+				}
+				if m.Header.Get("signalbus-node") != "small" {
+					continue // the big node's own consumer parks the junk for itself
+				}
+				reason := m.Header.Get("signalbus-reason")
+				reasons[reason]++
+				if reason == wire.ReasonInvalidSignal && len(m.Data) != limit+1 {
+					t.Errorf("parked %d bytes as the refused signal, want %d", len(m.Data), limit+1)
+				}
+			}
+			if reasons[wire.ReasonInvalidSignal] != 1 || len(reasons) != 2 {
+				t.Errorf("the joining node parked %v, want the refused signal and the junk once each", reasons)
+			}
+			for reason, count := range reasons {
+				if count != 1 {
+					t.Errorf("parked %d times with reason %q, want once", count, reason)
+				}
+			}
+			if got := joiner.Stats().Parked; got != 2 {
+				t.Errorf("the joining node's Stats().Parked = %d, want 2", got)
+			}
+		})
 	}
 }

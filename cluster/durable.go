@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +36,11 @@ type durable struct {
 	stream jetstream.Stream // set before ready is closed
 	ready  chan struct{}    // closed once the stream and the node's consumer exist
 	own    *pipe            // the node's consumer, feeding Dispatch
+	// ownStart is the last stream sequence before the node's own consumer
+	// starts: it never sees a message up to it, so the other consumers
+	// (groups', named subscriptions') park what they refuse of those (see
+	// pipe.parks). Unknown (math.MaxUint64) until setup has read it.
+	ownStart atomic.Uint64
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -110,6 +117,7 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 	d.tracer, d.prop = n.cfg.TracerProvider.Tracer(ScopeName), propagation.TraceContext{}
 	d.own = d.newPipe("node-"+n.cfg.Name, true, nil, d.dispatchBatch)
 	d.own.park = true
+	d.ownStart.Store(math.MaxUint64)
 	return d, nil
 }
 
@@ -207,12 +215,9 @@ func (d *durable) trySetup() error {
 	}
 	d.stream = stream
 	d.n.streamMaxMsg.Store(int64(stream.CachedInfo().Config.MaxMsgSize))
-	consumer, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: d.own.consumer,
-		// A node that is new to the stream starts from now; one that
-		// restarts with the same name resumes after its last ack.
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
+	ownCfg := jetstream.ConsumerConfig{
+		Durable:   d.own.consumer,
+		AckPolicy: jetstream.AckExplicitPolicy,
 		// A delivery lost in transit (its consumer leader moved) comes
 		// back after AckWait; the reorder gap timeout is longer, so the
 		// redelivery fills its gap before the gap is given up on.
@@ -220,11 +225,50 @@ func (d *durable) trySetup() error {
 		MaxAckPending: 8192,
 		FilterSubject: cfg.Prefix + ".>",
 		Replicas:      cfg.Replicas,
-	})
+	}
+	if err := d.placeOwnStart(ctx, stream, &ownCfg); err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	consumer, err := stream.CreateOrUpdateConsumer(ctx, ownCfg)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
 	return d.own.consume(consumer)
+}
+
+// placeOwnStart sets where the node's own consumer starts, and records it
+// in ownStart. A node new to the stream starts after what is stored now,
+// at a sequence number rather than "new", so that the other consumers
+// know exactly which messages it will never see; one that restarts with
+// the same name keeps its consumer's start and resumes after its last
+// ack. A setup retried after a failure keeps the start it read first,
+// which a consumer may already have compared with.
+func (d *durable) placeOwnStart(ctx context.Context, stream jetstream.Stream, cfg *jetstream.ConsumerConfig) error {
+	existing, err := stream.Consumer(ctx, cfg.Durable)
+	switch {
+	case err == nil:
+		made := existing.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq = made.DeliverPolicy, made.OptStartSeq
+		start := uint64(0) // made to start otherwise, where is unknown: the own consumer alone parks
+		if made.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && made.OptStartSeq > 0 {
+			start = made.OptStartSeq - 1
+		}
+		d.ownStart.Store(start)
+		return nil
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return err
+	}
+	start := d.ownStart.Load()
+	if start == math.MaxUint64 {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		start = info.State.LastSeq
+		d.ownStart.Store(start)
+	}
+	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start+1
+	return nil
 }
 
 // Send stores the batch: every signal is published asynchronously (the
@@ -456,7 +500,7 @@ type pipe struct {
 	dedup    *dedupWindow
 	order    *reorderer // nil: deliver as received
 	deliver  func(pending)
-	park     bool // park what is not a CloudEvent (the node's own consumer does; it sees every message)
+	park     bool // park everything refused (the node's own consumer does; it sees every message but those before ownStart)
 	cc       jetstream.ConsumeContext
 
 	// Batching (the node's own consumer): the consumer's callback queues
@@ -545,7 +589,7 @@ func (p *pipe) receive(m jetstream.Msg) {
 			if key, seq, floor, ok := eventStampKey(&p.stamps, e.Raw); ok && p.order != nil {
 				p.order.pass(key, seq, floor)
 			}
-			if p.park {
+			if p.parks(m) {
 				n.parkEvent(msg, e)
 			}
 			_ = shared.share().Term()
@@ -555,13 +599,31 @@ func (p *pipe) receive(m jetstream.Msg) {
 	}
 }
 
-// refuse parks (when this pipe parks) and terminates a message that holds
-// no signal: it would never decode, so it must never come back.
+// refuse parks (when this pipe parks it) and terminates a message that
+// holds no signal: it would never decode, so it must never come back.
 func (p *pipe) refuse(msg *nats.Msg, m jetstream.Msg, err error) {
-	if p.park {
+	if p.parks(m) {
 		p.d.n.park(msg, err)
 	}
 	_ = m.Term()
+}
+
+// parks reports whether this pipe parks what it refuses of a stored
+// message: the node parks each message it refuses once, and its own
+// consumer, which sees every message stored after its start, parks those;
+// another consumer (a group's, a named subscription's) parks what was
+// stored before it, such as a group's backlog from before this node
+// joined. When that cannot be told, it parks: a message parked twice
+// rather than one lost.
+func (p *pipe) parks(m acker) bool {
+	if p.park {
+		return true
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return true
+	}
+	return meta.Sequence.Stream <= p.d.ownStart.Load()
 }
 
 // receiveSignal takes one stored signal: an id already handed on is

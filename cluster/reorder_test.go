@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/signalbus/signalbus/bus"
@@ -146,6 +148,9 @@ func (nopAck) Ack() error                       { return nil }
 func (nopAck) Nak() error                       { return nil }
 func (nopAck) NakWithDelay(time.Duration) error { return nil }
 func (nopAck) Term() error                      { return nil }
+func (nopAck) Metadata() (*jetstream.MsgMetadata, error) {
+	return nil, errors.New("no metadata: not a stored message")
+}
 
 // TestRedeliveryOfReleasedSignalIsNotDeliveredAgain: a redelivery of a
 // held signal may pass the pipe's duplicate check (nothing delivered it
