@@ -658,7 +658,7 @@ func (a *attachment) deliver(p pending) {
 	case errors.Is(err, bus.ErrInvalidSignal):
 		// Parked once by this node: by its own consumer (see
 		// durable.dispatchBatch), or here when that never sees it.
-		if pipe.parks(p.msg) {
+		if pipe.parks(p.msg, -1, p.sig.ID) {
 			n.parkSignal(p.sig, err)
 		} else {
 			n.logger.Error("stored signal refused by the bus; terminated, parked by the node's own consumer", "consumer", a.cfg.Durable,

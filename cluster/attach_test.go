@@ -536,7 +536,20 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 		t.Fatal("#0 did not reach the handler")
 	}
 	publishN(t, n, "rj.x", 1, 5) // #1 queued, the rest refused
-	time.Sleep(100 * time.Millisecond)
+	// Until the consumer has delivered all five and waits for the two
+	// the subscription holds: the refused ones were acknowledged.
+	consumer, err := n.dur.stream.Consumer(context.Background(), consumerName("sub", n.Name(), "audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		stream, err := n.dur.stream.Info(context.Background())
+		if err != nil {
+			return false
+		}
+		info, err := consumer.Info(context.Background())
+		return err == nil && info.Delivered.Stream == stream.State.LastSeq && info.NumAckPending == 2
+	})
 	free()
 	handled := len(box.wait(t, 2)) // #0, #1
 	// One at a time, each once the one before is handled: a queue of one
@@ -555,100 +568,150 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 	}
 }
 
-// TestGroupBacklogTheBusRefusesIsParked: a node that joins a group whose
-// consumer holds messages stored before the node's own consumer existed
+// TestGroupBacklogTheBusRefusesIsParked: a node that joins groups whose
+// consumers hold messages stored before the node's own consumer existed
 // parks what it refuses of them (a signal over its own data limit, a
-// message that is not a CloudEvent), once, since its own consumer never
-// sees them; what it takes is delivered.
+// message that is not a CloudEvent), since its own consumer never sees
+// them; and parks each once, when two groups of the node hold the same
+// backlog, or when a batch comes back whole because another of its
+// signals asked for a redelivery. What it takes is delivered.
 func TestGroupBacklogTheBusRefusesIsParked(t *testing.T) {
-	for _, enc := range []Encoding{Binary, ProtobufBatch} {
-		t.Run(enc.String(), func(t *testing.T) {
-			const limit = 1000
-			big := startNode(t, Config{Name: "big", Encoding: enc})
-			waitDurableReady(t, big)
-			nc, parked := watchParked(t, big)
-			// The group's consumer is made, then left with no member.
-			member, err := big.Bus().Subscribe("big.*", &inbox{}, bus.WithGroup("g"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitAttached(t, big, 1)
-			if err := member.Close(); err != nil {
-				t.Fatal(err)
-			}
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				big.attached.mu.Lock()
-				left := len(big.attached.m)
-				big.attached.mu.Unlock()
-				if left == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the group's member did not detach")
-				}
-			}
-			// The backlog: one Publish (one batch message with
-			// ProtobufBatch), and a message that is not a CloudEvent.
-			over, err := bus.NewSignal("big.data", "/big", make([]byte, limit+1), bus.WithDataContentType("application/octet-stream"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			small, err := bus.NewSignal("big.data", "/big", make([]byte, 10), bus.WithDataContentType("application/octet-stream"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := big.Bus().Publish(context.Background(), over, small); err != nil {
-				t.Fatal(err)
-			}
-			junk := nats.NewMsg(big.cfg.Prefix + ".big.junk")
-			junk.Data = []byte("not a cloudevent")
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := js.PublishMsg(context.Background(), junk); err != nil {
-				t.Fatal(err)
-			}
-
-			joiner := startNode(t, Config{Name: "small", NATSURL: big.ClientURL(), Encoding: enc,
-				BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
-			waitDurableReady(t, joiner)
-			box := &inbox{}
-			if _, err := joiner.Bus().Subscribe("big.*", box, bus.WithGroup("g")); err != nil {
-				t.Fatal(err)
-			}
-			if got := box.wait(t, 1); len(got) != 1 || got[0].ID != small.ID {
-				t.Fatalf("the joining member got %d signals, want the small one", len(got))
-			}
-			reasons := map[string]int{}
-			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-				m, err := parked.NextMsg(100 * time.Millisecond)
-				if err != nil {
-					if len(reasons) == 2 {
-						break
-					}
-					continue
-				}
-				if m.Header.Get("signalbus-node") != "small" {
-					continue // the big node's own consumer parks the junk for itself
-				}
-				reason := m.Header.Get("signalbus-reason")
-				reasons[reason]++
-				if reason == wire.ReasonInvalidSignal && len(m.Data) != limit+1 {
-					t.Errorf("parked %d bytes as the refused signal, want %d", len(m.Data), limit+1)
-				}
-			}
-			if reasons[wire.ReasonInvalidSignal] != 1 || len(reasons) != 2 {
-				t.Errorf("the joining node parked %v, want the refused signal and the junk once each", reasons)
-			}
-			for reason, count := range reasons {
-				if count != 1 {
-					t.Errorf("parked %d times with reason %q, want once", count, reason)
-				}
-			}
-			if got := joiner.Stats().Parked; got != 2 {
-				t.Errorf("the joining node's Stats().Parked = %d, want 2", got)
-			}
+	type member = backlogMember
+	for _, tc := range []struct {
+		name    string
+		members []member
+		took    int // signals the members take, of the three small ones
+	}{
+		{"one group", []member{{"g", "big.*", nil}}, 3},
+		{"overlapping groups", []member{{"g1", "big.*", nil}, {"g2", "big.**", nil}}, 6},
+		// A queue of one that refuses: the others of the batch ask for a
+		// redelivery (with ProtobufBatch the whole batch comes back).
+		{"redelivered", []member{{"g", "big.*", []bus.SubscribeOption{bus.WithQueueSize(1), bus.WithOverflow(bus.Reject)}}}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eachEncoding(t, func(t *testing.T, enc Encoding) {
+				testGroupBacklogParked(t, enc, tc.members, tc.took)
+			})
 		})
+	}
+}
+
+// backlogMember is a group subscription of testGroupBacklogParked.
+type backlogMember struct {
+	group, pattern string
+	opts           []bus.SubscribeOption
+}
+
+func testGroupBacklogParked(t *testing.T, enc Encoding, members []backlogMember, took int) {
+	const limit = 1000
+	big := startNode(t, Config{Name: "big", Encoding: enc})
+	waitDurableReady(t, big)
+	nc, parked := watchParked(t, big)
+	// The groups' consumers are made, then left with no member.
+	for _, m := range members {
+		sub, err := big.Bus().Subscribe(m.pattern, &inbox{}, bus.WithGroup(m.group))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitAttached(t, big, 1)
+		if err := sub.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			big.attached.mu.Lock()
+			left := len(big.attached.m)
+			big.attached.mu.Unlock()
+			if left == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the group's member did not detach")
+			}
+		}
+	}
+	// The backlog: one Publish (one batch message with ProtobufBatch),
+	// and a message that is not a CloudEvent.
+	var backlog []bus.Signal
+	for _, size := range []int{limit + 1, 10, 10, 10} {
+		s, err := bus.NewSignal("big.data", "/big", make([]byte, size), bus.WithDataContentType("application/octet-stream"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		backlog = append(backlog, s)
+	}
+	if err := big.Bus().Publish(context.Background(), backlog...); err != nil {
+		t.Fatal(err)
+	}
+	junk := nats.NewMsg(big.cfg.Prefix + ".big.junk")
+	junk.Data = []byte("not a cloudevent")
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(context.Background(), junk); err != nil {
+		t.Fatal(err)
+	}
+
+	joiner := startNode(t, Config{Name: "small", NATSURL: big.ClientURL(), Encoding: enc,
+		BusOptions: []bus.Option{bus.WithMaxDataSize(limit)}})
+	waitDurableReady(t, joiner)
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	box := &inbox{}
+	handler := bus.HandlerFunc(func(ctx context.Context, s bus.Signal) error {
+		<-release
+		return box.Handle(ctx, s)
+	})
+	for _, m := range members {
+		if _, err := joiner.Bus().Subscribe(m.pattern, handler, append([]bus.SubscribeOption{bus.WithGroup(m.group)}, m.opts...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // long enough for a refusal's redelivery (250 ms)
+	close(release)
+	for _, s := range box.wait(t, took) {
+		if len(s.Data) != 10 {
+			t.Errorf("delivered a signal of %d bytes, want only the small ones", len(s.Data))
+		}
+	}
+	reasons := map[string]int{}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		// Until both are parked, then a second more for a second parking.
+		wait := 100 * time.Millisecond
+		if len(reasons) == 2 {
+			wait = time.Second
+		}
+		m, err := parked.NextMsg(wait)
+		if err != nil {
+			if len(reasons) == 2 || time.Now().After(deadline) {
+				break
+			}
+			continue
+		}
+		if m.Header.Get("signalbus-node") != "small" {
+			continue // the big node's own consumer parks the junk for itself
+		}
+		reason := m.Header.Get("signalbus-reason")
+		reasons[reason]++
+		if reason == wire.ReasonInvalidSignal && len(m.Data) != limit+1 {
+			t.Errorf("parked %d bytes as the refused signal, want %d", len(m.Data), limit+1)
+		}
+	}
+	if reasons[wire.ReasonInvalidSignal] != 1 || len(reasons) != 2 {
+		t.Errorf("the joining node parked %v, want the refused signal and the junk once each", reasons)
+	}
+	for reason, count := range reasons {
+		if count != 1 {
+			t.Errorf("parked %d times with reason %q, want once", count, reason)
+		}
+	}
+	if got := joiner.Stats().Parked; got != 2 {
+		t.Errorf("the joining node's Stats().Parked = %d, want 2", got)
 	}
 }

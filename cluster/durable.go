@@ -41,6 +41,7 @@ type durable struct {
 	// (groups', named subscriptions') park what they refuse of those (see
 	// pipe.parks). Unknown (math.MaxUint64) until setup has read it.
 	ownStart atomic.Uint64
+	parked   parkedOnce // what the node parked of stored messages (see pipe.parks)
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -241,8 +242,9 @@ func (d *durable) trySetup() error {
 // at a sequence number rather than "new", so that the other consumers
 // know exactly which messages it will never see; one that restarts with
 // the same name keeps its consumer's start and resumes after its last
-// ack. A setup retried after a failure keeps the start it read first,
-// which a consumer may already have compared with.
+// ack. No other consumer of the node compares with ownStart before setup
+// is done (they consume once the stream is ready), so a retried setup
+// reads the start again.
 func (d *durable) placeOwnStart(ctx context.Context, stream jetstream.Stream, cfg *jetstream.ConsumerConfig) error {
 	existing, err := stream.Consumer(ctx, cfg.Durable)
 	switch {
@@ -258,15 +260,12 @@ func (d *durable) placeOwnStart(ctx context.Context, stream jetstream.Stream, cf
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return err
 	}
-	start := d.ownStart.Load()
-	if start == math.MaxUint64 {
-		info, err := stream.Info(ctx)
-		if err != nil {
-			return err
-		}
-		start = info.State.LastSeq
-		d.ownStart.Store(start)
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
 	}
+	start := info.State.LastSeq
+	d.ownStart.Store(start)
 	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start+1
 	return nil
 }
@@ -584,12 +583,12 @@ func (p *pipe) receive(m jetstream.Msg) {
 		return
 	}
 	shared := newBatchAck(m, len(events))
-	for _, e := range events {
+	for i, e := range events {
 		if e.Err != nil {
 			if key, seq, floor, ok := eventStampKey(&p.stamps, e.Raw); ok && p.order != nil {
 				p.order.pass(key, seq, floor)
 			}
-			if p.parks(m) {
+			if p.parks(m, i, "") {
 				n.parkEvent(msg, e)
 			}
 			_ = shared.share().Term()
@@ -602,28 +601,73 @@ func (p *pipe) receive(m jetstream.Msg) {
 // refuse parks (when this pipe parks it) and terminates a message that
 // holds no signal: it would never decode, so it must never come back.
 func (p *pipe) refuse(msg *nats.Msg, m jetstream.Msg, err error) {
-	if p.parks(m) {
+	if p.parks(m, -1, "") {
 		p.d.n.park(msg, err)
 	}
 	_ = m.Term()
 }
 
 // parks reports whether this pipe parks what it refuses of a stored
-// message: the node parks each message it refuses once, and its own
-// consumer, which sees every message stored after its start, parks those;
-// another consumer (a group's, a named subscription's) parks what was
-// stored before it, such as a group's backlog from before this node
-// joined. When that cannot be told, it parks: a message parked twice
-// rather than one lost.
-func (p *pipe) parks(m acker) bool {
-	if p.park {
-		return true
-	}
+// message (the whole message when index is -1 and id empty, the event at
+// index of a batch, or the decoded signal id): the node parks each message
+// it refuses once. Its own consumer, which sees every message stored after
+// its start, parks those; another consumer (a group's, a named
+// subscription's) parks what was stored before it, such as a group's
+// backlog from before this node joined, which overlapping groups may hold
+// alike. A redelivery (a batch comes back whole when one of its signals
+// asks for it) is not parked again: the node remembers what it parked
+// (see parkedOnce). When the message's place cannot be told, it parks: a
+// message parked twice rather than one lost.
+func (p *pipe) parks(m acker, index int, id string) bool {
 	meta, err := m.Metadata()
 	if err != nil {
 		return true
 	}
-	return meta.Sequence.Stream <= p.d.ownStart.Load()
+	seq := meta.Sequence.Stream
+	if !p.park && seq > p.d.ownStart.Load() {
+		return false
+	}
+	return p.d.parked.first(parkKey{seq: seq, index: index, id: id})
+}
+
+// parkKey names one refused message, or one event or signal of a batch
+// message, in the stream.
+type parkKey struct {
+	seq   uint64
+	index int
+	id    string
+}
+
+// maxParkedKept bounds parkedOnce: refused messages are rare, and past
+// that many the oldest may be parked a second time if redelivered.
+const maxParkedKept = 4096
+
+// parkedOnce remembers the stored messages a node parked, oldest first
+// out, so that each is parked once however many of the node's consumers
+// (or redeliveries) bring it.
+type parkedOnce struct {
+	mu    sync.Mutex
+	keys  map[parkKey]struct{}
+	order []parkKey
+}
+
+// first records k and reports whether it is new.
+func (s *parkedOnce) first(k parkKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, seen := s.keys[k]; seen {
+		return false
+	}
+	if s.keys == nil {
+		s.keys = make(map[parkKey]struct{})
+	}
+	if len(s.order) == maxParkedKept {
+		delete(s.keys, s.order[0])
+		s.order = append(s.order[:0], s.order[1:]...)
+	}
+	s.keys[k] = struct{}{}
+	s.order = append(s.order, k)
+	return true
 }
 
 // receiveSignal takes one stored signal: an id already handed on is
@@ -809,9 +853,12 @@ func (d *durable) dispatchBatch(batch []pending) {
 		case errors.Is(err, bus.ErrInvalidSignal):
 			// Stored, so a valid CloudEvent, but over this node's own
 			// limits: kept on the dead-letter subject, not dropped. This
-			// consumer sees every stored message, so it alone parks
-			// (attachments refuse the same signal, and leave it to it).
-			n.parkSignal(p.sig, err)
+			// consumer sees every message stored after its start, so it
+			// parks those (attachments refuse the same signal, and leave
+			// it to it).
+			if d.own.parks(p.msg, -1, p.sig.ID) {
+				n.parkSignal(p.sig, err)
+			}
 		default:
 			n.logger.Error("dispatch failed", "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 		}

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"testing"
 	"time"
@@ -279,5 +280,37 @@ func TestCloseKeepsToItsDeadlineWithAStuckHandler(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close with a 1 s ctx had not returned after 30 s: it waits for the stuck handler")
+	}
+}
+
+// TestParkedOnceForgetsTheOldestPastItsBound: what the node parked is
+// remembered, so a second consumer or a redelivery does not park it
+// again, up to maxParkedKept entries, the oldest forgotten first.
+func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
+	var s parkedOnce
+	first := parkKey{seq: 1, index: -1}
+	if !s.first(first) {
+		t.Fatal("the first parking of a message is not new")
+	}
+	if s.first(first) {
+		t.Fatal("a second parking of the same message is new")
+	}
+	if !s.first(parkKey{seq: 1, index: 0}) || !s.first(parkKey{seq: 1, index: -1, id: "x"}) {
+		t.Fatal("another event or signal of the same message is not new")
+	}
+	for i := range maxParkedKept - 3 { // the bound, with the three above
+		if !s.first(parkKey{seq: uint64(i + 2), index: -1}) {
+			t.Fatalf("message %d is not new", i+2)
+		}
+	}
+	if s.first(first) {
+		t.Fatal("forgot the oldest while within the bound")
+	}
+	s.first(parkKey{seq: math.MaxUint64, index: -1}) // one past the bound
+	if len(s.keys) != maxParkedKept || len(s.order) != maxParkedKept {
+		t.Fatalf("holds %d keys in an order of %d, want %d", len(s.keys), len(s.order), maxParkedKept)
+	}
+	if !s.first(first) {
+		t.Error("the oldest is still remembered past the bound")
 	}
 }
