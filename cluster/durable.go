@@ -648,7 +648,8 @@ const maxParkedKept = 4096
 type parkedOnce struct {
 	mu    sync.Mutex
 	keys  map[parkKey]struct{}
-	order []parkKey
+	order []parkKey // a ring once full; next is its oldest
+	next  int
 }
 
 // first records k and reports whether it is new.
@@ -661,12 +662,14 @@ func (s *parkedOnce) first(k parkKey) bool {
 	if s.keys == nil {
 		s.keys = make(map[parkKey]struct{})
 	}
-	if len(s.order) == maxParkedKept {
-		delete(s.keys, s.order[0])
-		s.order = append(s.order[:0], s.order[1:]...)
-	}
 	s.keys[k] = struct{}{}
-	s.order = append(s.order, k)
+	if len(s.order) < maxParkedKept {
+		s.order = append(s.order, k)
+		return true
+	}
+	delete(s.keys, s.order[s.next])
+	s.order[s.next] = k
+	s.next = (s.next + 1) % maxParkedKept
 	return true
 }
 

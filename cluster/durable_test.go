@@ -313,4 +313,11 @@ func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
 	if !s.first(first) {
 		t.Error("the oldest is still remembered past the bound")
 	}
+	// A lap of the ring later, each of those is forgotten in its turn.
+	for i := range maxParkedKept {
+		s.first(parkKey{seq: uint64(i), index: 7})
+	}
+	if len(s.keys) != maxParkedKept || !s.first(first) || s.first(parkKey{seq: maxParkedKept - 1, index: 7}) {
+		t.Errorf("after a lap: %d keys; the oldest forgotten, the newest kept: want both", len(s.keys))
+	}
 }
