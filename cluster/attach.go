@@ -661,8 +661,8 @@ func (a *attachment) deliver(p pending) {
 		if pipe.parks(p.msg, -1, p.sig.ID) {
 			n.parkSignal(p.sig, err)
 		} else {
-			n.logger.Error("stored signal refused by the bus; terminated, parked by the node's own consumer", "consumer", a.cfg.Durable,
-				"signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
+			n.logger.Debug("stored signal refused by the bus; terminated, parked once by this node elsewhere (its own consumer, another group, an earlier delivery)",
+				"consumer", a.cfg.Durable, "signal_id", p.sig.ID, "type", p.sig.Type, "error", err)
 		}
 		_ = p.msg.Term()
 	case errors.Is(err, bus.ErrClosed), a.ctx.Err() != nil:

@@ -574,7 +574,8 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 // message that is not a CloudEvent), since its own consumer never sees
 // them; and parks each once, when two groups of the node hold the same
 // backlog, or when a batch comes back whole because another of its
-// signals asked for a redelivery. What it takes is delivered.
+// signals asked for a redelivery, or when the refused signal is stored
+// twice. What it takes is delivered.
 func TestGroupBacklogTheBusRefusesIsParked(t *testing.T) {
 	type member = backlogMember
 	for _, tc := range []struct {
@@ -649,6 +650,16 @@ func testGroupBacklogParked(t *testing.T, enc Encoding, members []backlogMember,
 		t.Fatal(err)
 	}
 	if _, err := js.PublishMsg(context.Background(), junk); err != nil {
+		t.Fatal(err)
+	}
+	// The refused signal stored a second time, as an outbox retry of it
+	// alone would store it under a new message id: still one signal.
+	again, err := wire.Encode(backlog[0], big.cfg.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Header.Set(nats.MsgIdHdr, "retry-"+backlog[0].ID)
+	if _, err := js.PublishMsg(context.Background(), again); err != nil {
 		t.Fatal(err)
 	}
 

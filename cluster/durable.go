@@ -627,11 +627,17 @@ func (p *pipe) parks(m acker, index int, id string) bool {
 	if !p.park && seq > p.d.ownStart.Load() {
 		return false
 	}
-	return p.d.parked.first(parkKey{seq: seq, index: index, id: id})
+	key := parkKey{seq: seq, index: index}
+	if id != "" {
+		// A signal is its id wherever it is stored: an outbox retry
+		// may have stored it twice, as the pipes' dedup windows know.
+		key = parkKey{index: -1, id: id}
+	}
+	return p.d.parked.first(key)
 }
 
-// parkKey names one refused message, or one event or signal of a batch
-// message, in the stream.
+// parkKey names one refused message, or one event of a batch message, by
+// its place in the stream; or one refused signal by its id.
 type parkKey struct {
 	seq   uint64
 	index int

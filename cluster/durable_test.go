@@ -317,7 +317,15 @@ func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
 	for i := range maxParkedKept {
 		s.first(parkKey{seq: uint64(i), index: 7})
 	}
-	if len(s.keys) != maxParkedKept || !s.first(first) || s.first(parkKey{seq: maxParkedKept - 1, index: 7}) {
-		t.Errorf("after a lap: %d keys; the oldest forgotten, the newest kept: want both", len(s.keys))
+	if len(s.keys) != maxParkedKept {
+		t.Errorf("after a lap: %d keys, want %d", len(s.keys), maxParkedKept)
+	}
+	for k := range s.keys {
+		if k.index != 7 {
+			t.Errorf("after a lap of newer ones, %+v is still remembered", k)
+		}
+	}
+	if !s.first(first) || s.first(parkKey{seq: maxParkedKept - 1, index: 7}) {
+		t.Error("after a lap: the oldest forgotten, the newest kept: want both")
 	}
 }
