@@ -542,14 +542,23 @@ func TestNamedSubscriptionWithRejectKeepsOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		stream, err := n.dur.stream.Info(context.Background())
 		if err != nil {
-			return false
+			t.Fatal(err)
 		}
 		info, err := consumer.Info(context.Background())
-		return err == nil && info.Delivered.Stream == stream.State.LastSeq && info.NumAckPending == 2
-	})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Delivered.Stream == stream.State.LastSeq && info.NumAckPending == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer delivered up to %d of %d, %d unacknowledged: want all, and only the two the subscription holds",
+				info.Delivered.Stream, stream.State.LastSeq, info.NumAckPending)
+		}
+	}
 	free()
 	handled := len(box.wait(t, 2)) // #0, #1
 	// One at a time, each once the one before is handled: a queue of one
