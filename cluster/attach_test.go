@@ -152,7 +152,15 @@ func TestGroupSharesWorkAcrossNodes(t *testing.T) {
 			}
 			fanOut := subscribeAll(t, nodes, "invoice.**")
 			if mode == Fast {
-				waitConnected(t, nodes) // the queue subscriptions' interest has reached the server
+				// The queue subscriptions are on each node's main
+				// connection: flushed, the server has them before any
+				// signal goes out.
+				for _, n := range nodes {
+					if err := n.nc.Flush(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitConnected(t, nodes) // and the plain subscriptions'
 			}
 			const perNode = 100
 			for _, n := range nodes {

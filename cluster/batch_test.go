@@ -97,7 +97,9 @@ func TestBatchesFlushOnSizeAndClose(t *testing.T) {
 // passed, as one batch.
 func TestBatchFlushesOnLinger(t *testing.T) {
 	reader, mp := manualMeter(t)
-	n := startNode(t, Config{Name: "l", Mode: Fast, BatchSize: 100, BatchLinger: 200 * time.Millisecond, MeterProvider: mp})
+	// A linger long enough that a stalled machine does not split the
+	// three publishes across two batches.
+	n := startNode(t, Config{Name: "l", Mode: Fast, BatchSize: 100, BatchLinger: 2 * time.Second, MeterProvider: mp})
 	box := &inbox{}
 	if _, err := n.Bus().Subscribe("batch.*", box); err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 				if err := n.PublishAsync(ctx, small("1")); err != nil {
 					t.Fatal(err)
 				}
-				deadline := time.Now().Add(5 * time.Second) // well under the 10 s reorder gap
+				deadline := time.Now().Add(9 * time.Second) // under the 10 s reorder gap
 				for {
 					box.mu.Lock()
 					got := len(box.signals)
@@ -77,7 +77,7 @@ func TestSignalTooBigForNATSIsRefused(t *testing.T) {
 						break
 					}
 					if time.Now().After(deadline) {
-						t.Fatalf("received %d of 2 after 5 s; stats %+v", got, n.Stats())
+						t.Fatalf("received %d of 2 after 9 s; stats %+v", got, n.Stats())
 					}
 					time.Sleep(10 * time.Millisecond)
 				}

@@ -29,8 +29,10 @@ func TestOwnSignalsDoNotComeBackThroughNATS(t *testing.T) {
 		if _, err := c[1].Bus().Subscribe("own.*", remote); err != nil {
 			t.Fatal(err)
 		}
-		// waitConnected's last probes may still be on their way.
-		before := settled(t, func() uint64 { return c[0].sigs.Stats().InMsgs })
+		// waitConnected's last probes may still be on their way: a fence
+		// from c[1] comes after them.
+		waitFenced(t, c[1], c[0])
+		before := c[0].sigs.Stats().InMsgs
 		undecoded := c[0].Stats().Undecoded
 		const total = 300
 		zone := time.FixedZone("+01:00", 3600)
@@ -82,20 +84,21 @@ func TestOwnSignalsDoNotComeBackThroughNATS(t *testing.T) {
 }
 
 // settled waits until value has not changed for 100 ms, and returns it.
-func settled(t *testing.T, value func() uint64) uint64 {
+// waitFenced returns once every signal from's signal connection sent before
+// the call has reached to: it publishes fences from from until one is
+// heard on to, then waits for the last one sent (one connection's
+// messages arrive in order).
+func waitFenced(t *testing.T, from, to *Node) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	last := value()
-	for time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-		v := value()
-		if v == last {
-			return v
-		}
-		last = v
+	box := &inbox{}
+	sub, err := to.Bus().Subscribe("fence.x", box)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("still changing after 10 s (%d)", last)
-	return 0
+	waitHeard(t, from, box, "fence.x")
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // startFastClusterEncoded is startFastCluster with an encoding.
@@ -318,6 +321,9 @@ func TestDropCountsAddUpEverySubscription(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.watch(subs[i])
+	}
+	if err := nc.Flush(); err != nil { // the subscriptions reach the server before pub publishes
+		t.Fatal(err)
 	}
 	pub, err := nats.Connect(n.ClientURL())
 	if err != nil {

@@ -250,8 +250,10 @@ func TestProtobufBatchParksOnlyTheBadEvent(t *testing.T) {
 func waitHeard(t *testing.T, n *Node, box *inbox, typ string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	sent := 0
 	for len(box.wait(t, 0)) == 0 {
-		if err := n.Bus().Publish(context.Background(), bus.Signal{Type: typ, Source: "/probe"}); err != nil {
+		sent++
+		if err := n.Bus().Publish(context.Background(), bus.Signal{Type: typ, Source: "/probe", Subject: strconv.Itoa(sent)}); err != nil {
 			t.Fatal(err)
 		}
 		if time.Now().After(deadline) {
@@ -259,7 +261,17 @@ func waitHeard(t *testing.T, n *Node, box *inbox, typ string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond) // the probes still in flight
+	// The probes still in flight: the last one sent comes after the one
+	// heard, and after every other (one publisher's order).
+	last := strconv.Itoa(sent)
+	for heardLast := false; !heardLast; time.Sleep(time.Millisecond) {
+		for _, s := range box.wait(t, 0) {
+			heardLast = heardLast || s.Source == "/probe" && s.Subject == last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("probe %s of %s not heard", last, typ)
+		}
+	}
 	box.mu.Lock()
 	box.signals = nil
 	box.mu.Unlock()
@@ -412,8 +424,10 @@ func TestUnwantedSignalsGoUndecoded(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitConnected(t, []*Node{pub, sub})
-			// What pub let go undecoded of sub's last probes, once they are in.
-			pubUndecoded := int64(settled(t, func() uint64 { return uint64(pub.Stats().Undecoded) }))
+			// What pub let go undecoded of sub's last probes, once they
+			// are in: a fence from sub comes after them.
+			waitFenced(t, sub, pub)
+			pubUndecoded := pub.Stats().Undecoded
 			const runs, runLength = 6, 50
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
