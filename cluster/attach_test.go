@@ -309,7 +309,10 @@ func testNamedDurableSubscriptionResumes(t *testing.T, encoding Encoding, nodeNa
 	}
 }
 
-// waitAttached waits until n of the node's fed subscriptions consume.
+// waitAttached waits until n of the node's fed subscriptions are
+// attached and, in durable mode, every consumer they need exists (a setup
+// that failed once is retried in the background, and another node's
+// publishes do not wait for it).
 func waitAttached(t *testing.T, node *Node, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -318,6 +321,13 @@ func waitAttached(t *testing.T, node *Node, n int) {
 		count := len(node.attached.m)
 		node.attached.mu.Unlock()
 		if count >= n {
+			if node.dur != nil {
+				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				defer cancel()
+				if err := node.dur.setups.wait(ctx); err != nil {
+					t.Fatalf("consumers of the subscriptions not made: %v", err)
+				}
+			}
 			return
 		}
 		if time.Now().After(deadline) {
