@@ -41,7 +41,7 @@ type durable struct {
 	// (groups', named subscriptions') park what they refuse of those (see
 	// pipe.parks). Unknown (math.MaxUint64) until setup has read it.
 	ownStart atomic.Uint64
-	parked   parkedOnce // what the node parked of stored messages (see pipe.parks)
+	parked   *parkedOnce // what the node parked of stored messages (see pipe.parks)
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -106,6 +106,7 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 		n:           n,
 		js:          js,
 		ready:       make(chan struct{}),
+		parked:      newParkedOnce(),
 		setups:      newPendingSetups(),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
@@ -648,35 +649,21 @@ type parkKey struct {
 // that many the oldest may be parked a second time if redelivered.
 const maxParkedKept = 4096
 
-// parkedOnce remembers the stored messages a node parked, oldest first
-// out, so that each is parked once however many of the node's consumers
-// (or redeliveries) bring it.
+// parkedOnce remembers the stored messages a node parked, the last
+// maxParkedKept of them, so that each is parked once however many of the
+// node's consumers (or redeliveries) bring it.
 type parkedOnce struct {
-	mu    sync.Mutex
-	keys  map[parkKey]struct{}
-	order []parkKey // a ring once full; next is its oldest
-	next  int
+	mu   sync.Mutex
+	keys recentSet[parkKey]
 }
+
+func newParkedOnce() *parkedOnce { return &parkedOnce{keys: newRecentSet[parkKey](maxParkedKept)} }
 
 // first records k and reports whether it is new.
 func (s *parkedOnce) first(k parkKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, seen := s.keys[k]; seen {
-		return false
-	}
-	if s.keys == nil {
-		s.keys = make(map[parkKey]struct{})
-	}
-	s.keys[k] = struct{}{}
-	if len(s.order) < maxParkedKept {
-		s.order = append(s.order, k)
-		return true
-	}
-	delete(s.keys, s.order[s.next])
-	s.order[s.next] = k
-	s.next = (s.next + 1) % maxParkedKept
-	return true
+	return s.keys.add(k)
 }
 
 // receiveSignal takes one stored signal: an id already handed on is
@@ -893,42 +880,28 @@ func (d *durable) close(ctx context.Context) error {
 // dedupWindow remembers the last ids seen, up to a count, so a handler sees
 // each id once across redeliveries and re-publishes.
 type dedupWindow struct {
-	mu   sync.Mutex
-	ids  map[string]struct{}
-	ring []string // grows to size, then wraps at next
-	next int
-	size int
+	mu  sync.Mutex
+	ids recentSet[string]
 }
 
 // newDedupWindow makes a window of size ids. Its memory grows with use,
 // not with size: a quiet consumer costs little.
 func newDedupWindow(size int) *dedupWindow {
-	return &dedupWindow{ids: map[string]struct{}{}, ring: make([]string, 0, min(size, 1024)), size: size}
+	return &dedupWindow{ids: newRecentSet[string](size)}
 }
 
 // contains reports whether id was handed to the handlers recently.
 func (w *dedupWindow) contains(id string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.ids[id]
-	return ok
+	return w.ids.contains(id)
 }
 
 // add records id, forgetting the oldest once the window is full.
 func (w *dedupWindow) add(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.ids[id]; ok {
-		return
-	}
-	w.ids[id] = struct{}{}
-	if len(w.ring) < w.size {
-		w.ring = append(w.ring, id)
-		return
-	}
-	delete(w.ids, w.ring[w.next])
-	w.ring[w.next] = id
-	w.next = (w.next + 1) % len(w.ring)
+	w.ids.add(id)
 }
 
 // pendingSetups counts the consumers being set up in the background.

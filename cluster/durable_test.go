@@ -287,7 +287,7 @@ func TestCloseKeepsToItsDeadlineWithAStuckHandler(t *testing.T) {
 // remembered, so a second consumer or a redelivery does not park it
 // again, up to maxParkedKept entries, the oldest forgotten first.
 func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
-	var s parkedOnce
+	s := newParkedOnce()
 	first := parkKey{seq: 1, index: -1}
 	if !s.first(first) {
 		t.Fatal("the first parking of a message is not new")
@@ -307,8 +307,8 @@ func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
 		t.Fatal("forgot the oldest while within the bound")
 	}
 	s.first(parkKey{seq: math.MaxUint64, index: -1}) // one past the bound
-	if len(s.keys) != maxParkedKept || len(s.order) != maxParkedKept {
-		t.Fatalf("holds %d keys in an order of %d, want %d", len(s.keys), len(s.order), maxParkedKept)
+	if len(s.keys.keys) != maxParkedKept || len(s.keys.ring) != maxParkedKept {
+		t.Fatalf("holds %d keys in an order of %d, want %d", len(s.keys.keys), len(s.keys.ring), maxParkedKept)
 	}
 	if !s.first(first) {
 		t.Error("the oldest is still remembered past the bound")
@@ -317,10 +317,10 @@ func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
 	for i := range maxParkedKept {
 		s.first(parkKey{seq: uint64(i), index: 7})
 	}
-	if len(s.keys) != maxParkedKept {
-		t.Errorf("after a lap: %d keys, want %d", len(s.keys), maxParkedKept)
+	if len(s.keys.keys) != maxParkedKept {
+		t.Errorf("after a lap: %d keys, want %d", len(s.keys.keys), maxParkedKept)
 	}
-	for k := range s.keys {
+	for k := range s.keys.keys {
 		if k.index != 7 {
 			t.Errorf("after a lap of newer ones, %+v is still remembered", k)
 		}

@@ -40,11 +40,9 @@ type publisherTable[V any] struct {
 	// message from one (a run cut off while its node restarted, whose
 	// outbox drains after the heal) does not make it its node's latest
 	// again, which would let the live run be forgotten while quiet.
-	retired     map[publisherKey]struct{}
-	retiredRing []publisherKey // in the order retired, wrapping at nextRetired
-	nextRetired int
-	rotated     time.Time
-	idle        time.Duration
+	retired recentSet[publisherKey]
+	rotated time.Time
+	idle    time.Duration
 	// keep, when set, tells an entry that must outlive its idleness (a
 	// stream still holding signals): rotation carries it over.
 	keep func(V) bool
@@ -52,7 +50,7 @@ type publisherTable[V any] struct {
 
 func newPublisherTable[V any](now time.Time, keep func(V) bool) *publisherTable[V] {
 	return &publisherTable[V]{recent: map[publisherKey]V{}, older: map[publisherKey]V{}, latest: map[string]string{},
-		retired: map[publisherKey]struct{}{}, rotated: now, idle: publisherIdle, keep: keep}
+		retired: newRecentSet[publisherKey](maxRetired), rotated: now, idle: publisherIdle, keep: keep}
 }
 
 // get returns key's entry, marking it used.
@@ -74,27 +72,11 @@ func (t *publisherTable[V]) set(key publisherKey, v V) {
 	if _, ok := t.recent[key]; !ok {
 		if _, ok := t.older[key]; ok {
 			delete(t.older, key)
-		} else if _, old := t.retired[key]; !old {
+		} else if !t.retired.contains(key) {
 			t.latest[key.node] = key.instance
 		}
 	}
 	t.recent[key] = v
-}
-
-// retire remembers key as a replaced run, forgetting the run retired
-// maxRetired runs ago.
-func (t *publisherTable[V]) retire(key publisherKey) {
-	if _, ok := t.retired[key]; ok {
-		return
-	}
-	if len(t.retiredRing) < maxRetired {
-		t.retiredRing = append(t.retiredRing, key)
-	} else {
-		delete(t.retired, t.retiredRing[t.nextRetired])
-		t.retiredRing[t.nextRetired] = key
-		t.nextRetired = (t.nextRetired + 1) % maxRetired
-	}
-	t.retired[key] = struct{}{}
 }
 
 // rotate forgets the replaced runs unused since the rotation before last,
@@ -108,7 +90,7 @@ func (t *publisherTable[V]) rotate(now time.Time) {
 		if t.latest[key.node] == key.instance || (t.keep != nil && t.keep(v)) {
 			t.recent[key] = v
 		} else {
-			t.retire(key)
+			t.retired.add(key) // forgetting the run retired maxRetired runs ago
 		}
 	}
 	clear(t.older)
@@ -120,8 +102,7 @@ func (t *publisherTable[V]) reset() {
 	clear(t.recent)
 	clear(t.older)
 	clear(t.latest)
-	clear(t.retired)
-	t.retiredRing, t.nextRetired = t.retiredRing[:0], 0
+	t.retired.reset()
 }
 
 // len returns how many publishers the table holds.

@@ -200,7 +200,7 @@ func TestPublisherTableRemembersBoundedRetiredRuns(t *testing.T) {
 	}
 	tab.rotate(t0.Add(publisherIdle))
 	tab.rotate(t0.Add(2 * publisherIdle))
-	if tab.len() != 1 || len(tab.retired) != maxRetired || len(tab.retiredRing) != maxRetired {
-		t.Errorf("%d runs kept, %d retired remembered (ring %d), want 1 and %d", tab.len(), len(tab.retired), len(tab.retiredRing), maxRetired)
+	if tab.len() != 1 || len(tab.retired.keys) != maxRetired || len(tab.retired.ring) != maxRetired {
+		t.Errorf("%d runs kept, %d retired remembered (ring %d), want 1 and %d", tab.len(), len(tab.retired.keys), len(tab.retired.ring), maxRetired)
 	}
 }
