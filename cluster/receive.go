@@ -370,8 +370,6 @@ func (r *receiver) unwanted(m *nats.Msg, batch bool) bool {
 	return true
 }
 
-// close drains the subscription within ctx and waits for the batches in
-// hand to be dispatched.
 // catchUp returns once the receiver has handled every message that the
 // server had sent its connection when catchUp was called, or ctx ends, or
 // the receiver does. A flush's answer comes after everything sent before
@@ -412,6 +410,8 @@ func (r *receiver) catchUp(ctx context.Context) error {
 	return nil
 }
 
+// close drains the subscription within ctx and waits for the batches in
+// hand to be dispatched.
 func (r *receiver) close(ctx context.Context) error {
 	err := r.n.drops.drain(ctx, r.sub)
 	select {
