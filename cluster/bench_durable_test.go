@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // BenchmarkDurable carries 128-byte signals from a durable node to another
@@ -32,6 +34,7 @@ func BenchmarkDurable(b *testing.B) {
 			b.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
 			var jsRate float64
 			b.Run("impl=jetstream", func(b *testing.B) { jsRate = benchRawJetStream(b, srv.ClientURL()) })
+			b.Run("impl=floor/enc=binary", func(b *testing.B) { benchJetStreamBinaryFloor(b, srv.ClientURL(), jsRate) })
 			for _, enc := range []Encoding{Binary, ProtobufBatch} {
 				b.Run(fmt.Sprintf("impl=durable/enc=%s/batch=64", enc), func(b *testing.B) {
 					benchDurable(b, srv.ClientURL(), enc, 64, jsRate)
@@ -45,6 +48,58 @@ func BenchmarkDurable(b *testing.B) {
 }
 
 func benchRawJetStream(b *testing.B, url string) float64 {
+	return benchJetStream(b, url, nil)
+}
+
+// benchJetStreamBinaryFloor is the least durable mode with the Binary
+// encoding costs, with none of the node's work: benchRawJetStream's
+// publisher and pull consumer, but each message a signal in binary mode
+// (its ce- headers and the node's three stamps, Nats-Msg-Id = its id, so
+// the stream deduplicates it) made by wire.Encode, and each one decoded
+// into a bus.Signal by wire.Decode on receipt. No outbox, no dedup window,
+// no reordering, no dispatch. Its rate as a fraction of the raw baseline
+// (x-js) bounds what durable Binary can reach on this machine.
+func benchJetStreamBinaryFloor(b *testing.B, url string, jsRate float64) {
+	var seq uint64
+	rate := benchJetStream(b, url, &jetStreamSignals{
+		make: func(subject string) (*nats.Msg, error) {
+			s, err := bus.NewSignal("bench.floor", "/bench", make([]byte, 128), bus.WithDataContentType("application/octet-stream"))
+			if err != nil {
+				return nil, err
+			}
+			m, err := wire.Encode(s, "unused")
+			if err != nil {
+				return nil, err
+			}
+			seq++
+			m.Subject = subject
+			m.Header["ce-"+ExtensionNode] = []string{"p"}
+			m.Header["ce-"+ExtensionInstance] = []string{"0193b2c4d5e6f708"}
+			m.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
+			m.Header[nats.MsgIdHdr] = []string{s.ID}
+			return m, nil
+		},
+		decode: func(m *nats.Msg) error {
+			_, err := wire.Decode(m)
+			return err
+		},
+	})
+	if jsRate > 0 {
+		b.ReportMetric(rate/jsRate, "x-js")
+	}
+}
+
+// jetStreamSignals makes benchJetStream publish signals instead of bare
+// payloads: make gives each message, decode reads each one received.
+type jetStreamSignals struct {
+	make   func(subject string) (*nats.Msg, error)
+	decode func(*nats.Msg) error
+}
+
+// benchJetStream publishes b.N messages asynchronously to a new stream
+// and reads them with a pull consumer on a second connection, acking each
+// one; with sigs nil each is a bare 128-byte payload.
+func benchJetStream(b *testing.B, url string, sigs *jetStreamSignals) float64 {
 	ctx := context.Background()
 	pubConn, err := nats.Connect(url)
 	if err != nil {
@@ -70,7 +125,13 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 	var got atomic.Int64
 	done := make(chan struct{})
 	want := int64(b.N)
+	var decodeErr atomic.Pointer[error]
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if sigs != nil {
+			if err := sigs.decode(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}); err != nil {
+				decodeErr.CompareAndSwap(nil, &err)
+			}
+		}
 		_ = m.Ack()
 		if got.Add(1) == want {
 			close(done)
@@ -83,7 +144,15 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 	data := make([]byte, 128)
 	b.ResetTimer()
 	for i := range b.N {
-		if _, err := js.PublishAsync(name+".x", data); err != nil {
+		if sigs == nil {
+			_, err = js.PublishAsync(name+".x", data)
+		} else {
+			var m *nats.Msg
+			if m, err = sigs.make(name + ".x"); err == nil {
+				_, err = js.PublishMsgAsync(m)
+			}
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 		if i%4096 == 4095 {
@@ -97,6 +166,9 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 		b.Fatalf("consumed %d of %d", got.Load(), b.N)
 	}
 	b.StopTimer()
+	if p := decodeErr.Load(); p != nil {
+		b.Fatalf("decode: %v", *p)
+	}
 	rate := float64(b.N) / b.Elapsed().Seconds()
 	b.ReportMetric(rate, "msgs/s")
 	return rate
