@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -157,8 +158,8 @@ func benchFloor(b *testing.B, nodes []*Node, size int) {
 	s, err := sub.Subscribe(wire.Subject("floor", "floor.bench"), func(m *nats.Msg) {
 		var err error
 		events, err = decoder.AppendBatchUnchecked(events[:0], m.Data)
-		if err == nil && len(events) > 0 && events[0].Err != nil {
-			err = events[0].Err
+		for _, e := range events {
+			err = cmp.Or(err, e.Err)
 		}
 		if err != nil {
 			decodeErr.CompareAndSwap(nil, &err)
