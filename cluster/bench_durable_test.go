@@ -74,7 +74,7 @@ func benchJetStreamBinaryFloor(b *testing.B, url string, jsRate float64) {
 			seq++
 			m.Subject = subject
 			m.Header["ce-"+ExtensionNode] = []string{"p"}
-			m.Header["ce-"+ExtensionInstance] = []string{"0193b2c4d5e6f708"}
+			m.Header["ce-"+ExtensionInstance] = []string{"1x2k9q7zb4"}
 			m.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
 			m.Header[nats.MsgIdHdr] = []string{s.ID}
 			return m, nil

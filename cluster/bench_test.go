@@ -213,9 +213,11 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 		signals[i] = sig
 	}
 	var seq uint64
+	// The stamps as a node writes them: its name, its run (48 random bits
+	// in base 36) and its sequence number.
 	stamp := func(i int, dst []wire.Attr) []wire.Attr {
 		seq++
-		return append(dst, wire.Attr{Name: ExtensionNode, Value: "b0"}, wire.Attr{Name: ExtensionInstance, Value: "0193b2c4d5e6f708"},
+		return append(dst, wire.Attr{Name: ExtensionNode, Value: "b0"}, wire.Attr{Name: ExtensionInstance, Value: "1x2k9q7zb4"},
 			wire.Attr{Name: ExtensionSequence, Value: strconv.FormatUint(seq, 10)})
 	}
 	var msg *nats.Msg
