@@ -126,7 +126,8 @@ func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 // newPipe makes the receiving side of one consumer: ordered restores each
 // publisher's order before delivery. Signals go one by one to deliver, or,
 // when batch is set, in batches: what is waiting when the pipe gets to it,
-// up to Config.BatchSize, goes to batch at once.
+// up to Config.BatchSize, goes to batch at once. batch must not keep its
+// slice: the pipe fills the same array again.
 func (d *durable) newPipe(consumer string, ordered bool, deliver func(pending), batch func([]pending)) *pipe {
 	n := d.n
 	p := &pipe{d: d, consumer: consumer, dedup: newDedupWindow(n.cfg.DedupSize), deliver: deliver}
@@ -514,6 +515,10 @@ type pipe struct {
 	collectMu    sync.Mutex
 	collected    []pending
 	flushMu      sync.Mutex // one flush at a time, so batches keep their order
+	// spare is the array of the batch flushed last, emptied, for collect
+	// to fill again: collect and a flush in progress never share one
+	// (batch does not keep its slice).
+	spare []pending
 
 	// inFlight holds the ids handed on and not yet done with, when
 	// deliver acknowledges only after the handler: a redelivery of one of
@@ -766,11 +771,17 @@ func (p *pipe) flush() {
 	defer p.flushMu.Unlock()
 	p.collectMu.Lock()
 	batch := p.collected
-	p.collected = nil
+	p.collected = p.spare[:0]
 	p.collectMu.Unlock()
 	if len(batch) > 0 {
 		p.batch(batch)
 	}
+	clear(batch) // no references to delivered messages kept
+	if cap(batch) > 4*p.max {
+		// A release of many held signals at once: not kept for ever.
+		batch = nil
+	}
+	p.spare = batch[:0]
 }
 
 func (p *pipe) handling(id string) bool {

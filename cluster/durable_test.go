@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -327,5 +329,49 @@ func TestParkedOnceForgetsTheOldestPastItsBound(t *testing.T) {
 	}
 	if !s.first(first) || s.first(parkKey{seq: maxParkedKept - 1, index: 7}) {
 		t.Error("after a lap: the oldest forgotten, the newest kept: want both")
+	}
+}
+
+// TestPipeFlushUsesItsArraysAgain checks the own consumer's batching:
+// each flush hands batch what was collected, in order; a batch's array,
+// emptied (it holds no message it delivered), is filled again two flushes
+// later (one array is collected into while the other's batch is handled),
+// unless it grew past four batch sizes.
+func TestPipeFlushUsesItsArraysAgain(t *testing.T) {
+	var got [][]string
+	var arrays []*pending
+	p := &pipe{dedup: newDedupWindow(64), max: 4}
+	p.batch = func(batch []pending) {
+		ids := make([]string, len(batch))
+		for i, pd := range batch {
+			ids[i] = pd.sig.ID
+		}
+		got = append(got, ids)
+		arrays = append(arrays, &batch[0])
+	}
+	many := strings.Fields("h i j k l m n o p q r s t u v w x") // 17: past 4 × max
+	want := [][]string{{"a", "b", "c"}, {"d", "e"}, {"f"}, {"g"}, many, {"y"}, {"z"}}
+	for _, batch := range want {
+		for _, id := range batch {
+			p.collect(pending{sig: bus.Signal{ID: id}})
+		}
+		p.flush()
+		for i, pd := range p.spare[:min(len(batch), cap(p.spare))] {
+			if pd.sig.ID != "" {
+				t.Fatalf("after its flush the batch's array still holds signal %q at %d", pd.sig.ID, i)
+			}
+		}
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+	if arrays[2] != arrays[0] || arrays[3] != arrays[1] {
+		t.Error("the third and fourth batches were not collected into the arrays of the first two")
+	}
+	if arrays[5] != arrays[3] {
+		t.Error("the sixth batch was not collected into the fourth's array")
+	}
+	if arrays[6] == arrays[4] {
+		t.Error("the array of 17 signals (batch size 4) was kept")
 	}
 }
