@@ -60,7 +60,8 @@ func (n *Node) encode(signals []bus.Signal, numbers stamps, msgs *msgPool, publi
 		if err != nil {
 			return fmt.Errorf("encode %s: %w", s.ID, err)
 		}
-		for _, a := range stamp(i, attrs[:0]) {
+		attrs = stamp(i, attrs[:0])
+		for _, a := range attrs {
 			msg.Header["ce-"+a.Name] = []string{a.Value}
 		}
 		if err := publish(msg, signals[i:i+1]); err != nil {
