@@ -52,13 +52,14 @@ func benchRawJetStream(b *testing.B, url string) float64 {
 }
 
 // benchJetStreamBinaryFloor is the least durable mode with the Binary
-// encoding costs, with none of the node's work: benchRawJetStream's
-// publisher and pull consumer, but each message a signal in binary mode
-// (its ce- headers and the node's three stamps, Nats-Msg-Id = its id, so
-// the stream deduplicates it) made by wire.Encode, and each one decoded
-// into a bus.Signal by wire.Decode on receipt. No outbox, no dedup window,
-// no reordering, no dispatch. Its rate as a fraction of the raw baseline
-// (x-js) bounds what durable Binary can reach on this machine.
+// encoding costs: benchRawJetStream's publisher and pull consumer, but
+// each message a signal in binary mode (its ce- headers and the four
+// stamps a durable node writes, Nats-Msg-Id = its id, so the stream
+// deduplicates it) made by bus.NewSignal (its id and time, as Publish
+// makes them) and wire.Encode, and each one decoded into a bus.Signal by
+// wire.Decode on receipt. No outbox, no dedup window, no reordering, no
+// dispatch. Its rate as a fraction of the raw baseline (x-js) bounds what
+// durable Binary can reach on this machine.
 func benchJetStreamBinaryFloor(b *testing.B, url string, jsRate float64) {
 	var seq uint64
 	rate := benchJetStream(b, url, &jetStreamSignals{
@@ -76,6 +77,7 @@ func benchJetStreamBinaryFloor(b *testing.B, url string, jsRate float64) {
 			m.Header["ce-"+ExtensionNode] = []string{"p"}
 			m.Header["ce-"+ExtensionInstance] = []string{"1x2k9q7zb4"}
 			m.Header["ce-"+ExtensionSequence] = []string{strconv.FormatUint(seq, 10)}
+			m.Header["ce-"+ExtensionFloor] = []string{strconv.FormatUint(seq, 10)}
 			m.Header[nats.MsgIdHdr] = []string{s.ID}
 			return m, nil
 		},

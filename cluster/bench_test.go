@@ -157,6 +157,12 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 	want := int64(b.N)
 	var got atomic.Int64
 	var decodeErr atomic.Pointer[error]
+	decodeError := func() string {
+		if p := decodeErr.Load(); p != nil {
+			return "decode: " + (*p).Error()
+		}
+		return "no decode error"
+	}
 	done := make(chan struct{})
 	var decoder wire.Decoder
 	var events []wire.Event
@@ -222,6 +228,7 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 	}
 	var msg *nats.Msg
 	var attrs []wire.Attr
+	stuck := time.After(2 * time.Minute)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for sent := 0; sent < b.N; sent += size {
@@ -232,13 +239,18 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 			if msg, err = wire.Encode(signals[0], "floor"); err != nil {
 				b.Fatal(err)
 			}
-			for _, a := range stamp(0, attrs[:0]) {
+			attrs = stamp(0, attrs[:0])
+			for _, a := range attrs {
 				msg.Header["ce-"+a.Name] = []string{a.Value}
 			}
 		} else if msg, err = wire.EncodePublishedInto(msg, signals[:k], "floor", stamp); err != nil {
 			b.Fatal(err)
 		}
-		inFlight <- struct{}{}
+		select {
+		case inFlight <- struct{}{}:
+		case <-stuck:
+			b.Fatalf("%d of %d sent, %d received: a window of %d on its way for 2 minutes (%s)", sent, b.N, got.Load(), floorWindow, decodeError())
+		}
 		if err := pub.PublishMsg(msg); err != nil {
 			b.Fatal(err)
 		}
@@ -247,7 +259,7 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 	select {
 	case <-done:
 	case <-time.After(60 * time.Second):
-		b.Fatalf("received %d of %d", got.Load(), b.N)
+		b.Fatalf("received %d of %d (%s)", got.Load(), b.N, decodeError())
 	}
 	b.StopTimer()
 	if p := decodeErr.Load(); p != nil {

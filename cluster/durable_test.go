@@ -3,10 +3,13 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -373,5 +376,57 @@ func TestPipeFlushUsesItsArraysAgain(t *testing.T) {
 	}
 	if arrays[6] == arrays[4] {
 		t.Error("the array of 17 signals (batch size 4) was kept")
+	}
+}
+
+// TestPipeFlushWhileCollecting runs the own consumer's batching as the
+// node does, from several goroutines at once (runBatches and the
+// reorderer's timer both collect and flush): no batch changes while batch
+// reads it, and every signal is handed on once, in its collector's order.
+func TestPipeFlushWhileCollecting(t *testing.T) {
+	const collectors, each = 2, 5000
+	p := &pipe{dedup: newDedupWindow(64), max: 8}
+	var handed []string
+	p.batch = func(batch []pending) {
+		before := slices.Clone(batch)
+		runtime.Gosched() // let the collectors run while this batch is in hand
+		for i := range batch {
+			if batch[i].sig.ID != before[i].sig.ID {
+				t.Errorf("signal %d of a batch changed from %q to %q while it was handed on", i, before[i].sig.ID, batch[i].sig.ID)
+				return
+			}
+		}
+		for _, pd := range batch {
+			handed = append(handed, pd.sig.ID)
+		}
+	}
+	var wg sync.WaitGroup
+	for c := range collectors {
+		wg.Go(func() {
+			for i := range each {
+				p.collect(pending{sig: bus.Signal{ID: fmt.Sprintf("%d-%05d", c, i)}})
+				if i%7 == 0 {
+					p.flush()
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range each {
+			p.flush()
+		}
+	})
+	wg.Wait()
+	p.flush()
+	if len(handed) != collectors*each {
+		t.Fatalf("%d signals handed on, want %d", len(handed), collectors*each)
+	}
+	last := make([]string, collectors)
+	for _, id := range handed {
+		c := int(id[0] - '0')
+		if id <= last[c] {
+			t.Fatalf("collector %d's %q handed on after %q", c, id, last[c])
+		}
+		last[c] = id
 	}
 }
