@@ -39,14 +39,7 @@ func BenchmarkReceive(b *testing.B) {
 	defer sub.Close()
 
 	const size = 64
-	signals := make([]bus.Signal, size)
-	for i := range signals {
-		s, err := bus.NewSignal("bench.receive", "/bench", make([]byte, 128), bus.WithDataContentType("application/octet-stream"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		signals[i] = s
-	}
+	signals := readySignals(b, "bench.receive", size)
 	msg, err := wire.EncodePublished(signals, n.cfg.Prefix, func(i int, dst []wire.Attr) []wire.Attr {
 		return append(dst, wire.Attr{Name: ExtensionNode, Value: "sender"}, wire.Attr{Name: ExtensionInstance, Value: "run1"},
 			wire.Attr{Name: ExtensionSequence, Value: strconv.Itoa(i + 1)})

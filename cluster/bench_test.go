@@ -74,43 +74,15 @@ func benchCluster(b *testing.B, enc Encoding) []*Node {
 }
 
 func benchRawNATS(b *testing.B, nodes []*Node) {
-	pub, err := nats.Connect(nodes[0].ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	sub, err := nats.Connect(nodes[1].ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sub.Close()
 	var got atomic.Int64
 	done := make(chan struct{})
 	want := int64(b.N)
-	s, err := sub.Subscribe("raw.bench", func(*nats.Msg) {
+	pub, closeLink := rawLink(b, nodes, "raw.bench", func(*nats.Msg) {
 		if got.Add(1) == want {
 			close(done)
 		}
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = s.SetPendingLimits(-1, -1)
-	probe, err := sub.SubscribeSync("raw.probe")
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = sub.Flush()
-	// Core NATS drops what is published before the subscriber's interest
-	// has crossed the route: probe until one arrives. Interest in raw.bench
-	// was registered first, so it has crossed too.
-	for {
-		_ = pub.Publish("raw.probe", nil)
-		_ = pub.Flush()
-		if _, err := probe.NextMsg(20 * time.Millisecond); err == nil {
-			break
-		}
-	}
+	defer closeLink()
 	data := make([]byte, 128)
 	b.ResetTimer()
 	for range b.N {
@@ -129,6 +101,9 @@ func benchRawNATS(b *testing.B, nodes []*Node) {
 	b.ReportMetric(natsRate, "msgs/s")
 }
 
+// floorWindow is how many signals benchFloor lets be on their way.
+const floorWindow = 8192
+
 // benchFloor is the least any cross-node delivery of signals in encoding
 // enc costs, with none of the node's or the bus's work: ready-made 128-byte
 // signals (ids, times and the node's stamps included) encoded as the node
@@ -140,20 +115,7 @@ func benchRawNATS(b *testing.B, nodes []*Node) {
 // check, no dispatch, no subscription queue, no handler. Its rate, as a
 // fraction of the raw NATS baseline (x-nats), bounds what fast mode with
 // that encoding can reach on this machine, whatever the node does.
-// floorWindow is how many signals benchFloor lets be on their way.
-const floorWindow = 8192
-
 func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
-	pub, err := nats.Connect(nodes[0].ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	sub, err := nats.Connect(nodes[1].ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sub.Close()
 	want := int64(b.N)
 	var got atomic.Int64
 	var decodeErr atomic.Pointer[error]
@@ -171,7 +133,7 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 	// a slow consumer, losing messages. The publisher waits while
 	// floorWindow signals are on their way.
 	inFlight := make(chan struct{}, max(1, floorWindow/size))
-	s, err := sub.Subscribe(wire.Subject("floor", "floor.bench"), func(m *nats.Msg) {
+	pub, closeLink := rawLink(b, nodes, wire.Subject("floor", "floor.bench"), func(m *nats.Msg) {
 		var err error
 		if enc == Binary {
 			events = events[:0]
@@ -194,30 +156,8 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 		}
 		clear(events)
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = s.SetPendingLimits(-1, -1)
-	probe, err := sub.SubscribeSync("floor.probe")
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = sub.Flush()
-	for {
-		_ = pub.Publish("floor.probe", nil)
-		_ = pub.Flush()
-		if _, err := probe.NextMsg(20 * time.Millisecond); err == nil {
-			break
-		}
-	}
-	signals := make([]bus.Signal, size)
-	for i := range signals {
-		sig, err := bus.NewSignal("floor.bench", "/bench", make([]byte, 128), bus.WithDataContentType("application/octet-stream"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		signals[i] = sig
-	}
+	defer closeLink()
+	signals := readySignals(b, "floor.bench", size)
 	var seq uint64
 	// The stamps as a node writes them: its name, its run (48 random bits
 	// in base 36) and its sequence number.
@@ -226,8 +166,11 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 		return append(dst, wire.Attr{Name: ExtensionNode, Value: "b0"}, wire.Attr{Name: ExtensionInstance, Value: "1x2k9q7zb4"},
 			wire.Attr{Name: ExtensionSequence, Value: strconv.FormatUint(seq, 10)})
 	}
-	var msg *nats.Msg
-	var attrs []wire.Attr
+	var (
+		msg   *nats.Msg
+		attrs []wire.Attr
+		err   error
+	)
 	stuck := time.After(2 * time.Minute)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -270,6 +213,64 @@ func benchFloor(b *testing.B, nodes []*Node, enc Encoding, size int) {
 	if natsRate > 0 {
 		b.ReportMetric(rate/natsRate, "x-nats")
 	}
+}
+
+// rawLink connects a publisher to the first node's server and a
+// subscriber to the second's, subscribes handle to subject (no pending
+// limits), and returns the publisher once the subscriber's interest has
+// crossed the route, and a func that closes both connections.
+func rawLink(b *testing.B, nodes []*Node, subject string, handle nats.MsgHandler) (*nats.Conn, func()) {
+	b.Helper()
+	pub, err := nats.Connect(nodes[0].ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	sub, err := nats.Connect(nodes[1].ClientURL())
+	if err != nil {
+		pub.Close()
+		b.Fatal(err)
+	}
+	closeLink := func() {
+		pub.Close()
+		sub.Close()
+	}
+	s, err := sub.Subscribe(subject, handle)
+	if err != nil {
+		closeLink()
+		b.Fatal(err)
+	}
+	_ = s.SetPendingLimits(-1, -1)
+	probe, err := sub.SubscribeSync(subject + ".probe")
+	if err != nil {
+		closeLink()
+		b.Fatal(err)
+	}
+	_ = sub.Flush()
+	// Core NATS drops what is published before the subscriber's interest
+	// has crossed the route: probe until one arrives. Interest in subject
+	// was registered first, so it has crossed too.
+	for {
+		_ = pub.Publish(subject+".probe", nil)
+		_ = pub.Flush()
+		if _, err := probe.NextMsg(20 * time.Millisecond); err == nil {
+			return pub, closeLink
+		}
+	}
+}
+
+// readySignals returns n 128-byte signals of type typ, made as Publish
+// makes them.
+func readySignals(b *testing.B, typ string, n int) []bus.Signal {
+	b.Helper()
+	signals := make([]bus.Signal, n)
+	for i := range signals {
+		s, err := bus.NewSignal(typ, "/bench", make([]byte, 128), bus.WithDataContentType("application/octet-stream"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		signals[i] = s
+	}
+	return signals
 }
 
 func benchFast(b *testing.B, nodes []*Node, batch int) {
