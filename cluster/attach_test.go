@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/signalbus/signalbus/bus"
-	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
 	"github.com/signalbus/signalbus/cluster/internal/wire"
+	"github.com/signalbus/signalbus/internal/faultproxy"
 )
 
 func TestSubjectFilters(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/signalbus/signalbus/bus"
-	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
+	"github.com/signalbus/signalbus/internal/faultproxy"
 )
 
 // TestOutboxHoldsWhileUnreachableAndDrainsInOrder cuts a durable node off

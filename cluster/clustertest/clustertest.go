@@ -70,9 +70,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
-	"github.com/signalbus/signalbus/cluster/internal/ports"
+	"github.com/signalbus/signalbus/internal/faultproxy"
+	"github.com/signalbus/signalbus/internal/ports"
 )
 
 // DefaultTimeout bounds StartCluster's waits and the WaitFor helpers. It is

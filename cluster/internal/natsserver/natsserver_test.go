@@ -20,7 +20,7 @@ import (
 
 	"github.com/signalbus/signalbus/cluster/clustertest"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
-	"github.com/signalbus/signalbus/cluster/internal/ports"
+	"github.com/signalbus/signalbus/internal/ports"
 )
 
 func TestMain(m *testing.M) {

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/signalbus/signalbus/cluster/internal/ports"
+	"github.com/signalbus/signalbus/internal/ports"
 )
 
 func TestUnsharedIsFreeAndBelowTheEphemeralRange(t *testing.T) {

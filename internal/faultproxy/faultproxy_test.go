@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/signalbus/signalbus/cluster/internal/faultproxy"
+	"github.com/signalbus/signalbus/internal/faultproxy"
 )
 
 func TestMain(m *testing.M) {
