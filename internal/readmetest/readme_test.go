@@ -88,12 +88,19 @@ func extractBlocks(name, md string) ([]block, error) {
 }
 
 // program turns a block into the text of a main package: a whole file stays
-// as it is; a fragment becomes the body of main, with the imports it uses.
+// as it is; a block of declarations (its first line of code starts with
+// func or type) gets a package clause, the imports it uses and an empty
+// main; any other fragment becomes the body of main, with its imports.
 func program(b block) (string, error) {
-	if strings.HasPrefix(strings.TrimSpace(b.code), "package ") {
+	code := strings.TrimSpace(b.code)
+	if strings.HasPrefix(code, "package ") {
 		return b.code, nil
 	}
-	src := "package main\n\nfunc main() {\n" + b.code + "}\n"
+	open, closing := "func main() {\n", "}\n"
+	if first := firstCodeLine(code); strings.HasPrefix(first, "func ") || strings.HasPrefix(first, "type ") {
+		open, closing = "", "\nfunc main() {}\n"
+	}
+	src := "package main\n\n" + open + b.code + closing
 	f, err := parser.ParseFile(token.NewFileSet(), "main.go", src, 0)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", b, err)
@@ -119,8 +126,18 @@ func program(b block) (string, error) {
 	for _, p := range paths {
 		fmt.Fprintf(&head, "\t%q\n", p)
 	}
-	head.WriteString(")\n\nfunc main() {\n")
-	return head.String() + b.code + "}\n", nil
+	head.WriteString(")\n\n")
+	return head.String() + open + b.code + closing, nil
+}
+
+// firstCodeLine is the first line of code that is not a // comment.
+func firstCodeLine(code string) string {
+	for _, l := range strings.Split(code, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "//") {
+			return l
+		}
+	}
+	return ""
 }
 
 // compile writes each block that is not skipped as a package of its own in
@@ -291,6 +308,13 @@ func TestProgramAddsTheImportsAFragmentUses(t *testing.T) {
 	}
 	if strings.Contains(src, `"fmt"`) {
 		t.Errorf("program imports fmt, which the fragment does not use:\n%s", src)
+	}
+	decl, err := program(block{file: "d.md", line: 1, code: "// f is a function.\nfunc f() error { return errors.New(\"x\") }\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(decl, `"errors"`) || !strings.Contains(decl, "func main() {}") || strings.Contains(decl, "func main() {\n// f") {
+		t.Errorf("a declaration block was not kept at top level with its imports:\n%s", decl)
 	}
 	whole := "package main\n\nfunc main() {}\n"
 	if got, _ := program(block{code: whole}); got != whole {
