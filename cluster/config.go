@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,14 @@ type Config struct {
 	// ClusterListen is the embedded server's route address; empty runs a
 	// standalone server.
 	ClusterListen string
+	// ClusterAdvertise is the route address the embedded server tells its
+	// peers about (nats-server's cluster advertise), host:port; empty: the
+	// address they see. Peers that hear of this server through another's
+	// route gossip dial it, so set it where that address is not the one
+	// they can reach: behind NAT or in a container (the host's address),
+	// or when every route must go through proxies (an address no one
+	// should dial). Only with ClusterListen.
+	ClusterAdvertise string
 	// Routes are the embedded server's peers (nats://host:port).
 	Routes []string
 	// ClusterName names the embedded servers' NATS cluster. Default
@@ -235,8 +244,8 @@ func (c Config) Validate() error {
 				return bad("NATSURL", u, "is not a URL")
 			}
 		}
-		if c.Listen != "" || c.ClusterListen != "" || len(c.Routes) > 0 || c.DataDir != "" {
-			return bad("NATSURL", c.NATSURL, "is set, so the node runs no server: leave Listen, ClusterListen, Routes and DataDir empty")
+		if c.Listen != "" || c.ClusterListen != "" || c.ClusterAdvertise != "" || len(c.Routes) > 0 || c.DataDir != "" {
+			return bad("NATSURL", c.NATSURL, "is set, so the node runs no server: leave Listen, ClusterListen, ClusterAdvertise, Routes and DataDir empty")
 		}
 	}
 	if c.Listen != "" {
@@ -247,6 +256,18 @@ func (c Config) Validate() error {
 	if c.ClusterListen != "" {
 		if _, _, err := net.SplitHostPort(c.ClusterListen); err != nil {
 			return bad("ClusterListen", c.ClusterListen, "is not host:port: %w", err)
+		}
+	}
+	if c.ClusterAdvertise != "" {
+		if c.ClusterListen == "" {
+			return bad("ClusterAdvertise", c.ClusterAdvertise, "needs ClusterListen: a standalone server has no routes to advertise")
+		}
+		host, port, err := net.SplitHostPort(c.ClusterAdvertise)
+		if err != nil {
+			return bad("ClusterAdvertise", c.ClusterAdvertise, "is not host:port: %w", err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || host == "" {
+			return bad("ClusterAdvertise", c.ClusterAdvertise, "needs a host and a port in 1…65535 (peers dial it)")
 		}
 	}
 	if len(c.Routes) > 0 && c.ClusterListen == "" {

@@ -202,6 +202,7 @@ func (n *Node) startServer(ctx context.Context) error {
 	}
 	if n.cfg.ClusterListen != "" {
 		opts.ClusterName = n.cfg.ClusterName
+		opts.ClusterAdvertise = n.cfg.ClusterAdvertise
 	}
 	srv, err := natsserver.Start(ctx, opts)
 	if err != nil {
