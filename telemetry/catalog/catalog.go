@@ -11,7 +11,7 @@ type Metric struct {
 	// base name, without _bucket, _sum or _count.
 	Prometheus string
 	// Type is the Prometheus type as exposed: "counter", "gauge" or
-	// "histogram".
+	// "histogram" ("summary" for go_gc_duration_seconds alone).
 	Type string
 	// Unit is the OTel unit ("s", "By", "{message}"); "" when none.
 	Unit string
@@ -27,6 +27,7 @@ const (
 	Counter   = "counter"
 	Gauge     = "gauge"
 	Histogram = "histogram"
+	Summary   = "summary"
 )
 
 // Label names that several families share.
@@ -119,8 +120,45 @@ var Metrics = []Metric{
 }
 
 // Runtime lists the Go runtime and process families a node exports, for
-// dashboards; their label sets are empty.
-var Runtime = []Metric{}
+// the runtime dashboard: the OTel Go runtime instrumentation (memory,
+// goroutines, scheduling latency, GC goal), client_golang's process
+// collector (CPU, resident memory, file descriptors) and its Go collector
+// without the runtime/metrics series the OTel instrumentation already
+// exports (GC pauses, threads, go_info). The process network families
+// exist on Linux only.
+var Runtime = []Metric{
+	{"go.config.gogc", "go_config_gogc_percent", Gauge, "%", nil,
+		"Heap size target percentage configured by the user, otherwise 100."},
+	{"go.goroutine.count", "go_goroutine_count", Gauge, "{goroutine}", nil, "Count of live goroutines."},
+	{"go.memory.allocated", "go_memory_allocated_bytes_total", Counter, "By", nil,
+		"Memory allocated to the heap by the application."},
+	{"go.memory.allocations", "go_memory_allocations_total", Counter, "{allocation}", nil,
+		"Count of allocations to the heap by the application."},
+	{"go.memory.gc.goal", "go_memory_gc_goal_bytes", Gauge, "By", nil, "Heap size target for the end of the GC cycle."},
+	{"go.memory.used", "go_memory_used_bytes", Gauge, "By", []string{"go_memory_type"}, "Memory used by the Go runtime."},
+	{"go.processor.limit", "go_processor_limit", Gauge, "{thread}", nil,
+		"The number of OS threads that can execute user-level Go code simultaneously."},
+	{"go.schedule.duration", "go_schedule_duration_seconds", Histogram, "s", nil,
+		"The time goroutines have spent in the scheduler in a runnable state before actually running."},
+
+	{"", "go_gc_duration_seconds", Summary, "", nil,
+		"A summary of the wall-time pause (stop-the-world) duration in garbage collection cycles."},
+	{"", "go_goroutines", Gauge, "", nil, "Number of goroutines that currently exist."},
+	{"", "go_threads", Gauge, "", nil, "Number of OS threads created."},
+	{"", "go_info", Gauge, "", []string{"version"}, "Information about the Go environment."},
+	{"", "go_memstats_last_gc_time_seconds", Gauge, "", nil, "Number of seconds since 1970 of last garbage collection."},
+
+	{"", "process_cpu_seconds_total", Counter, "", nil, "Total user and system CPU time spent in seconds."},
+	{"", "process_resident_memory_bytes", Gauge, "", nil, "Resident memory size in bytes."},
+	{"", "process_virtual_memory_bytes", Gauge, "", nil, "Virtual memory size in bytes."},
+	{"", "process_virtual_memory_max_bytes", Gauge, "", nil, "Maximum amount of virtual memory available in bytes."},
+	{"", "process_open_fds", Gauge, "", nil, "Number of open file descriptors."},
+	{"", "process_max_fds", Gauge, "", nil, "Maximum number of open file descriptors."},
+	{"", "process_start_time_seconds", Gauge, "", nil, "Start time of the process since unix epoch in seconds."},
+	{"", "process_network_receive_bytes_total", Counter, "", nil,
+		"Number of bytes received by the process over the network."},
+	{"", "process_network_transmit_bytes_total", Counter, "", nil, "Number of bytes sent by the process over the network."},
+}
 
 // Embedded reports whether m exists only on a node that runs an embedded
 // nats-server (the varz gauges): a node on an external NATS URL reads

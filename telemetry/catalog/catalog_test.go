@@ -18,7 +18,7 @@ func TestTableIsConsistent(t *testing.T) {
 				if !strings.HasSuffix(m.Prometheus, "_total") {
 					t.Errorf("counter %s does not end in _total", m.Prometheus)
 				}
-			case Gauge, Histogram:
+			case Gauge, Histogram, Summary:
 			default:
 				t.Errorf("%s: type %q", m.Prometheus, m.Type)
 			}

@@ -1,0 +1,62 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestConfigRejectsBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{SampleRatio: 1.5}, "SampleRatio"},
+		{Config{SampleRatio: math.NaN()}, "SampleRatio"},
+		{Config{OTLPProtocol: "http/json"}, "OTLPProtocol"},
+		{Config{OTLPEndpoint: "ftp://collector:4318"}, "OTLPEndpoint"},
+		{Config{OTLPEndpoint: "collector"}, "OTLPEndpoint"},
+		{Config{PyroscopeURL: "pyroscope:4040"}, "PyroscopeURL"},
+		{Config{PyroscopeURL: "http://"}, "PyroscopeURL"},
+	} {
+		_, err := New(context.Background(), tc.cfg)
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want ErrInvalidConfig naming %s", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestProtocolFromEnvironmentIsChecked(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+	_, err := New(context.Background(), Config{})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "http/json") {
+		t.Fatalf("New = %v, want ErrInvalidConfig naming the protocol", err)
+	}
+}
+
+func TestShutdownTwice(t *testing.T) {
+	p, err := New(context.Background(), Config{InstanceID: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatalf("first Shutdown: %v", err)
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+}
+
+func TestRegistryFilledTwiceIsAnError(t *testing.T) {
+	p, err := New(context.Background(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	if _, err := New(context.Background(), Config{Registry: p.Registry}); err == nil {
+		t.Fatal("New with a registry another Providers fills: nil error")
+	}
+}
