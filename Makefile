@@ -4,13 +4,22 @@ PKGS      ?= ./...
 BENCHTIME ?= 1s
 COUNT     ?= 6
 
-.PHONY: help test lint bench bench-cluster fuzz demo build clean
+.PHONY: help test lint bench bench-cluster fuzz demo build clean dashboards prometheus
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-test: lint ## gofmt, go vet, then every test with the race detector
+test: lint prometheus ## gofmt, go vet, then every test with the race detector (the dashboards module too)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	cd dashboards && $(GO) vet ./... && CI=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+dashboards: ## regenerate dashboards/*.json from the Go code in dashboards/
+	cd dashboards && $(GO) generate ./...
+
+prometheus: ## install Debian's prometheus (with promtool) when absent: the dashboards test runs it
+	@command -v promtool >/dev/null 2>&1 || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update && $$sudo apt-get install -y prometheus; }
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
