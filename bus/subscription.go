@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -183,10 +184,20 @@ func DeadLetterFromContext(ctx context.Context) (DeadLetter, bool) {
 	return dl, ok
 }
 
+// ProfileLabel is the pprof label naming the subscription whose worker
+// goroutine a profile sample comes from: a CPU profile then tells the
+// handlers apart. Handler ctxs carry it too, so goroutines a handler
+// starts and spans' profile labels keep it.
+const ProfileLabel = "subscription"
+
 // run is the subscription's worker: it takes queued signals in order and
 // delivers each before the next, retries included, which is what keeps
 // per-publisher FIFO through retries.
 func (s *Subscription) run() {
+	// Labelled once per worker, not per signal. baseCtx is read only by
+	// this goroutine from here on.
+	s.baseCtx = pprof.WithLabels(s.baseCtx, pprof.Labels(ProfileLabel, s.cfg.name))
+	pprof.SetGoroutineLabels(s.baseCtx)
 	var w worker
 	defer func() {
 		w.submit(s)
