@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/signalbus/signalbus/bus"
 )
@@ -158,9 +159,18 @@ func TestConcurrentPublishersShareBatches(t *testing.T) {
 // TestBatchSpansLinkEverySignal: a batch's send span, and the receive span
 // on the other side, carry messaging.batch.message_count and one link per
 // publish in it.
+//
+// A receive span may end before the publish spans it links: PublishAsync
+// ends its span once the outbox holds the signal, and the outbox sends the
+// full batch (and the node delivers it to its own subscriptions) on other
+// goroutines meanwhile. The recorder lists spans in the order they ended,
+// so the links are checked against every publish once all spans are in,
+// never against the publishes that happen to precede them in that list;
+// holdLastPublish makes that order happen on every run.
 func TestBatchSpansLinkEverySignal(t *testing.T) {
 	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	held := newHoldLastPublish(spans, "2")
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(held))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	n := startNode(t, Config{Name: "s", Mode: Fast, BatchSize: 3, BatchLinger: time.Hour, TracerProvider: tp,
 		BusOptions: []bus.Option{bus.WithTracerProvider(tp)}})
@@ -174,13 +184,17 @@ func TestBatchSpansLinkEverySignal(t *testing.T) {
 		}
 	}
 	box.wait(t, 3)
+	if !held.wasHeld() {
+		t.Log("the last publish span ended before a receive span linking it: that order was not exercised")
+	}
 	publishes := map[string]bool{}
 	var batchSend sdktrace.ReadOnlySpan
+	var receives []sdktrace.ReadOnlySpan
 	receiveLinks := 0
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		clear(publishes)
-		batchSend, receiveLinks = nil, 0
+		batchSend, receives, receiveLinks = nil, nil, 0
 		for _, s := range spans.Ended() {
 			switch s.Name() {
 			case "send span.x":
@@ -188,21 +202,27 @@ func TestBatchSpansLinkEverySignal(t *testing.T) {
 			case "send":
 				batchSend = s
 			case "receive":
-				for _, l := range s.Links() {
-					if !publishes[l.SpanContext.SpanID().String()] {
-						t.Errorf("receive span links %v, not a publish", l.SpanContext.SpanID())
-					}
-					receiveLinks++
-				}
+				receives = append(receives, s)
+				receiveLinks += len(s.Links())
 			}
 		}
-		if batchSend != nil && receiveLinks == 3 && len(publishes) == 3 {
+		if batchSend != nil && receiveLinks >= 3 && len(publishes) == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("spans: %d publishes, batch send %v, %d receive links", len(publishes), batchSend != nil, receiveLinks)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	if receiveLinks != 3 {
+		t.Errorf("receive spans have %d links, want 3 (one per publish)", receiveLinks)
+	}
+	for _, r := range receives {
+		for _, l := range r.Links() {
+			if !publishes[l.SpanContext.SpanID().String()] {
+				t.Errorf("receive span links %v, not a publish", l.SpanContext.SpanID())
+			}
+		}
 	}
 	if len(batchSend.Links()) != 3 {
 		t.Fatalf("batch send span has %d links, want 3 (one per publish)", len(batchSend.Links()))
@@ -221,4 +241,76 @@ func TestBatchSpansLinkEverySignal(t *testing.T) {
 	if !found {
 		t.Errorf("batch send span attributes %v lack messaging.batch.message_count=3", batchSend.Attributes())
 	}
+}
+
+// holdLastPublish passes spans on to its SpanProcessor, but holds the end
+// of the publish span of the signal with the given subject (the one that
+// fills the batch) until a receive span linking it has ended, so that the
+// receive span is recorded first. It holds it at most holdLimit: were such
+// a receive span unable to end first, the publisher would otherwise wait
+// for itself.
+type holdLastPublish struct {
+	sdktrace.SpanProcessor
+	subject string
+
+	mu     sync.Mutex
+	linked map[trace.SpanID]bool // what the receive spans ended so far link
+	wake   chan struct{}         // closed (and replaced) when a receive span ends
+	held   bool                  // a receive span linking the held publish span ended first
+}
+
+const holdLimit = 10 * time.Second
+
+func newHoldLastPublish(next sdktrace.SpanProcessor, subject string) *holdLastPublish {
+	return &holdLastPublish{SpanProcessor: next, subject: subject, linked: map[trace.SpanID]bool{}, wake: make(chan struct{})}
+}
+
+func (h *holdLastPublish) OnEnd(s sdktrace.ReadOnlySpan) {
+	switch s.Name() {
+	case "receive":
+		h.SpanProcessor.OnEnd(s)
+		h.mu.Lock()
+		for _, l := range s.Links() {
+			h.linked[l.SpanContext.SpanID()] = true
+		}
+		close(h.wake)
+		h.wake = make(chan struct{})
+		h.mu.Unlock()
+		return
+	case "send span.x":
+		for _, a := range s.Attributes() {
+			if a.Key == "cloudevents.event_subject" && a.Value.AsString() == h.subject {
+				h.waitLinked(s.SpanContext().SpanID())
+			}
+		}
+	}
+	h.SpanProcessor.OnEnd(s)
+}
+
+// waitLinked waits, at most holdLimit, until a receive span linking id
+// has ended.
+func (h *holdLastPublish) waitLinked(id trace.SpanID) {
+	limit := time.NewTimer(holdLimit)
+	defer limit.Stop()
+	for {
+		h.mu.Lock()
+		if h.linked[id] {
+			h.held = true
+			h.mu.Unlock()
+			return
+		}
+		wake := h.wake
+		h.mu.Unlock()
+		select {
+		case <-wake:
+		case <-limit.C:
+			return
+		}
+	}
+}
+
+func (h *holdLastPublish) wasHeld() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
 }
