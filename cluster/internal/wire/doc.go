@@ -27,10 +27,9 @@
 //	subject           ce-subject, if set                   percent-encoded
 //	time              ce-time, if set                      RFC 3339 with nanoseconds
 //	dataschema        ce-dataschema, if set                percent-encoded
-//	datacontenttype   ce-datacontenttype, if set           percent-encoded
-//	                  content-type, if set                 as is; omitted when not plain ASCII, or when it
-//	                                                       is itself application/cloudevents… (it would
-//	                                                       announce structured mode)
+//	datacontenttype   content-type, if set                 as is (a media type: printable ASCII; never
+//	                                                       application/cloudevents…, which would announce
+//	                                                       structured mode); no ce-datacontenttype
 //	<extension>       ce-<extension>                       canonical string, percent-encoded
 //	traceparent       traceparent (W3C, per hop)           as is (when plain ASCII), and ce-traceparent
 //	tracestate        tracestate (W3C, per hop)            as is (when plain ASCII), and ce-tracestate
@@ -48,10 +47,17 @@
 // one round of %XX in either case and rejects a malformed escape or a
 // result that is not UTF-8.
 //
-// The binding maps datacontenttype to ce-datacontenttype; the HTTP binding,
-// the Java SDK's NATS binding and DESIGN.md use content-type. Encode writes
-// both so that either kind of reader finds it, and Decode prefers
-// ce-datacontenttype.
+// The binding maps datacontenttype to the content-type header alone
+// (§3.1.1), as the HTTP binding does, and the CloudEvents SDKs read a
+// ce-datacontenttype header as an extension of a reserved name and refuse
+// the event; so Encode writes content-type only, and refuses a
+// datacontenttype that a content-type cannot carry (not printable ASCII,
+// spaces around it, or a CloudEvents format) rather than send it some other
+// way. Decode reads content-type as the datacontenttype. Nodes used to write
+// ce-datacontenttype too (alone, when content-type could not carry the
+// value): Decode accepts it when content-type is absent or agrees with it,
+// so a cluster upgrades node by node, and refuses a message on which the two
+// differ (reason duplicate_header).
 //
 // Decode also reads the structured content mode: a content-type of
 // application/cloudevents+json (any parameters, any case) with the JSON

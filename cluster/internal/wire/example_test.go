@@ -47,7 +47,6 @@ func Example() {
 	// Output:
 	// subject: signals.order.created
 	// Nats-Msg-Id: order-42
-	// ce-datacontenttype: application/json
 	// ce-id: order-42
 	// ce-priority: 2
 	// ce-source: /shop

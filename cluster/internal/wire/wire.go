@@ -46,8 +46,13 @@ func Subject(prefix, typ string) string {
 // Encode rejects, with an error wrapping bus.ErrInvalidSignal that names the
 // attribute, a signal that fails s.Validate (but for the data limit, which
 // is the node's to apply), one without an ID (Publish fills it), a string
-// attribute or extension that is not valid UTF-8, and a time outside the
-// years 0–9999 that RFC 3339 can express.
+// attribute or extension that is not valid UTF-8, a time outside the
+// years 0–9999 that RFC 3339 can express, and a datacontenttype that the
+// content-type header cannot carry: one that is not printable ASCII
+// without surrounding spaces, as a media type is (RFC 2045), or one that
+// names a CloudEvents format (application/cloudevents…), which in a
+// content-type announces a structured-mode event instead of describing the
+// data.
 func Encode(s bus.Signal, prefix string) (*nats.Msg, error) {
 	if err := checkEncodable(s); err != nil {
 		return nil, fmt.Errorf("wire: encode signal %q: %w", s.ID, err)
@@ -87,10 +92,10 @@ func Encode(s bus.Signal, prefix string) (*nats.Msg, error) {
 		set(headerPrefix+"dataschema", encodeValue(s.DataSchema))
 	}
 	if s.DataContentType != "" {
-		set(headerPrefix+"datacontenttype", encodeValue(s.DataContentType))
-		if rawHeaderSafe(s.DataContentType) && !isCloudEventsMediaType(s.DataContentType) {
-			set(headerContentType, s.DataContentType)
-		}
+		// content-type alone (binding §3.1.1): a ce-datacontenttype header
+		// besides it is read by the CloudEvents SDKs as an extension of a
+		// reserved name, and they refuse the event.
+		set(headerContentType, s.DataContentType)
 	}
 	for name, v := range s.Extensions {
 		str, err := canonicalString(v)
@@ -120,6 +125,14 @@ func checkEncodable(s bus.Signal) error {
 	}
 	if s.ID == "" {
 		return fmt.Errorf("%w: id is empty", bus.ErrInvalidSignal)
+	}
+	if ct := s.DataContentType; ct != "" {
+		if !rawHeaderSafe(ct) {
+			return fmt.Errorf("%w: datacontenttype %q cannot be a content-type header: a media type is printable ASCII without surrounding spaces", bus.ErrInvalidSignal, ct)
+		}
+		if isCloudEventsMediaType(ct) {
+			return fmt.Errorf("%w: datacontenttype %q names a CloudEvents format: as a binary-mode content-type it would announce a structured event", bus.ErrInvalidSignal, ct)
+		}
 	}
 	return nil
 }
@@ -377,26 +390,52 @@ func decodeBinary(m *nats.Msg) (bus.Signal, error) {
 		}
 		s.Time = t
 	}
-	if set[attrDataContentType] {
-		s.DataContentType = attrs[attrDataContentType]
-	} else if ct, ok := headerValue(m.Header, headerContentType); ok {
-		s.DataContentType = ct
+	ct, err := binaryContentType(m.Header, attrs[attrDataContentType], set[attrDataContentType])
+	if err != nil {
+		return bus.Signal{}, err
 	}
+	s.DataContentType = ct
 	if len(m.Data) > 0 {
 		s.Data = m.Data[:len(m.Data):len(m.Data)] // an append copies: see bus.Signal
 	}
 	return s, nil
 }
 
+// binaryContentType returns the datacontenttype of a binary-mode message:
+// its content-type header (binding §3.1.1). A ce-datacontenttype header,
+// which nodes wrote besides content-type before they followed the binding
+// to the letter, and which they wrote alone when content-type could not
+// carry the value, is accepted when content-type is absent or the two
+// agree, so that a cluster upgrades node by node; two values that differ
+// are one attribute given twice, an error.
+func binaryContentType(h nats.Header, ceValue string, ceSet bool) (string, error) {
+	ct, ok := headerValue(h, headerContentType)
+	switch {
+	case !ceSet:
+		return ct, nil
+	case !ok:
+		return ceValue, nil
+	case ct != ceValue:
+		return "", invalid(ReasonDuplicateHeader, fmt.Sprintf("ce-datacontenttype %q and content-type %q are given with different values", ceValue, ct), nil)
+	}
+	return ct, nil
+}
+
 // BinaryAttribute returns the value of attribute name (type, or an
 // extension such as sbseq) on a binary-mode message, read from its ce-
-// header (percent-decoded), without decoding the rest of the message; ok
+// header (percent-decoded), or for datacontenttype from content-type, as
+// Decode does, without decoding the rest of the message; ok
 // is false when the header is missing or its value is not validly
 // encoded. A receiver reads what it needs of a message it does not deliver
 // this way.
 func BinaryAttribute(m *nats.Msg, name string) (value string, ok bool) {
 	if m == nil {
 		return "", false
+	}
+	if name == "datacontenttype" {
+		if ct, ok := headerValue(m.Header, headerContentType); ok {
+			return ct, true
+		}
 	}
 	raw, ok := headerValue(m.Header, headerPrefix+name)
 	if !ok {

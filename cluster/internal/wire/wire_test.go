@@ -80,10 +80,8 @@ func roundTripSignals(t testing.TB) map[string]bus.Signal {
 		"trace context not plain ASCII": mustSignal(t, "traced", "/t", nil,
 			bus.WithExtension("traceparent", " café "),
 			bus.WithExtension("tracestate", "k=v\n")),
-		"data that is itself a CloudEvent": mustSignal(t, "wrapped", "/w", []byte(`{"specversion":"1.0"}`),
-			bus.WithDataContentType("application/cloudevents+json; charset=utf-8")),
-		"datacontenttype not plain ASCII": mustSignal(t, "ct", "/ct", []byte("x"),
-			bus.WithDataContentType("text/plain; name=\"ü\"")),
+		"media type with parameters": mustSignal(t, "ct", "/ct", []byte("x"),
+			bus.WithDataContentType(`multipart/mixed; boundary="a b%c"; x=1`)),
 		"time in a sub-minute zone": mustSignal(t, "old", "/old", nil, bus.WithTime(amsterdam1900)),
 		"no time, no specversion":   {ID: "bare", Source: "/b", Type: "bare"},
 	}
@@ -161,7 +159,6 @@ func TestEncodeHeaders(t *testing.T) {
 		"ce-subject":         {"Euro%20%E2%82%AC%20%F0%9F%98%80"}, // the binding spec's own example
 		"ce-time":            {"2018-04-05T03:56:24Z"},
 		"ce-dataschema":      {"https://example.com/schema"},
-		"ce-datacontenttype": {"application/json"},
 		"content-type":       {"application/json"},
 		"ce-seq":             {"17"},
 		"ce-flag":            {"true"},
@@ -202,6 +199,14 @@ func TestEncodeRejects(t *testing.T) {
 		{"extension year -1", func(s *bus.Signal) {
 			s.Extensions = map[string]any{"when": time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}
 		}, "when"},
+		// The content-type header carries the datacontenttype alone, and
+		// only a value it can carry.
+		{"datacontenttype not ASCII", func(s *bus.Signal) { s.DataContentType = `text/plain; name="ü"` }, "datacontenttype"},
+		{"datacontenttype with a newline", func(s *bus.Signal) { s.DataContentType = "text/plain\nx: y" }, "datacontenttype"},
+		{"datacontenttype with a trailing space", func(s *bus.Signal) { s.DataContentType = "text/plain " }, "datacontenttype"},
+		{"datacontenttype a CloudEvents format", func(s *bus.Signal) {
+			s.DataContentType = "Application/CloudEvents+JSON; charset=utf-8"
+		}, "structured"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -331,6 +336,29 @@ var interopCases = []struct {
 			Extensions: map[string]any{"traceparent": traceParent}},
 	},
 	{
+		// A node before content-type alone: both headers, the ce- one
+		// percent-encoded, the same value.
+		raw: rawMsg{
+			name: "older node, ce-datacontenttype and content-type agreeing",
+			headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\n" +
+				"ce-datacontenttype: text/plain;%20charset=%22utf-8%22\ncontent-type: text/plain; charset=\"utf-8\"",
+			body: "hi",
+		},
+		want: bus.Signal{SpecVersion: "1.0", ID: "1", Source: "/s", Type: "t",
+			DataContentType: `text/plain; charset="utf-8"`, Data: []byte("hi")},
+	},
+	{
+		// A node before content-type alone, for a value content-type
+		// could not carry: ce-datacontenttype alone.
+		raw: rawMsg{
+			name:    "older node, ce-datacontenttype alone",
+			headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\nCe-DataContentType: text/plain;%20name=%22%C3%BC%22",
+			body:    "x",
+		},
+		want: bus.Signal{SpecVersion: "1.0", ID: "1", Source: "/s", Type: "t",
+			DataContentType: `text/plain; name="ü"`, Data: []byte("x")},
+	},
+	{
 		raw: rawMsg{
 			name:    "content-type without ce-datacontenttype, and duplicate equal values",
 			headers: "ce-specversion: 1.0\nce-id: 1\nCe-Id: %31\nce-source: /s\nce-type: t\nContent-Type: text/plain; charset=\"utf-8\"",
@@ -398,6 +426,8 @@ var rejectCases = []struct {
 	{rawMsg{name: "conflicting ce-id", headers: "ce-specversion: 1.0\nce-id: 1\nCe-Id: 2\nce-source: /s\nce-type: t"}, "duplicate_header", "ce-id", true},
 	{rawMsg{name: "conflicting extension", headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\nce-x: 1\nce-x: 2"}, "duplicate_header", "ce-x", true},
 	{rawMsg{name: "conflicting content-type", headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\ncontent-type: a/b\nContent-Type: c/d"}, "duplicate_header", "content-type", true},
+	{rawMsg{name: "ce-datacontenttype conflicting with content-type", headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\nce-datacontenttype: text/plain\ncontent-type: application/json"}, "duplicate_header", "ce-datacontenttype", true},
+	{rawMsg{name: "ce-datacontenttype badly encoded", headers: "ce-specversion: 1.0\nce-id: 1\nce-source: /s\nce-type: t\nce-datacontenttype: text/%zz\ncontent-type: text/plain"}, "bad_encoding", "ce-datacontenttype", true},
 	{rawMsg{name: "structured body not JSON", headers: "content-type: application/cloudevents+json", body: "not json"}, "bad_structured", "JSON", true},
 	{rawMsg{name: "structured body empty", headers: "content-type: application/cloudevents+json"}, "bad_structured", "JSON", true},
 	{rawMsg{name: "structured specversion 0.3", headers: "content-type: application/cloudevents+json",
@@ -563,6 +593,13 @@ func TestBinaryAttributeReadsOneHeader(t *testing.T) {
 	m.Header.Set("Ce-Broken", "%zz")
 	if v, ok := wire.BinaryAttribute(m, "broken"); ok {
 		t.Errorf("BinaryAttribute of a badly percent-encoded header = %q, true; want not ok", v)
+	}
+	ct := mustSignal(t, "order.created", "/orders", map[string]int{"n": 1})
+	if m, err = wire.Encode(ct, ""); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := wire.BinaryAttribute(m, "datacontenttype"); !ok || v != "application/json" {
+		t.Errorf("BinaryAttribute(datacontenttype) = %q, %v; want the content-type header", v, ok)
 	}
 	if _, ok := wire.BinaryAttribute(nil, "note"); ok {
 		t.Error("BinaryAttribute(nil) found a value")
