@@ -249,8 +249,8 @@ func runtimeBoard() board {
 					q: []query{{runtime(`histogram_quantile(0.99, sum by (job, instance, le) (rate(go_schedule_duration_seconds_bucket[$__rate_interval])))`), inst}}},
 				{title: "GC cycles", unit: "ops", min: zero, w: 8,
 					q: []query{{runtime(`rate(go_gc_duration_seconds_count[$__rate_interval])`), inst}}},
-				{title: "GC pause, max", unit: "s", min: zero, w: 24, desc: "Longest stop-the-world pause of recent cycles.",
-					q: []query{{runtime(`max by (job, instance) (go_gc_duration_seconds{quantile="1"})`), inst}}},
+				{title: "GC pause, max", unit: "s", min: zero, w: 24, desc: "Longest stop-the-world pause of recent cycles (the largest quantile of the pause summary).",
+					q: []query{{runtime(`max by (job, instance) (go_gc_duration_seconds)`), inst}}},
 			}},
 		},
 	}
