@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster/internal/natsserver"
@@ -65,6 +66,7 @@ type Node struct {
 	msgs         msgPool // fast mode: batch messages, used again once published
 	instance     string  // random per Start: tells this run's sequence from an earlier one's
 	member       *membership
+	natsGauges   metric.Registration // the NATS gauges' callback; nil when none
 
 	ctx    context.Context // ends when Close begins draining
 	cancel context.CancelFunc
@@ -170,6 +172,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.member.start(cfg.MeterProvider.Meter(ScopeName)); err != nil {
 		n.member = nil
 		return nil, fmt.Errorf("cluster: start %s: membership: %w", cfg.Name, err)
+	}
+	if n.natsGauges, err = n.startNATSMetrics(cfg.MeterProvider.Meter(ScopeName)); err != nil {
+		return nil, fmt.Errorf("cluster: start %s: NATS metrics: %w", cfg.Name, err)
 	}
 	flushCtx, cancel := withDefaultTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -603,6 +608,9 @@ func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, 
 // store; it is also how a failed Start cleans up.
 func (n *Node) release(ctx context.Context) error {
 	n.cancel()
+	if n.natsGauges != nil {
+		_ = n.natsGauges.Unregister()
+	}
 	var errs []error
 	for _, nc := range []*nats.Conn{n.nc, n.sigs} {
 		if nc != nil {
