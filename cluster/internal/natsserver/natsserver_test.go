@@ -476,21 +476,23 @@ func TestShutdownWhileCreatingConsumers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Generous deadlines: under a loaded CI machine an R3 create
-			// can take many seconds, and nothing here measures time.
+			// Each request in attempts of its own (see untilAnswered):
+			// an election under a loaded machine can leave one unanswered.
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHUT", Subjects: []string{"shut.>"}, Replicas: 3})
-			if err != nil {
-				t.Fatal(err)
-			}
+			var stream jetstream.Stream
+			untilAnswered(ctx, t, "create stream SHUT", func(ctx context.Context) (err error) {
+				stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "SHUT", Subjects: []string{"shut.>"}, Replicas: 3})
+				return err
+			})
 			// A few consumers created, the rest still in flight when the
 			// cluster shuts down (t.Cleanup).
 			for k := range 3 {
-				if _, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-					Durable: fmt.Sprintf("c%d", k), AckPolicy: jetstream.AckExplicitPolicy, Replicas: 3}); err != nil {
-					t.Fatal(err)
-				}
+				untilAnswered(ctx, t, fmt.Sprintf("create consumer c%d", k), func(ctx context.Context) error {
+					_, err := stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+						Durable: fmt.Sprintf("c%d", k), AckPolicy: jetstream.AckExplicitPolicy, Replicas: 3})
+					return err
+				})
 			}
 			for k := 3; k < 30; k++ {
 				subj := fmt.Sprintf("$JS.API.CONSUMER.CREATE.SHUT.c%d", k)
@@ -506,5 +508,42 @@ func TestShutdownWhileCreatingConsumers(t *testing.T) {
 			// servers are applying assignments when the shutdown begins.
 			time.Sleep(time.Duration(i+1) * 50 * time.Millisecond)
 		})
+	}
+}
+
+// attemptTimeout bounds one JetStream API request of untilAnswered.
+const attemptTimeout = 5 * time.Second
+
+// untilAnswered makes a JetStream API request (op, which must be
+// idempotent, as creating a stream or consumer again with the same
+// configuration is) in attempts of attemptTimeout until one is answered,
+// and fails the test with the last error once ctx ends or the answer is an
+// error other than "no leader".
+//
+// In a cluster only the JetStream meta leader answers such a request: every
+// other server drops it without a word, and so does the leader if it has
+// just lost its leadership; a server answers "cluster not available" only
+// once the meta group has been leaderless for a while. A request made while
+// the leadership moves (an election, which a stalled, loaded machine can
+// set off at any time) is never answered, and nats.go does not send it
+// again: one request waited on to the end of ctx fails the test at ctx's
+// end however soon the new leader is there. The node's own setup retries
+// its requests so (durable.trySetup, attachment.setup).
+func untilAnswered(ctx context.Context, t testing.TB, what string, op func(context.Context) error) {
+	t.Helper()
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil {
+			return
+		}
+		var apiErr *jetstream.APIError
+		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+			(errors.As(err, &apiErr) && apiErr.Code == 503)
+		if !unanswered || ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Logf("%s: %v; again", what, err)
 	}
 }
