@@ -65,8 +65,8 @@ type Config struct {
 	// Providers). Nil: a new registry, returned in Providers.Registry.
 	// Never the default registerer, which a library must not fill.
 	Registry *prometheus.Registry
-	// OTLPEndpoint is where spans go: a URL (http://host:4318, with an
-	// optional path) or host:port. Empty: the standard
+	// OTLPEndpoint is where spans go: a URL (http://host:4318, to which
+	// HTTP adds /v1/traces when it has no path) or host:port. Empty: the standard
 	// OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 	// variables decide; with neither set, spans are sampled but not
 	// exported.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	otelpyroscope "github.com/grafana/otel-profiling-go"
@@ -61,6 +62,12 @@ func newSpanExporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, er
 		var o []otlptracehttp.Option
 		switch {
 		case isURL:
+			// A bare base URL means the standard path, as it does in
+			// OTEL_EXPORTER_OTLP_ENDPOINT.
+			if u, err := url.Parse(endpoint); err == nil && (u.Path == "" || u.Path == "/") {
+				u.Path = "/v1/traces"
+				endpoint = u.String()
+			}
 			o = append(o, otlptracehttp.WithEndpointURL(endpoint))
 		case endpoint != "":
 			o = append(o, otlptracehttp.WithEndpoint(endpoint))

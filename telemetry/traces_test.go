@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/signalbus/signalbus/bus"
@@ -85,7 +87,7 @@ func (r *otlpReceiver) find(match func(receivedSpan) bool) (receivedSpan, bool) 
 func TestOneTraceAcrossNodes(t *testing.T) {
 	recv := newOTLPReceiver(t)
 	cfg := func(name string) Config {
-		return Config{ServiceName: "orders", InstanceID: name, OTLPEndpoint: recv.srv.URL + "/v1/traces"}
+		return Config{ServiceName: "orders", InstanceID: name, OTLPEndpoint: recv.srv.URL}
 	}
 	pa, pb := newProviders(t, cfg("a")), newProviders(t, cfg("b"))
 	a, b := startPair(t, pa, pb)
@@ -153,5 +155,69 @@ func TestNeverSample(t *testing.T) {
 	defer span1.End()
 	if !span1.SpanContext().IsSampled() {
 		t.Fatal("the default SampleRatio did not sample a root span")
+	}
+}
+
+type grpcTraces struct {
+	collectortrace.UnimplementedTraceServiceServer
+	got chan string
+}
+
+func (g *grpcTraces) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			for _, s := range ss.GetSpans() {
+				select {
+				case g.got <- s.GetName():
+				default:
+				}
+			}
+		}
+	}
+	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+// TestGRPCExport: OTLPProtocol grpc sends spans to a gRPC collector.
+func TestGRPCExport(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	recv := &grpcTraces{got: make(chan string, 16)}
+	collectortrace.RegisterTraceServiceServer(gs, recv)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-served })
+
+	p := newProviders(t, Config{OTLPEndpoint: ln.Addr().String(), OTLPProtocol: ProtocolGRPC, OTLPInsecure: true})
+	_, span := p.TracerProvider.Tracer("test").Start(context.Background(), "over-grpc")
+	span.End()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-recv.got:
+		if name != "over-grpc" {
+			t.Fatalf("span %q, want over-grpc", name)
+		}
+	default:
+		t.Fatal("Shutdown returned before the span reached the gRPC collector")
+	}
+}
+
+// TestEndpointFromEnvironment: with no OTLPEndpoint, the standard
+// variable decides where spans go.
+func TestEndpointFromEnvironment(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.srv.URL)
+	p := newProviders(t, Config{InstanceID: "env"})
+	_, span := p.TracerProvider.Tracer("test").Start(context.Background(), "from-env")
+	span.End()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := recv.find(func(s receivedSpan) bool { return s.name == "from-env" && s.instance == "env" }); !ok {
+		t.Fatalf("no span at the endpoint from OTEL_EXPORTER_OTLP_ENDPOINT; got %v", recv.spans)
 	}
 }
