@@ -43,6 +43,14 @@ func BenchmarkDurable(b *testing.B) {
 					benchDurable(b, srv.ClientURL(), enc, asyncBatch, jsRate)
 				})
 			}
+			// The cost of telemetry.New's SDK (the runs above have none).
+			tel := benchTelemetry(b)
+			b.Run("impl=durable/enc=binary/batch=64/telemetry=on", func(b *testing.B) {
+				benchDurable(b, srv.ClientURL(), Binary, 64, jsRate, tel)
+			})
+			b.Run("impl=durable/enc=binary/async/telemetry=on", func(b *testing.B) {
+				benchDurable(b, srv.ClientURL(), Binary, asyncBatch, jsRate, tel)
+			})
 		})
 	}
 }
@@ -178,9 +186,13 @@ func benchJetStream(b *testing.B, url string, sigs *jetStreamSignals) float64 {
 
 // benchNode starts a durable node on url for a benchmark and waits until
 // its stream and consumer exist.
-func benchNode(b *testing.B, url, name string, enc Encoding) *Node {
-	n, err := Start(context.Background(), Config{Name: name, NATSURL: url, Encoding: enc, Logger: quietLogger(),
-		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}})
+func benchNode(b *testing.B, url, name string, enc Encoding, opts ...func(*Config)) *Node {
+	cfg := Config{Name: name, NATSURL: url, Encoding: enc, Logger: quietLogger(),
+		BusOptions: []bus.Option{bus.WithLogger(quietLogger())}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := Start(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -189,7 +201,8 @@ func benchNode(b *testing.B, url, name string, enc Encoding) *Node {
 	return n
 }
 
-func benchDurable(b *testing.B, url string, enc Encoding, batch int, jsRate float64) {
+func benchDurable(b *testing.B, url string, enc Encoding, batch int, jsRate float64, opts ...func(*Config)) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
-	benchNodeToNode(b, benchNode(b, url, "p"+suffix, enc), benchNode(b, url, "s"+suffix, enc), "bench.durable", batch, jsRate, "x-js")
+	benchNodeToNode(b, benchNode(b, url, "p"+suffix, enc, opts...), benchNode(b, url, "s"+suffix, enc, opts...),
+		"bench.durable", batch, jsRate, "x-js")
 }

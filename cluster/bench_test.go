@@ -38,6 +38,11 @@ func BenchmarkCrossNode(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("impl=fast/enc=%s/async", enc), func(b *testing.B) { benchFast(b, pair, asyncBatch) })
 	}
+	// The cost of telemetry.New's SDK (the runs above have none): the
+	// binary encoding again, on a pair with it.
+	withTelemetry := benchCluster(b, Binary, benchTelemetry(b))
+	b.Run("impl=fast/enc=binary/batch=64/telemetry=on", func(b *testing.B) { benchFast(b, withTelemetry, 64) })
+	b.Run("impl=fast/enc=binary/async/telemetry=on", func(b *testing.B) { benchFast(b, withTelemetry, asyncBatch) })
 }
 
 // asyncBatch makes benchNodeToNode publish one signal per PublishAsync
@@ -46,12 +51,15 @@ const asyncBatch = 0
 
 var natsRate float64
 
-func benchCluster(b *testing.B, enc Encoding) []*Node {
+func benchCluster(b *testing.B, enc Encoding, opts ...func(*Config)) []*Node {
 	b.Helper()
 	start := func(cfg Config) *Node {
 		cfg.Mode, cfg.Listen, cfg.ClusterListen, cfg.Logger = Fast, "127.0.0.1:0", "127.0.0.1:0", quietLogger()
 		cfg.Encoding = enc
 		cfg.BusOptions = []bus.Option{bus.WithLogger(quietLogger())}
+		for _, o := range opts {
+			o(&cfg)
+		}
 		n, err := Start(context.Background(), cfg)
 		if err != nil {
 			b.Fatal(err)
