@@ -51,7 +51,7 @@ type DemoCommand struct {
 	Quiet    bool          // no tracing, no spans printed
 }
 
-const demoUsage = `usage: signalbus demo [flags]
+const demoUsage = `usage: signalbus demo --local [flags]
 
 Publishes order signals (order.created, order.paid, order.shipped,
 order.cancelled; source /demo/shop) through an in-process bus to four
@@ -71,12 +71,17 @@ at the end the totals, dead letters, the replay and a few spans.
 Flags:
 `
 
-// Run parses the flags and runs the demo. It returns once the bus has
+// Run runs the cluster demo (ClusterDemoCommand) unless args ask for
+// -local; then it parses the flags and runs this demo. It returns once the bus has
 // drained and the report is written, about -duration after it starts; an
 // interrupt (ctx ending) stops the publishing early.
 func (c *DemoCommand) Run(ctx context.Context, args []string) error {
+	if !isLocalDemo(args) {
+		return (&ClusterDemoCommand{Stdout: c.Stdout, Stderr: c.Stderr}).Run(ctx, args)
+	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(c.Stderr)
+	fs.Bool("local", true, "run this in-process bus demo (without it: the three-node cluster demo)")
 	fs.IntVar(&c.Rate, "rate", 2000, "signals to publish per second")
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long to publish")
 	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order stream and of the flaky handler's failures")

@@ -71,7 +71,7 @@ func parseTotals(t *testing.T, out string) totals {
 
 func TestDemo(t *testing.T) {
 	start := time.Now()
-	out, stderr, err := run(t, t.Context(), "demo", "-duration", "1s", "-rate", "500", "-seed", seedWithDeadLetters)
+	out, stderr, err := run(t, t.Context(), "demo", "--local", "-duration", "1s", "-rate", "500", "-seed", seedWithDeadLetters)
 	if err != nil {
 		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
 	}
@@ -151,7 +151,7 @@ func TestDemo(t *testing.T) {
 
 func TestDemoQuietShort(t *testing.T) {
 	// Shorter than a second: the live line comes at the end.
-	out, _, err := run(t, t.Context(), "demo", "-duration", "300ms", "-rate", "1000", "-quiet")
+	out, _, err := run(t, t.Context(), "demo", "-local", "-duration", "300ms", "-rate", "1000", "-quiet")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestDemoInterrupted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	out, _, err := run(t, ctx, "demo", "-duration", "1m", "-rate", "1000", "-quiet")
+	out, _, err := run(t, ctx, "demo", "--local=true", "-duration", "1m", "-rate", "1000", "-quiet")
 	if err != nil {
 		t.Fatal(err)
 	}
