@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel"
 )
 
 func TestConfigRejectsBadInput(t *testing.T) {
@@ -58,5 +60,28 @@ func TestRegistryFilledTwiceIsAnError(t *testing.T) {
 	defer p.Shutdown(context.Background())
 	if _, err := New(context.Background(), Config{Registry: p.Registry}); err == nil {
 		t.Fatal("New with a registry another Providers fills: nil error")
+	}
+}
+
+func TestSetupInstallsGlobals(t *testing.T) {
+	prevTP, prevMP, prevProp := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
+	defer func() {
+		otel.SetTracerProvider(prevTP)
+		otel.SetMeterProvider(prevMP)
+		otel.SetTextMapPropagator(prevProp)
+	}()
+	shutdown, err := Setup(context.Background(), Config{InstanceID: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	_, span := otel.Tracer("test").Start(context.Background(), "x")
+	defer span.End()
+	if !span.SpanContext().IsValid() {
+		t.Error("the global tracer provider is not the SDK's")
+	}
+	fields := strings.Join(otel.GetTextMapPropagator().Fields(), ",")
+	if !strings.Contains(fields, "traceparent") || !strings.Contains(fields, "baggage") {
+		t.Errorf("global propagator fields %s, want traceparent and baggage", fields)
 	}
 }

@@ -204,7 +204,9 @@ func New(ctx context.Context, cfg Config) (*Providers, error) {
 
 // Setup is New, then installs the tracer and meter providers and the
 // propagator as the OpenTelemetry globals, which the bus and the cluster
-// use by default. shutdown flushes and stops them.
+// use by default. Call it before starting nodes: a bus takes its
+// providers when it is made. shutdown flushes and stops them (after the
+// nodes are closed, so their last spans are in).
 func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) error, err error) {
 	p, err := New(ctx, cfg)
 	if err != nil {
