@@ -45,7 +45,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $${FUZZTIME:-30s}; \
 	done
 
-demo: ## the main job: an in-process bus with a live summary, totals and spans
+demo: ## the main job: a three-node cluster through an isolation, with the verdict (demo --local: the in-process bus)
 	$(GO) run ./cmd/signalbus demo
 
 build: ## the signalbus binary, static, in bin/
