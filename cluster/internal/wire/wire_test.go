@@ -152,21 +152,21 @@ func TestEncodeHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := nats.Header{
-		"ce-specversion":     {"1.0"},
-		"ce-id":              {"1234-1234-1234"},
-		"ce-source":          {"/mycontext/subcontext"},
-		"ce-type":            {"com.example.someevent"},
-		"ce-subject":         {"Euro%20%E2%82%AC%20%F0%9F%98%80"}, // the binding spec's own example
-		"ce-time":            {"2018-04-05T03:56:24Z"},
-		"ce-dataschema":      {"https://example.com/schema"},
-		"content-type":       {"application/json"},
-		"ce-seq":             {"17"},
-		"ce-flag":            {"true"},
-		"traceparent":        {traceParent},
-		"tracestate":         {traceState},
-		"ce-traceparent":     {traceParent},
-		"ce-tracestate":      {traceState},
-		"Nats-Msg-Id":        {"1234-1234-1234"},
+		"ce-specversion": {"1.0"},
+		"ce-id":          {"1234-1234-1234"},
+		"ce-source":      {"/mycontext/subcontext"},
+		"ce-type":        {"com.example.someevent"},
+		"ce-subject":     {"Euro%20%E2%82%AC%20%F0%9F%98%80"}, // the binding spec's own example
+		"ce-time":        {"2018-04-05T03:56:24Z"},
+		"ce-dataschema":  {"https://example.com/schema"},
+		"content-type":   {"application/json"},
+		"ce-seq":         {"17"},
+		"ce-flag":        {"true"},
+		"traceparent":    {traceParent},
+		"tracestate":     {traceState},
+		"ce-traceparent": {traceParent},
+		"ce-tracestate":  {traceState},
+		"Nats-Msg-Id":    {"1234-1234-1234"},
 	}
 	if !reflect.DeepEqual(msg.Header, want) {
 		t.Errorf("headers:\n got %v\nwant %v", msg.Header, want)
