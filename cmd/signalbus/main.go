@@ -61,30 +61,34 @@ func usageErrorf(format string, args ...any) error {
 	return &UsageError{Err: fmt.Errorf(format, args...)}
 }
 
-// parseFlags parses args with fs and accepts no positional arguments. The
-// error is flag.ErrHelp for -h, otherwise a *UsageError.
+// parseFlags parses args with fs, then the environment variables of the
+// flags not given (see parseArgs), and accepts no positional arguments.
+// The error is flag.ErrHelp for -h, otherwise a *UsageError.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &UsageError{Err: fmt.Errorf("%s: %w", fs.Name(), err), reported: true}
+	positional, err := parseArgs(fs, args, os.LookupEnv)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usageErrorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	if len(positional) > 0 {
+		return usageErrorf("%s: unexpected argument %q", fs.Name(), positional[0])
 	}
 	return nil
 }
 
 // Main is the program: it dispatches the first argument to a command.
 type Main struct {
+	Stdin  io.Reader // input of pub when it reads events
 	Stdout io.Writer // command output
 	Stderr io.Writer // usage, flag errors, logs
+	// LookupEnv reads the flags' SIGNALBUS_* variables; nil is
+	// os.LookupEnv.
+	LookupEnv LookupEnv
 }
 
-// NewMain returns a Main writing to the process's stdout and stderr.
+// NewMain returns a Main on the process's stdin, stdout, stderr and
+// environment.
 func NewMain() *Main {
-	return &Main{Stdout: os.Stdout, Stderr: os.Stderr}
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, LookupEnv: os.LookupEnv}
 }
 
 // Run runs the command named by args[0] with the rest of args. An unknown
@@ -98,6 +102,12 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	switch cmd {
 	case "demo":
 		return (&DemoCommand{Stdout: m.Stdout, Stderr: m.Stderr}).Run(ctx, args)
+	case "node":
+		return (&NodeCommand{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}).Run(ctx, args)
+	case "pub":
+		return (&PubCommand{Stdin: m.Stdin, Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}).Run(ctx, args)
+	case "sub":
+		return (&SubCommand{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}).Run(ctx, args)
 	case "version":
 		return (&VersionCommand{Stdout: m.Stdout, Stderr: m.Stderr}).Run(ctx, args)
 	case "help", "-h", "-help", "--help":
@@ -129,9 +139,17 @@ Usage:
 
 The commands are:
 
+	node       run a cluster node: embedded NATS, the bus, /metrics and
+	           health, until SIGINT or SIGTERM
+	pub        publish signals into a cluster as a plain NATS client
+	sub        print the signals matching a pattern, one JSON per line
 	demo       run an in-process bus with a stream of order signals and
 	           show its metrics, retries, dead letters, replay and spans
-	version    print the version of the binary
+	version    print the version of the binary and what it embeds
+
+Every flag can also be set by an environment variable: SIGNALBUS_ and the
+flag's name upper-cased, '-' as '_' (--cluster-listen is
+SIGNALBUS_CLUSTER_LISTEN). A flag on the command line wins.
 
 Use "signalbus help <command>" for more about a command.
 `)

@@ -10,7 +10,8 @@ func TestVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`^signalbus \S+.* \(go1\.\S+ \w+/\w+\)\n$`).MatchString(stdout) {
-		t.Errorf("version printed %q", stdout)
+	want := regexp.MustCompile(`^signalbus \S+\ncommit      \S+( \(modified\))?\ngo          go1\.\S+ \w+/\w+\nnats-server 2\.\d+\.\d+\S*\n$`)
+	if !want.MatchString(stdout) {
+		t.Errorf("version printed %q, want it to match %s", stdout, want)
 	}
 }
