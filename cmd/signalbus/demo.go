@@ -39,8 +39,10 @@ var shippingRetry = bus.RetryPolicy{
 	Jitter:         0.2,
 }
 
-// DemoCommand runs an in-process bus with a stream of order signals and
-// shows, from the bus's own metrics and spans, what happened to them.
+// DemoCommand is 'signalbus demo': the cluster demo (ClusterDemoCommand)
+// unless its arguments ask for -local, and then an in-process bus with a
+// stream of order signals that shows, from the bus's own metrics and
+// spans, what happened to them.
 type DemoCommand struct {
 	Stdout io.Writer // the report
 	Stderr io.Writer // usage and the first few warnings

@@ -159,6 +159,9 @@ type clusterDemo struct {
 	syncCtx    context.Context
 	syncCancel context.CancelFunc
 	sync       sync.WaitGroup
+	// cutAt and healAt are when the isolation began and ended; written
+	// by isolate, read once traffic has waited for it.
+	cutAt, healAt time.Time
 }
 
 // demoNode is one member of the demo cluster and what the demo keeps of it.
@@ -399,6 +402,10 @@ func (d *clusterDemo) waitReady(ctx context.Context) error {
 				}
 				select {
 				case <-ctx.Done():
+					if context.Cause(ctx) == context.Canceled { // interrupted, not timed out
+						errs[i] = ctx.Err()
+						return
+					}
 					errs[i] = fmt.Errorf("cluster not ready after %v: %w", demoReadyTimeout, err)
 					return
 				case <-time.After(100 * time.Millisecond):
@@ -433,7 +440,7 @@ func (d *clusterDemo) traffic(ctx context.Context) (interrupted bool) {
 	wg.Wait()
 	interrupted = ctx.Err() != nil
 	if interrupted {
-		d.printf("%s interrupted: publishing stopped\n", d.since())
+		d.printf("%s interrupted\n", d.since())
 	}
 	// The live line goes on while delivery completes: finish stops it.
 	d.stopLive = func() { stopLive(); live.Wait() }
@@ -541,6 +548,7 @@ func (d *clusterDemo) isolate(ctx context.Context, k int) {
 	for _, p := range links {
 		p.Cut()
 	}
+	d.cutAt = time.Now()
 	d.printf("%s isolating %s: its %d route links cut\n", d.since(), d.nodes[k].name, len(links))
 	select {
 	case <-ctx.Done():
@@ -549,6 +557,7 @@ func (d *clusterDemo) isolate(ctx context.Context, k int) {
 	for _, p := range links {
 		p.Restore()
 	}
+	d.healAt = time.Now()
 	d.printf("%s healing %s: its route links restored\n", d.since(), d.nodes[k].name)
 }
 

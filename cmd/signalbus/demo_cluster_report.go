@@ -131,12 +131,14 @@ func (d *clusterDemo) sumStats(f func(cluster.Stats) int64) int64 {
 func (d *clusterDemo) finish(ctx context.Context, interrupted bool) error {
 	published := time.Since(d.start)
 	d.printf("%s publishing stopped; waiting up to %v for every acked signal to reach every node\n", d.since(), d.cmd.DrainTimeout)
-	// First the synchronous publishes still waiting (they end by the
-	// drain deadline), whose outcome decides whether they are owed.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cmd.DrainTimeout)
+	defer cancel()
+	// First the synchronous publishes still waiting, whose outcome decides
+	// whether they are owed; they give up at the drain's end.
+	stop := context.AfterFunc(dctx, d.syncCancel)
 	d.sync.Wait()
-	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), d.start.Add(d.cmd.Duration+d.cmd.DrainTimeout))
+	stop()
 	drainErr := d.hist.AwaitDelivered(dctx, 20*time.Millisecond)
-	cancel()
 	if drainErr == nil {
 		d.printf("%s every acked signal delivered to every node\n", d.since())
 	} else {
@@ -213,7 +215,10 @@ func (d *clusterDemo) printVerdict(v loadtest.Verdict, published time.Duration) 
 // isolationSummary says what the nodes reported of the isolation.
 func (d *clusterDemo) isolationSummary() string {
 	k := d.nodes[len(d.nodes)-1]
-	s := fmt.Sprintf("%s cut at t=%.1fs for %v; ", k.name, d.cmd.IsolateAt.Seconds(), d.cmd.IsolateFor)
+	if d.cutAt.IsZero() {
+		return k.name + " was never cut off: the run ended first"
+	}
+	s := fmt.Sprintf("%s cut off at t=%.1fs for %.1fs; ", k.name, d.cutAt.Sub(d.start).Seconds(), d.healAt.Sub(d.cutAt).Seconds())
 	_, detected, healed, detections := k.partition.state()
 	if detections == 0 {
 		return s + k.name + " never reported a partition"

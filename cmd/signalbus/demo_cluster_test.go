@@ -13,19 +13,19 @@ import (
 	"time"
 )
 
-// syncBuffer is a bytes.Buffer the demo writes to while the test reads.
-type syncBuffer struct {
+// demoBuffer is a bytes.Buffer the demo writes to while the test reads.
+type demoBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *demoBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *demoBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -40,7 +40,7 @@ var (
 	deliveredRE   = regexp.MustCompile(`(?m)^  delivered\s+n1=(\d+) n2=(\d+) n3=(\d+) `)
 )
 
-func atoi(t *testing.T, s string) int {
+func demoAtoi(t *testing.T, s string) int {
 	t.Helper()
 	n, err := strconv.Atoi(s)
 	if err != nil {
@@ -58,7 +58,7 @@ func TestClusterDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a three-node JetStream cluster through an isolation takes about 20 s")
 	}
-	var out syncBuffer
+	var out demoBuffer
 	var stderr bytes.Buffer
 	m := &Main{Stdout: &out, Stderr: &stderr}
 	done := make(chan error, 1)
@@ -81,7 +81,7 @@ func TestClusterDemo(t *testing.T) {
 			}
 			for _, u := range metricsURLRE.FindAllStringSubmatch(out.String(), -1) {
 				if !scraped[u[1]] {
-					scraped[u[1]] = scrapeHas(t, u[2]+"/metrics", "signalbus_outbox_depth") && scrapeHas(t, u[2]+"/readyz", `"checks"`)
+					scraped[u[1]] = demoScrape(t, u[2]+"/metrics", "signalbus_outbox_depth") && demoScrape(t, u[2]+"/readyz", `"checks"`)
 				}
 			}
 		}
@@ -115,31 +115,31 @@ func TestClusterDemo(t *testing.T) {
 	if pub == nil || acked == nil || delivered == nil {
 		t.Fatalf("verdict lines missing (published %v, acked %v, delivered %v):\n%s", pub, acked, delivered, stdout)
 	}
-	total := atoi(t, pub[1])
+	total := demoAtoi(t, pub[1])
 	// About 60/s for 7 s, give or take the pacing; every node its share.
 	if total < 300 || total > 480 {
 		t.Errorf("published %d, want about 420", total)
 	}
 	for i := 2; i <= 4; i++ {
-		if n := atoi(t, pub[i]); n < total/4 {
+		if n := demoAtoi(t, pub[i]); n < total/4 {
 			t.Errorf("node n%d published %d of %d", i-1, n, total)
 		}
 	}
-	if a := atoi(t, acked[1]); a != total {
+	if a := demoAtoi(t, acked[1]); a != total {
 		t.Errorf("acked %d of %d published: a publish failed", a, total)
 	}
-	if atoi(t, acked[2]) == 0 {
+	if demoAtoi(t, acked[2]) == 0 {
 		t.Errorf("n3's outbox took nothing while it was isolated:\n%s", stdout)
 	}
 	for i := 1; i <= 3; i++ {
-		if d := atoi(t, delivered[i]); d != total {
+		if d := demoAtoi(t, delivered[i]); d != total {
 			t.Errorf("n%d was delivered %d of %d", i, d, total)
 		}
 	}
 }
 
-// scrapeHas reports whether url answers with a body containing want.
-func scrapeHas(t *testing.T, url, want string) bool {
+// demoScrape reports whether url answers with a body containing want.
+func demoScrape(t *testing.T, url, want string) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
