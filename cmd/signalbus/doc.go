@@ -1,6 +1,6 @@
-// Command signalbus is the one binary of the signalbus project. It runs an
-// in-process demonstration of the bus today; the cluster commands (node,
-// pub, sub, load) join it as they are built.
+// Command signalbus is the one binary of the signalbus project: it runs
+// cluster nodes, publishes and subscribes as a plain NATS client, and
+// demonstrates the bus.
 //
 // Usage:
 //
@@ -8,13 +8,33 @@
 //
 // The commands are:
 //
-//	demo       publish a stream of order signals through an in-process bus
-//	           and show its metrics, retries, dead letters, replay and spans
-//	version    print the version of the binary
+//	node       run a cluster node (embedded NATS, the bus, /metrics, /healthz,
+//	           /readyz) until SIGINT or SIGTERM, then shut down cleanly
+//	pub        publish signals as a NATS client: --type/--source/--data, or
+//	           CloudEvents JSON lines from stdin; durable publishes wait for
+//	           the stream's ack and a summary is printed
+//	sub        print the signals matching a pattern, one CloudEvent JSON per
+//	           line; --all/--since replay the stream, --group shares the load
+//	demo       the demonstration of the bus
+//	version    the module version, commit, Go version and embedded nats-server
 //
 // Run "signalbus help <command>" for a command's flags. For example:
 //
-//	signalbus demo -rate 5000 -duration 10s -seed 7
+//	signalbus node --name n1 --data-dir /tmp/n1 &
+//	signalbus sub 'order.**' &
+//	signalbus pub --type order.created --source /shop --data '{"id":1}' --count 10
+//
+// Every flag has an environment variable: SIGNALBUS_ and the flag's name
+// upper-cased with '-' as '_' (--cluster-listen is SIGNALBUS_CLUSTER_LISTEN).
+// A flag given on the command line wins over its variable; a bad value in a
+// variable is a usage error that names the variable. Logs are slog on
+// stderr (--log-format text|json, --log-level).
+//
+// pub and sub are clients, not members: they send no heartbeats and do not
+// count towards a node's --expected-size. They speak the wire format
+// through package cluster/client. A live sub uses core NATS (it works with
+// fast and durable clusters alike, at most once); --all and --since use an
+// ordered JetStream consumer on the durable stream.
 //
 // The layout follows litestream's cmd/litestream: main only turns errors into
 // exit codes (0 success or help, 1 failure, 2 a mistake in the command line,
