@@ -19,7 +19,7 @@ dashboards: ## regenerate dashboards/*.json from the Go code in dashboards/
 prometheus: ## install Debian's prometheus (with promtool) when absent: the dashboards test runs it
 	@command -v promtool >/dev/null 2>&1 || { \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$sudo apt-get update && $$sudo apt-get install -y prometheus; }
+		$$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends prometheus; }
 
 lint: ## gofmt and go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -49,7 +49,7 @@ demo: ## the main job: a three-node cluster through an isolation, with the verdi
 	$(GO) run ./cmd/signalbus demo
 
 build: ## the signalbus binary, static, in bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/signalbus ./cmd/signalbus
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -o bin/signalbus ./cmd/signalbus
 
 clean:
 	rm -rf bin bench.txt bench-cluster.txt

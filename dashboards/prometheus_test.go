@@ -273,8 +273,10 @@ scrape_configs:
 	}
 }
 
-// nodeArgs are extra flags every test node gets.
-var nodeArgs []string
+// nodeArgs are extra flags every test node gets: a subscription of its
+// own to the pub client's signals, and a canary publishing through each
+// node's bus, so that the publish and delivery panels have a path to show.
+var nodeArgs = []string{"--subscribe", "order.**", "--canary-interval", "250ms"}
 
 func waitHTTP(ctx context.Context, url string, procs []*process) error {
 	for {

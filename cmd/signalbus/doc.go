@@ -15,7 +15,8 @@
 //	           the stream's ack and a summary is printed
 //	sub        print the signals matching a pattern, one CloudEvent JSON per
 //	           line; --all/--since replay the stream, --group shares the load
-//	demo       the demonstration of the bus
+//	demo       three nodes in one process through an isolation, with the
+//	           verdict (lost, duplicated, reordered); --local: the bus alone
 //	version    the module version, commit, Go version and embedded nats-server
 //
 // Run "signalbus help <command>" for a command's flags. For example:

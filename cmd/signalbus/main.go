@@ -143,8 +143,9 @@ The commands are:
 	           health, until SIGINT or SIGTERM
 	pub        publish signals into a cluster as a plain NATS client
 	sub        print the signals matching a pattern, one JSON per line
-	demo       run an in-process bus with a stream of order signals and
-	           show its metrics, retries, dead letters, replay and spans
+	demo       run three nodes in this process through an isolation of
+	           one of them, and give the verdict: lost, duplicated,
+	           reordered (demo --local: the in-process bus alone)
 	version    print the version of the binary and what it embeds
 
 Every flag can also be set by an environment variable: SIGNALBUS_ and the

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster"
 	"github.com/signalbus/signalbus/telemetry"
 )
@@ -50,7 +52,7 @@ type NodeCommand struct {
 // nodeConfig is what node's flags say.
 type nodeConfig struct {
 	name, natsURL, listen, clusterListen, clusterAdvertise string
-	routes                                                 listValue
+	routes, subscribe                                      listValue
 	dataDir, httpAddr, prefix, clusterName                 string
 	mode, encoding                                         *choice
 	expectedSize, replicas                                 int
@@ -58,6 +60,7 @@ type nodeConfig struct {
 	otlpInsecure, pprof, noSync                            bool
 	sampleRatio                                            float64
 	shutdownTimeout                                        positiveDuration
+	canaryInterval                                         time.Duration
 	log                                                    logFlags
 }
 
@@ -87,6 +90,8 @@ func (cfg *nodeConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.pyroscopeURL, "pyroscope-url", "", "Pyroscope server `URL` for continuous profiling; empty: off")
 	fs.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof on --http")
 	fs.Var(&cfg.shutdownTimeout, "shutdown-timeout", "how long the clean shutdown may take")
+	fs.DurationVar(&cfg.canaryInterval, "canary-interval", 0, "publish a "+canaryType+" signal through the node's bus this often and subscribe to every node's, so that publish and delivery are measured end to end with no application; 0: off")
+	fs.Var(&cfg.subscribe, "subscribe", "`patterns`, comma-separated, the node itself subscribes to: each signal is logged at debug level and counted in the delivery metrics (a sink for trying a cluster out)")
 	cfg.log.register(fs)
 }
 
@@ -241,6 +246,31 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 		}
 		return fmt.Errorf("node: start: %w", err)
 	}
+	for _, pattern := range cfg.subscribe {
+		if _, err := n.Bus().Subscribe(pattern, sinkHandler(logger)); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
+			_ = n.Close(cctx)
+			cancel()
+			return usageErrorf("node: --subscribe %q: %v", pattern, err)
+		}
+	}
+	if cfg.canaryInterval < 0 {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
+		_ = n.Close(cctx)
+		cancel()
+		return usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
+	}
+	var canaryDone chan struct{}
+	if cfg.canaryInterval > 0 {
+		if _, err := n.Bus().Subscribe(canaryType, sinkHandler(logger)); err != nil {
+			return fmt.Errorf("node: canary: %w", err)
+		}
+		canaryDone = make(chan struct{})
+		go func() {
+			defer close(canaryDone)
+			runCanary(ctx, n.Bus(), "/signalbus/node/"+cfg.name, cfg.canaryInterval, logger)
+		}()
+	}
 	node.Store(n)
 	base := "http://" + srv.Addr()
 	attrs := []any{"version", version(), "mode", cfg.mode.value, "metrics", base + "/metrics", "ready", base + "/readyz", "health", base + "/healthz"}
@@ -258,6 +288,9 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 	}
 
 	<-ctx.Done()
+	if canaryDone != nil {
+		<-canaryDone // no canary publish races the close
+	}
 	logger.Info("shutting down", "timeout", time.Duration(cfg.shutdownTimeout))
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
 	defer cancel()
@@ -266,4 +299,41 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// sinkHandler is the handler of --subscribe: it takes every signal, so
+// that the delivery path and its metrics can be watched without an
+// application.
+func sinkHandler(logger *slog.Logger) bus.HandlerFunc {
+	return func(ctx context.Context, s bus.Signal) error {
+		logger.DebugContext(ctx, "signal", "type", s.Type, "id", s.ID, "source", s.Source)
+		return nil
+	}
+}
+
+// canaryType is the type of the signals --canary-interval publishes.
+const canaryType = "signalbus.canary"
+
+// runCanary publishes one canary signal every interval until ctx ends. A
+// failed publish is logged and the next tick tries again: the canary is a
+// probe, and its failures show in the publish error metrics.
+func runCanary(ctx context.Context, b *bus.Bus, source string, interval time.Duration, logger *slog.Logger) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sig, err := bus.NewSignal(canaryType, source, nil)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, max(interval, 5*time.Second))
+			err = b.Publish(pctx, sig)
+			cancel()
+		}
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("canary publish failed", "error", err)
+		}
+	}
 }
