@@ -195,6 +195,9 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.canaryInterval < 0 {
+		return usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
+	}
 	logger := cfg.log.logger(c.Stderr).With("node", cfg.name)
 	ccfg.Logger = logger
 	if err := checkDataDir(ccfg.DataDir); err != nil {
@@ -253,12 +256,6 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 			cancel()
 			return usageErrorf("node: --subscribe %q: %v", pattern, err)
 		}
-	}
-	if cfg.canaryInterval < 0 {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
-		_ = n.Close(cctx)
-		cancel()
-		return usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
 	}
 	var canaryDone chan struct{}
 	if cfg.canaryInterval > 0 {
