@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"strings"
 	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
