@@ -9,10 +9,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // Send is the node's transport: it refuses a call with a signal that could
-// never be sent, then hands the signals to the outbox.
+// never be sent (too big, or with a datacontenttype the wire cannot
+// carry), then hands the signals to the outbox.
 func (t nodeTransport) Send(ctx context.Context, signals []bus.Signal) error {
 	if err := t.n.checkFits(signals); err != nil {
 		return err
@@ -37,6 +39,9 @@ func (n *Node) checkFits(signals []bus.Signal) error {
 	limit := n.signalConn().MaxPayload()
 	durable := n.cfg.Mode == Durable
 	for i, s := range signals {
+		if err := wire.CheckDataContentType(s.DataContentType); err != nil {
+			return fmt.Errorf("signal %d of %d (id %q): %w", i+1, len(signals), shortID(s.ID), err)
+		}
 		rough := n.roughSize(s)
 		if rough <= limit && (!durable || n.roughHeaderSize(s, rough) <= maxStoredHeader) {
 			continue
@@ -55,13 +60,18 @@ func (n *Node) checkFits(signals []bus.Signal) error {
 		default:
 			continue
 		}
-		id := s.ID
-		if len(id) > 64 {
-			id = id[:64] + "…"
-		}
-		return fmt.Errorf("signal %d of %d (id %q): %w: %s", i+1, len(signals), id, bus.ErrInvalidSignal, problem)
+		return fmt.Errorf("signal %d of %d (id %q): %w: %s", i+1, len(signals), shortID(s.ID), bus.ErrInvalidSignal, problem)
 	}
 	return nil
+}
+
+// shortID is id cut to 64 bytes for an error message: a signal's id may be
+// long, and the message must stay one readable line.
+func shortID(id string) string {
+	if len(id) > 64 {
+		return id[:64] + "…"
+	}
+	return id
 }
 
 // maxStoredHeader is the largest header block a JetStream stream stores:

@@ -315,3 +315,64 @@ func setStreamMaxMsgSize(ctx context.Context, t *testing.T, n *Node, size int32)
 		t.Fatal(err)
 	}
 }
+
+// TestSignalWithAContentTypeTheWireCannotCarryIsRefused: the bus takes any
+// UTF-8 datacontenttype, but a binary-mode message carries it as its
+// content-type header, which holds neither non-ASCII text nor a
+// CloudEvents format (that would announce a structured event). Before, a
+// node took such a signal and its PublishAsync acknowledged it, and the
+// outbox then dropped it with a log line. Now Publish and PublishAsync
+// refuse the call with bus.ErrInvalidSignal naming the datacontenttype, in
+// either encoding (a signal a node takes must always travel, and park, in
+// binary mode), before numbering anything, and what follows goes through.
+func TestSignalWithAContentTypeTheWireCannotCarryIsRefused(t *testing.T) {
+	for _, mode := range []Mode{Fast, Durable} {
+		t.Run(mode.String(), func(t *testing.T) {
+			eachEncoding(t, func(t *testing.T, enc Encoding) {
+				n := startNode(t, Config{Name: "ct", Mode: mode, Encoding: enc})
+				box := &inbox{}
+				if _, err := n.Bus().Subscribe("ct.*", box); err != nil {
+					t.Fatal(err)
+				}
+				if mode == Durable {
+					waitDurableReady(t, n)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				seq := n.seq.Load()
+				for _, ct := range []string{"application/cloudevents+json", "Application/CloudEvents-Batch+json; charset=utf-8", "text/plain; name=é", " text/plain"} {
+					bad, err := bus.NewSignal("ct.x", "/ct", nil, bus.WithDataContentType(ct))
+					if err != nil {
+						t.Fatalf("the bus refuses datacontenttype %q (%v): the test needs one it takes", ct, err)
+					}
+					good, err := bus.NewSignal("ct.x", "/ct", nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for name, publish := range map[string]func(context.Context, ...bus.Signal) error{"Publish": n.Bus().Publish, "PublishAsync": n.PublishAsync} {
+						err := publish(ctx, good, bad)
+						if !errors.Is(err, bus.ErrInvalidSignal) || !strings.Contains(err.Error(), "datacontenttype") || !strings.Contains(err.Error(), "signal 2 of 2") {
+							t.Errorf("%s with datacontenttype %q = %v, want bus.ErrInvalidSignal naming signal 2 and its datacontenttype", name, ct, err)
+						}
+					}
+				}
+				if now := n.seq.Load(); now != seq {
+					t.Errorf("the refused calls took sequence numbers %d to %d: receivers would see a gap", seq+1, now)
+				}
+				ok, err := bus.NewSignal("ct.x", "/ct", []byte(`{}`), bus.WithDataContentType("application/json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := n.PublishAsync(ctx, ok); err != nil {
+					t.Fatal(err)
+				}
+				// Delivery keeps the publisher's order: had anything of the
+				// refused calls been sent, it would arrive first.
+				got := box.wait(t, 1)
+				if got[0].ID != ok.ID || got[0].DataContentType != "application/json" {
+					t.Errorf("received first %+v, want the valid signal %s with its content type", got[0], ok.ID)
+				}
+			})
+		})
+	}
+}

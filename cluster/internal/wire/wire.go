@@ -126,13 +126,25 @@ func checkEncodable(s bus.Signal) error {
 	if s.ID == "" {
 		return fmt.Errorf("%w: id is empty", bus.ErrInvalidSignal)
 	}
-	if ct := s.DataContentType; ct != "" {
-		if !rawHeaderSafe(ct) {
-			return fmt.Errorf("%w: datacontenttype %q cannot be a content-type header: a media type is printable ASCII without surrounding spaces", bus.ErrInvalidSignal, ct)
-		}
-		if isCloudEventsMediaType(ct) {
-			return fmt.Errorf("%w: datacontenttype %q names a CloudEvents format: as a binary-mode content-type it would announce a structured event", bus.ErrInvalidSignal, ct)
-		}
+	return CheckDataContentType(s.DataContentType)
+}
+
+// CheckDataContentType returns an error wrapping bus.ErrInvalidSignal when
+// ct, a signal's datacontenttype, cannot travel as a binary-mode
+// content-type header: it is not printable ASCII without surrounding
+// spaces, as a media type is (RFC 2045), or it names a CloudEvents format,
+// which in a content-type announces a structured event. The empty string
+// passes. A node checks this at Publish, whatever its encoding, so a
+// signal it accepts can always be sent, and parked, in binary mode.
+func CheckDataContentType(ct string) error {
+	if ct == "" {
+		return nil
+	}
+	if !rawHeaderSafe(ct) {
+		return fmt.Errorf("%w: datacontenttype %q cannot be a content-type header: a media type is printable ASCII without surrounding spaces", bus.ErrInvalidSignal, ct)
+	}
+	if isCloudEventsMediaType(ct) {
+		return fmt.Errorf("%w: datacontenttype %q names a CloudEvents format: as a binary-mode content-type it would announce a structured event", bus.ErrInvalidSignal, ct)
 	}
 	return nil
 }
