@@ -155,6 +155,14 @@ func (g *natsGauges) collect(ctx context.Context) natsStats {
 			st.consumers = append(st.consumers, consumerStats{ci.Name, int64(ci.NumPending), int64(ci.NumAckPending)})
 		}
 	}
+	if err := lister.Err(); err != nil {
+		// A listing cut short would make consumers' series vanish from a
+		// scrape, which reads as lag gone: report the last full list.
+		g.mu.Lock()
+		st.consumers = g.last.consumers
+		g.mu.Unlock()
+		g.n.logger.Debug("cannot list the stream's consumers; reporting the last list", "error", err)
+	}
 	return st
 }
 

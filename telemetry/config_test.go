@@ -3,8 +3,11 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -64,13 +67,17 @@ func TestRegistryFilledTwiceIsAnError(t *testing.T) {
 }
 
 func TestSetupInstallsGlobals(t *testing.T) {
-	prevTP, prevMP, prevProp := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
+	prevTP, prevMP, prevProp, prevEH := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator(), otel.GetErrorHandler()
 	defer func() {
 		otel.SetTracerProvider(prevTP)
 		otel.SetMeterProvider(prevMP)
 		otel.SetTextMapPropagator(prevProp)
+		otel.SetErrorHandler(prevEH)
 	}()
-	shutdown, err := Setup(context.Background(), Config{InstanceID: "g"})
+	var logged strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, nil))
+	shutdown, err := Setup(context.Background(), Config{InstanceID: "g", Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,4 +91,23 @@ func TestSetupInstallsGlobals(t *testing.T) {
 	if !strings.Contains(fields, "traceparent") || !strings.Contains(fields, "baggage") {
 		t.Errorf("global propagator fields %s, want traceparent and baggage", fields)
 	}
+	otel.Handle(errors.New("exporter cannot reach collector"))
+	mu.Lock()
+	out := logged.String()
+	mu.Unlock()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "exporter cannot reach collector") {
+		t.Errorf("an OpenTelemetry error after Setup logged %q, want a warning on Config.Logger", out)
+	}
+}
+
+// lockedWriter serialises writes to w, for a log a test reads.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

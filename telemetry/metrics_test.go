@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -94,19 +96,35 @@ func scrape(t *testing.T, s *Server) map[string]*dto.MetricFamily {
 	}
 }
 
-func labelNames(mf *dto.MetricFamily) []string {
-	set := map[string]bool{}
-	for _, m := range mf.GetMetric() {
-		for _, l := range m.GetLabel() {
-			set[l.GetName()] = true
-		}
-	}
-	names := make([]string, 0, len(set))
-	for n := range set {
-		names = append(names, n)
+// seriesLabelNames returns the sorted label names of one series.
+func seriesLabelNames(m *dto.Metric) []string {
+	var names []string
+	for _, l := range m.GetLabel() {
+		names = append(names, l.GetName())
 	}
 	sort.Strings(names)
 	return names
+}
+
+// upperBounds returns a histogram series' finite bucket boundaries.
+func upperBounds(m *dto.Metric) []float64 {
+	var bounds []float64
+	for _, b := range m.GetHistogram().GetBucket() {
+		if !math.IsInf(b.GetUpperBound(), 1) {
+			bounds = append(bounds, b.GetUpperBound())
+		}
+	}
+	return bounds
+}
+
+// wantBuckets are the explicit boundaries of the histograms a node's own
+// instruments record: durations on bus.LatencyBuckets (the SDK's default
+// boundaries are shaped for milliseconds), batch sizes in powers of two.
+var wantBuckets = map[string][]float64{
+	"messaging_client_operation_duration_seconds": bus.LatencyBuckets,
+	"messaging_process_duration_seconds":          bus.LatencyBuckets,
+	"signalbus_delivery_latency_seconds":          bus.LatencyBuckets,
+	"signalbus_batch_size":                        {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096},
 }
 
 var promTypes = map[dto.MetricType]string{
@@ -159,9 +177,23 @@ func TestScrapeMatchesCatalog(t *testing.T) {
 			if want == nil {
 				want = []string{}
 			}
-			if labels := labelNames(mf); strings.Join(labels, ",") != strings.Join(want, ",") {
-				t.Errorf("%s: labels %v, catalog says %v", m.Prometheus, labels, want)
+			// Every series carries the catalog's label set, not only
+			// the family as a whole: a dashboard's by (...) reads each.
+			for _, series := range mf.GetMetric() {
+				if labels := seriesLabelNames(series); strings.Join(labels, ",") != strings.Join(want, ",") {
+					t.Errorf("%s: a series with labels %v, catalog says %v", m.Prometheus, labels, want)
+				}
+				if buckets, ok := wantBuckets[m.Prometheus]; ok {
+					if got := upperBounds(series); !slices.Equal(got, buckets) {
+						t.Errorf("%s: bucket boundaries %v, want %v", m.Prometheus, got, buckets)
+					}
+				}
 			}
+		}
+	}
+	for name := range wantBuckets {
+		if got[name] == nil {
+			t.Errorf("histogram %s was not scraped: its buckets are unchecked", name)
 		}
 	}
 	for name := range got {

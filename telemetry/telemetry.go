@@ -85,7 +85,10 @@ type Config struct {
 	// (http://host:4040); empty turns profiling off. CPU profiling is
 	// process-wide: only one Providers at a time may profile.
 	PyroscopeURL string
-	// Logger receives the exporters' errors. Default slog.Default().
+	// Logger receives Pyroscope's messages and the HTTP server's errors;
+	// Setup also makes it OpenTelemetry's global error handler, which is
+	// where the exporters' failures go (OpenTelemetry has no per-provider
+	// one). Default slog.Default().
 	Logger *slog.Logger
 
 	// profileUploadRate is how often profiles go to Pyroscope; 0 is
@@ -204,14 +207,20 @@ func New(ctx context.Context, cfg Config) (*Providers, error) {
 
 // Setup is New, then installs the tracer and meter providers and the
 // propagator as the OpenTelemetry globals, which the bus and the cluster
-// use by default. Call it before starting nodes: a bus takes its
-// providers when it is made. shutdown flushes and stops them (after the
-// nodes are closed, so their last spans are in).
+// use by default, and an error handler that logs OpenTelemetry's errors
+// (an exporter that cannot reach its collector) to cfg.Logger as
+// warnings. Call it before starting nodes: a bus takes its providers when
+// it is made. shutdown flushes and stops them (after the nodes are
+// closed, so their last spans are in).
 func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) error, err error) {
 	p, err := New(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	logger := cfg.withDefaults().Logger
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("OpenTelemetry error", "error", err)
+	}))
 	otel.SetTracerProvider(p.TracerProvider)
 	otel.SetMeterProvider(p.MeterProvider)
 	otel.SetTextMapPropagator(p.Propagator)
