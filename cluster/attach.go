@@ -160,31 +160,6 @@ func (g *groupPatterns) wants(typ string) bool {
 	return false
 }
 
-// subjectFilters maps a pattern to the NATS subject filters that select
-// at least the types it matches, and reports whether they select exactly
-// those. "*" stays "*"; a trailing "**" becomes ">" plus the bare prefix
-// ("order.**" matches "order" itself, which "order.>" does not); a "**"
-// anywhere else widens the filter to ">" from there, and the node filters
-// the rest itself.
-func subjectFilters(prefix, pattern string) (filters []string, exact bool) {
-	segs := strings.Split(pattern, ".")
-	i := slices.Index(segs, "**")
-	if i < 0 {
-		return []string{prefix + "." + pattern}, true
-	}
-	base := prefix
-	if i > 0 {
-		base += "." + strings.Join(segs[:i], ".")
-	}
-	if i == 0 {
-		return []string{prefix + ".>"}, i == len(segs)-1
-	}
-	if i == len(segs)-1 {
-		return []string{base, base + ".>"}, true
-	}
-	return []string{base + ".>"}, false
-}
-
 // consumerName makes a JetStream consumer name of parts: characters
 // JetStream names cannot hold become '_', and a name longer than
 // maxConsumerName is cut short (a file store keeps each consumer in a
@@ -243,7 +218,7 @@ func (m matcher) match(typ string) bool { return m.exact || m.pattern.Match(typ)
 // subscription in either order; so the two feed one channel instead, in
 // the order the connection read them, and one goroutine delivers.
 func (n *Node) attachFastGroup(info bus.SubscriptionInfo, feed bus.Feed) (func(context.Context) error, error) {
-	filters, exact := subjectFilters(n.cfg.Prefix, info.Pattern)
+	filters, exact := wire.SubjectFilters(n.cfg.Prefix, info.Pattern)
 	m, err := newMatcher(info.Pattern, exact)
 	if err != nil {
 		return nil, err
@@ -486,7 +461,7 @@ func (d *durable) attach(info bus.SubscriptionInfo, feed bus.Feed) (func(context
 	if info.Group != "" {
 		// A group's share is not ordered (its members work in parallel),
 		// so it can take just what its pattern selects.
-		filters, exact = subjectFilters(n.cfg.Prefix, info.Pattern)
+		filters, exact = wire.SubjectFilters(n.cfg.Prefix, info.Pattern)
 		a.cfg.Durable = consumerName("group", info.Group)
 		a.cfg.MaxAckPending = 1024
 	} else {

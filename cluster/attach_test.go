@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,27 +17,6 @@ import (
 	"github.com/signalbus/signalbus/cluster/internal/wire"
 	"github.com/signalbus/signalbus/internal/faultproxy"
 )
-
-func TestSubjectFilters(t *testing.T) {
-	for _, tc := range []struct {
-		pattern string
-		want    []string
-		exact   bool
-	}{
-		{"order.created", []string{"signals.order.created"}, true},
-		{"order.*", []string{"signals.order.*"}, true},
-		{"order.**", []string{"signals.order", "signals.order.>"}, true},
-		{"a.*.**", []string{"signals.a.*", "signals.a.*.>"}, true},
-		{"**", []string{"signals.>"}, true},
-		{"audit.**.failed", []string{"signals.audit.>"}, false},
-		{"**.failed", []string{"signals.>"}, false},
-	} {
-		got, exact := subjectFilters("signals", tc.pattern)
-		if !slices.Equal(got, tc.want) || exact != tc.exact {
-			t.Errorf("subjectFilters(%q) = %v, %v; want %v, %v", tc.pattern, got, exact, tc.want, tc.exact)
-		}
-	}
-}
 
 func TestConsumerNameIsSafeAndDistinct(t *testing.T) {
 	if got := consumerName("sub", "n1", "audit"); got != "sub-n1-audit" {

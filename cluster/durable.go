@@ -67,19 +67,6 @@ type durable struct {
 	floor    uint64              // scan position of floorLocked
 }
 
-// streamName is the stream of a prefix: JetStream names cannot hold dots.
-func streamName(prefix string) string {
-	name := make([]byte, 0, len(prefix))
-	for i := 0; i < len(prefix); i++ {
-		c := prefix[i]
-		if c == '.' {
-			c = '_'
-		}
-		name = append(name, c)
-	}
-	return "SIGNALBUS_" + string(name)
-}
-
 func newDurable(n *Node, meter metric.Meter) (*durable, error) {
 	js, err := jetstream.New(n.nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
@@ -192,7 +179,7 @@ func (d *durable) trySetup() error {
 	defer cancel()
 	cfg := d.n.cfg
 	want := jetstream.StreamConfig{
-		Name:       streamName(cfg.Prefix),
+		Name:       wire.StreamName(cfg.Prefix),
 		Subjects:   []string{cfg.Prefix + ".>"},
 		Storage:    jetstream.FileStorage,
 		Replicas:   cfg.Replicas,

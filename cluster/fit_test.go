@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // TestSignalTooBigForNATSIsRefused: a signal the bus takes (data under its
@@ -305,7 +306,7 @@ func setStreamMaxMsgSize(ctx context.Context, t *testing.T, n *Node, size int32)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(ctx, streamName(n.cfg.Prefix))
+	stream, err := js.Stream(ctx, wire.StreamName(n.cfg.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}

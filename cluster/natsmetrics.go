@@ -8,6 +8,8 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // NATS gauges, named as prometheus-nats-exporter names them so that
@@ -86,7 +88,7 @@ func (n *Node) startNATSMetrics(meter metric.Meter) (metric.Registration, error)
 	}
 	g := &natsGauges{n: n}
 	node := attribute.String("signalbus.node", n.cfg.Name)
-	stream := attribute.String("stream_name", streamName(n.cfg.Prefix))
+	stream := attribute.String("stream_name", wire.StreamName(n.cfg.Prefix))
 	streamAttrs := metric.WithAttributes(node, stream)
 	return meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if n.closing.Load() {

@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // gaugePoint is one observed value of a NATS gauge.
@@ -59,8 +61,8 @@ func TestNATSGaugesDurable(t *testing.T) {
 		ok := len(msgs) == 1 && msgs[0].value == 5 && len(bytes) == 1 && bytes[0].value > 0 &&
 			len(pending) == 1 && pending[0].value == 0 && len(ack) == 1 && ack[0].value == 0
 		if ok {
-			if s := attr(msgs[0].attrs, "stream_name"); s != streamName(n.cfg.Prefix) {
-				t.Errorf("stream_name = %q, want %q", s, streamName(n.cfg.Prefix))
+			if s := attr(msgs[0].attrs, "stream_name"); s != wire.StreamName(n.cfg.Prefix) {
+				t.Errorf("stream_name = %q, want %q", s, wire.StreamName(n.cfg.Prefix))
 			}
 			if c := attr(pending[0].attrs, "consumer_name"); c != "node-g1" {
 				t.Errorf("consumer_name = %q, want node-g1", c)

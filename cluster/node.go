@@ -35,10 +35,10 @@ const ScopeName = "github.com/signalbus/signalbus/cluster"
 // publishing node and its per-node sequence number, from which receivers
 // detect gaps (fast mode) and restore order (durable mode).
 const (
-	ExtensionNode     = "sbnode"
-	ExtensionInstance = "sbinst" // one run of the node: its sequence restarts at 1 with a new instance
-	ExtensionSequence = "sbseq"
-	ExtensionFloor    = "sbfloor" // durable mode: every lower sequence number is already stored
+	ExtensionNode     = wire.ExtensionNode
+	ExtensionInstance = wire.ExtensionInstance // one run of the node: its sequence restarts at 1 with a new instance
+	ExtensionSequence = wire.ExtensionSequence
+	ExtensionFloor    = wire.ExtensionFloor // durable mode: every lower sequence number is already stored
 )
 
 // Node is one member of a signalbus cluster: a local bus whose Publish and

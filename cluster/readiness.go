@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/signalbus/signalbus/cluster/internal/wire"
 )
 
 // Readiness errors, for errors.Is.
@@ -66,7 +68,7 @@ func (n *Node) streamReady(ctx context.Context) error {
 	select {
 	case <-n.dur.ready:
 	default:
-		return fmt.Errorf("%w: stream %s and the node's consumer are not created yet", ErrStreamNotReady, streamName(n.cfg.Prefix))
+		return fmt.Errorf("%w: stream %s and the node's consumer are not created yet", ErrStreamNotReady, wire.StreamName(n.cfg.Prefix))
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -74,7 +76,7 @@ func (n *Node) streamReady(ctx context.Context) error {
 		defer cancel()
 	}
 	if _, err := n.dur.stream.Info(ctx); err != nil {
-		return fmt.Errorf("%w: stream %s: %w", ErrStreamNotReady, streamName(n.cfg.Prefix), err)
+		return fmt.Errorf("%w: stream %s: %w", ErrStreamNotReady, wire.StreamName(n.cfg.Prefix), err)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -27,10 +26,10 @@ var ErrNotCloudEvent = wire.ErrNotCloudEvent
 // one node's numbering: a client that sends a signal again must not carry
 // them over (see WithoutStamps).
 const (
-	ExtensionNode     = "sbnode"
-	ExtensionInstance = "sbinst"
-	ExtensionSequence = "sbseq"
-	ExtensionFloor    = "sbfloor"
+	ExtensionNode     = wire.ExtensionNode
+	ExtensionInstance = wire.ExtensionInstance
+	ExtensionSequence = wire.ExtensionSequence
+	ExtensionFloor    = wire.ExtensionFloor
 )
 
 // Subject returns the NATS subject of signals of type typ under prefix:
@@ -41,12 +40,7 @@ func Subject(prefix, typ string) string { return wire.Subject(prefix, typ) }
 // with this subject prefix stores its signals in: "SIGNALBUS_" and the
 // prefix with its dots as underscores (stream names cannot hold dots); an
 // empty prefix is DefaultPrefix. The stream captures "<prefix>.>".
-func StreamName(prefix string) string {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return "SIGNALBUS_" + strings.ReplaceAll(prefix, ".", "_")
-}
+func StreamName(prefix string) string { return wire.StreamName(prefix) }
 
 // SubjectFilters maps a subscription pattern (bus pattern syntax) to the
 // NATS subject filters under prefix that select at least the types it
@@ -60,22 +54,8 @@ func SubjectFilters(prefix, pattern string) (filters []string, exact bool, err e
 	if err := bus.ValidatePattern(pattern); err != nil {
 		return nil, false, err
 	}
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	segs := strings.Split(pattern, ".")
-	i := slices.Index(segs, "**")
-	switch {
-	case i < 0:
-		return []string{prefix + "." + pattern}, true, nil
-	case i == 0:
-		return []string{prefix + ".>"}, len(segs) == 1, nil
-	}
-	base := prefix + "." + strings.Join(segs[:i], ".")
-	if i == len(segs)-1 {
-		return []string{base, base + ".>"}, true, nil
-	}
-	return []string{base + ".>"}, false, nil
+	filters, exact = wire.SubjectFilters(prefix, pattern)
+	return filters, exact, nil
 }
 
 // Encode returns s as a NATS message in the CloudEvents NATS binding's
@@ -118,7 +98,7 @@ func Decode(m *nats.Msg) ([]bus.Signal, error) {
 // when one was removed; s is returned as it is otherwise.
 func WithoutStamps(s bus.Signal) bus.Signal {
 	has := false
-	for _, name := range stamps {
+	for _, name := range wire.StampNames {
 		if _, ok := s.Extensions[name]; ok {
 			has = true
 			break
@@ -129,7 +109,7 @@ func WithoutStamps(s bus.Signal) bus.Signal {
 	}
 	ext := make(map[string]any, len(s.Extensions))
 	for k, v := range s.Extensions {
-		if !slices.Contains(stamps, k) {
+		if !slices.Contains(wire.StampNames, k) {
 			ext[k] = v
 		}
 	}
@@ -139,5 +119,3 @@ func WithoutStamps(s bus.Signal) bus.Signal {
 	s.Extensions = ext
 	return s
 }
-
-var stamps = []string{ExtensionNode, ExtensionInstance, ExtensionSequence, ExtensionFloor}
