@@ -402,7 +402,9 @@ func (d *clusterDemo) waitReady(ctx context.Context) error {
 				}
 				select {
 				case <-ctx.Done():
-					if context.Cause(ctx) == context.Canceled { // interrupted, not timed out
+					// ctx.Err, not context.Cause: the cause of an
+					// interrupt is the signal's own error.
+					if errors.Is(ctx.Err(), context.Canceled) { // interrupted, not timed out
 						errs[i] = ctx.Err()
 						return
 					}

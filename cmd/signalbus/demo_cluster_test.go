@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/signalbus/signalbus/cluster"
 )
 
 // demoBuffer is a bytes.Buffer the demo writes to while the test reads.
@@ -206,5 +210,31 @@ func TestIsLocalDemo(t *testing.T) {
 		if got := isLocalDemo(tc.args); got != tc.want {
 			t.Errorf("isLocalDemo(%q) = %v, want %v", tc.args, got, tc.want)
 		}
+	}
+}
+
+// An interrupt while the cluster forms ends the demo as an interrupt
+// (exit 130), not as a cluster that failed to form, though the ctx of a
+// signal carries a cause of its own.
+func TestClusterDemoInterruptedWhileForming(t *testing.T) {
+	n, err := cluster.Start(t.Context(), cluster.Config{Name: "n1", Listen: "127.0.0.1:0", Mode: cluster.Fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	// One node of three: never ready, so waitReady waits until ctx ends.
+	d := &clusterDemo{nodes: []*demoNode{{name: "n1", node: n}}}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	cancel(errors.New("interrupt signal received"))
+	err = d.waitReady(ctx)
+	var report bytes.Buffer
+	if code := exitCode(fmt.Errorf("demo: %w", err), &report); code != 130 {
+		t.Errorf("waitReady after an interrupt: %v, exit code %d, want 130", err, code)
 	}
 }
