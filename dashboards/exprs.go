@@ -85,9 +85,11 @@ func mean(histogram, selector, by string) grouped {
 // orZero reads a counter that only exists once it has counted something
 // (OTel exports an attribute set after its first Add) as zero wherever base,
 // a series that always exists, does. Zero is the true value then: nothing
-// was counted.
+// was counted. The fill matches on base's labels, which expr's must
+// include, so that a group with any real series (of any reason, event, …)
+// gets no zero series beside them.
 func orZero(expr, base grouped) grouped {
-	return grouped{fmt.Sprintf("(%s or 0 * %s)", expr.expr, base.expr), expr.by}
+	return grouped{fmt.Sprintf("(%s or on (%s) 0 * %s)", expr.expr, base.by, base.expr), expr.by}
 }
 
 // runtime joins a process-level metric to target_info so it can be selected
