@@ -219,7 +219,6 @@ func jetStream() board {
 }
 
 func runtimeBoard() board {
-	inst := "{{service_instance_id}}"
 	return board{
 		uid: "signalbus-runtime", title: "signalbus / Runtime", file: "runtime.json",
 		desc: "CPU, memory, goroutines, scheduling and GC of each node process.",
@@ -230,8 +229,8 @@ func runtimeBoard() board {
 			}},
 			{title: "Go memory", panels: []panel{
 				{title: "Memory used by the Go runtime", unit: "bytes", min: zero, stack: true,
-					q: []query{{runtime(`sum without (go_memory_type) (go_memory_used_bytes)`), inst + " total"},
-						{runtime(`go_memory_used_bytes{go_memory_type="stack"}`), inst + " stack"}}},
+					desc: "Memory the Go runtime uses, by node and kind (stack: goroutine stacks; other: the rest). No two series overlap, so the top of the stack is the total of the nodes shown.",
+					q:    []query{{runtime(`go_memory_used_bytes`), legend("service_instance_id, go_memory_type")}}},
 				runtimePanel("Heap goal", "bytes", "", `go_memory_gc_goal_bytes`, 0),
 				runtimePanel("Allocation rate", "Bps", "", `rate(go_memory_allocated_bytes_total[$__rate_interval])`, 24),
 			}},

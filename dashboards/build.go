@@ -76,7 +76,7 @@ type panel struct {
 	unit   string
 	w, h   uint32
 	min    *float64
-	stack  bool
+	stack  bool                 // stacked: only for one query, whose series are disjoint parts of a whole
 	states map[string]stateText // stateTimeline: value → text and colour
 	q      []query
 }
@@ -126,6 +126,9 @@ func (b board) build() (dashboard.Dashboard, error) {
 		id++
 		db.WithRow(dashboard.NewRowBuilder(r.title).Id(id))
 		for _, p := range r.panels {
+			if p.stack && len(p.q) != 1 {
+				return dashboard.Dashboard{}, fmt.Errorf("panel %q: stacked with %d queries: a stack adds up its series, so they must be the disjoint parts of one query", p.title, len(p.q))
+			}
 			id++
 			db.WithPanel(p.builder(id))
 		}

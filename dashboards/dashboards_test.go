@@ -88,6 +88,11 @@ func TestStructure(t *testing.T) {
 			if len(p.Targets) == 0 {
 				t.Errorf("%s: no query", where)
 			}
+			// A stack adds its series up: several queries (a total and
+			// one of its parts) would count the same thing twice.
+			if m := p.FieldConfig.Defaults.Custom.Stacking.Mode; m != "" && m != "none" && len(p.Targets) != 1 {
+				t.Errorf("%s: stacked (%s) with %d queries; a stacked panel has one query whose series are disjoint parts", where, m, len(p.Targets))
+			}
 			refIDs := map[string]bool{}
 			for _, q := range p.Targets {
 				if q.RefID == "" || refIDs[q.RefID] {
