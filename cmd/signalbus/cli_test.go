@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/signalbus/signalbus/bus"
 	"github.com/signalbus/signalbus/cluster"
+	"github.com/signalbus/signalbus/cluster/client"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a command writing while the test reads.
@@ -291,4 +295,58 @@ func TestEnvPrecedence(t *testing.T) {
 		t.Errorf("parseArgs: %v %d %q", err, *count, pos)
 	}
 	_ = errors.New
+}
+
+// A replay whose stream goes away ends sub with an error, one line and
+// exit code 1, instead of a sub waiting for signals that cannot come.
+func TestSubReplayStreamGone(t *testing.T) {
+	url, addr := startNode(t)
+	waitReady(t, addr)
+	var pubOut, pubErr bytes.Buffer
+	pub := &PubCommand{Stdout: &pubOut, Stderr: &pubErr, LookupEnv: noEnv}
+	if err := pub.Run(t.Context(), []string{"--nats", url, "--type", "order.created", "--source", "/test"}); err != nil {
+		t.Fatalf("pub: %v\n%s", err, pubErr.String())
+	}
+
+	var subOut, subErr lockedBuffer
+	sub := &SubCommand{Stdout: &subOut, Stderr: &subErr, LookupEnv: noEnv}
+	done := make(chan error, 1)
+	go func() { done <- sub.Run(t.Context(), []string{"--nats", url, "--all", "order.**"}) }()
+	// The replay is reading once the stored signal is printed.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(subOut.String(), `"order.created"`); {
+		select {
+		case err := <-done:
+			t.Fatalf("sub ended before the replay printed anything: %v\n%s", err, subErr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sub --all printed nothing:\n%s", subErr.String())
+		}
+	}
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), client.StreamName(client.DefaultPrefix)); err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case err := <-done:
+		var report bytes.Buffer
+		if code := exitCode(err, &report); code != 1 {
+			t.Fatalf("sub after its stream went away: %v, exit code %d, want 1\n%s", err, code, subErr.String())
+		}
+		if msg := strings.TrimSpace(report.String()); strings.Contains(msg, "\n") || !strings.Contains(msg, "replay from stream "+client.StreamName(client.DefaultPrefix)+" stopped") {
+			t.Errorf("report %q: want one line saying the replay stopped", msg)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("sub still running 2 minutes after its stream went away:\n%s", subErr.String())
+	}
 }

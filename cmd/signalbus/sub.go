@@ -33,7 +33,8 @@ subscriber too slow for the rate loses signals, and a warning says so).
 --group makes it one member of a NATS queue group: each signal goes to
 one of the sub processes of the group. --since and --all replay from the
 durable stream instead (a durable cluster only), with an ordered consumer
-the server forgets when sub exits, then go on with new signals.
+the server forgets when sub exits, then go on with new signals; a replay
+whose stream goes away ends sub with an error.
 
 The ordering stamps a node adds (sbnode, sbinst, sbseq, sbfloor) are left
 out unless --stamps is given. sub exits with 0 after --count signals or on
@@ -106,9 +107,12 @@ func (c *SubCommand) Run(ctx context.Context, args []string) error {
 	defer nc.Close()
 
 	msgs := make(chan *nats.Msg, 4096)
-	var stop func()
+	var (
+		stop   func()
+		failed <-chan error // nil for core NATS, whose subscriptions live as long as the connection
+	)
 	if cfg.all || cfg.since != "" {
-		stop, err = replay(ctx, nc, client.StreamName(cfg.client.prefix), filters, start, msgs, logger)
+		stop, failed, err = replay(ctx, nc, client.StreamName(cfg.client.prefix), filters, start, msgs)
 	} else {
 		stop, err = subscribe(ctx, nc, filters, cfg.group, msgs)
 	}
@@ -122,38 +126,69 @@ func (c *SubCommand) Run(ctx context.Context, args []string) error {
 		c.subscribed()
 	}
 
-	printed := 0
+	p := &subPrinter{w: c.Stdout, match: match, exact: exact, stamps: cfg.stamps, count: cfg.count, logger: logger}
 	for {
-		var m *nats.Msg
 		select {
 		case <-ctx.Done():
 			return nil
-		case m = <-msgs:
-		}
-		signals, err := client.Decode(m)
-		if err != nil {
-			logger.Warn("not a signal; skipped", "subject", m.Subject, "error", err)
-		}
-		for _, s := range signals {
-			if !exact && !match.Match(s.Type) {
-				continue
+		case m := <-msgs:
+			if done, err := p.print(m); done || err != nil {
+				return err
 			}
-			if !cfg.stamps {
-				s = client.WithoutStamps(s)
-			}
-			line, err := s.MarshalJSON()
-			if err != nil {
-				logger.Warn("cannot write the signal as JSON; skipped", "id", s.ID, "error", err)
-				continue
-			}
-			if _, err := c.Stdout.Write(append(line, '\n')); err != nil {
-				return fmt.Errorf("sub: write: %w", err)
-			}
-			if printed++; cfg.count > 0 && printed == cfg.count {
-				return nil
+		case ferr := <-failed:
+			// What the replay handed over before it failed is printed first.
+			for {
+				select {
+				case m := <-msgs:
+					if done, err := p.print(m); done || err != nil {
+						return err
+					}
+				default:
+					return fmt.Errorf("sub: %w", ferr)
+				}
 			}
 		}
 	}
+}
+
+// subPrinter writes the signals of NATS messages that match, one JSON
+// object per line, until count of them are written (count 0: no end).
+type subPrinter struct {
+	w       io.Writer
+	match   bus.Pattern
+	exact   bool // the subject filters select exactly the pattern: match is not needed
+	stamps  bool
+	count   int
+	printed int
+	logger  *slog.Logger
+}
+
+// print writes the signals of m; done is true once count are written.
+func (p *subPrinter) print(m *nats.Msg) (done bool, err error) {
+	signals, err := client.Decode(m)
+	if err != nil {
+		p.logger.Warn("not a signal; skipped", "subject", m.Subject, "error", err)
+	}
+	for _, s := range signals {
+		if !p.exact && !p.match.Match(s.Type) {
+			continue
+		}
+		if !p.stamps {
+			s = client.WithoutStamps(s)
+		}
+		line, err := s.MarshalJSON()
+		if err != nil {
+			p.logger.Warn("cannot write the signal as JSON; skipped", "id", s.ID, "error", err)
+			continue
+		}
+		if _, err := p.w.Write(append(line, '\n')); err != nil {
+			return false, fmt.Errorf("sub: write: %w", err)
+		}
+		if p.printed++; p.count > 0 && p.printed == p.count {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // validate checks the flags and returns where a replay starts (the zero
@@ -231,15 +266,24 @@ func subscribe(ctx context.Context, nc *nats.Conn, filters []string, group strin
 	return stop, nil
 }
 
+// replayResetAttempts bounds how often in a row the replay's ordered
+// consumer is recreated after it broke (a node restarted, the stream's
+// leader moved; backing off 1 s, 2 s, 4 s): a stream that is gone ends the
+// replay with an error instead of a sub that waits for nothing.
+const replayResetAttempts = 4
+
 // replay reads the stream from start (the zero time: from its first
 // signal) with an ordered consumer, into msgs. stop ends the reading and
-// waits for it.
-func replay(ctx context.Context, nc *nats.Conn, stream string, filters []string, start time.Time, msgs chan *nats.Msg, logger *slog.Logger) (stop func(), err error) {
+// waits for it. failed receives the error that ends the reading when
+// stop did not: the stream went away, the consumer could not be made
+// again.
+func replay(ctx context.Context, nc *nats.Conn, stream string, filters []string, start time.Time, msgs chan *nats.Msg) (stop func(), failed <-chan error, err error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxResetAttempts: replayResetAttempts}
 	if !start.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
@@ -247,26 +291,23 @@ func replay(ctx context.Context, nc *nats.Conn, stream string, filters []string,
 	defer cancel()
 	cons, err := js.OrderedConsumer(setupCtx, stream, cfg)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("replay: stream %s not found: --all and --since need a durable cluster with this --prefix", stream)
-		}
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) {
-			return nil, fmt.Errorf("replay: %w: --all and --since need a durable cluster (JetStream)", err)
-		}
-		return nil, fmt.Errorf("replay from stream %s: %w", stream, err)
+		return nil, nil, describeReplayError(stream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, fmt.Errorf("replay from stream %s: %w", stream, err)
+		return nil, nil, fmt.Errorf("replay from stream %s: %w", stream, err)
 	}
 	done, quit := make(chan struct{}), make(chan struct{})
+	errc := make(chan error, 1)
 	go func() {
 		defer close(done)
 		for {
 			m, err := it.Next()
 			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					logger.Warn("replay stopped", "stream", stream, "error", err)
+				select {
+				case <-quit: // stopped
+				default:
+					errc <- fmt.Errorf("replay from stream %s stopped: %w", stream, err)
 				}
 				return
 			}
@@ -284,5 +325,17 @@ func replay(ctx context.Context, nc *nats.Conn, stream string, filters []string,
 			it.Stop()
 			<-done
 		})
-	}, nil
+	}, errc, nil
+}
+
+// describeReplayError says what an error setting up a replay most likely
+// means.
+func describeReplayError(stream string, err error) error {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("replay: stream %s not found: --all and --since need a durable cluster with this --prefix", stream)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("replay: %w: --all and --since need a durable cluster (JetStream)", err)
+	}
+	return fmt.Errorf("replay from stream %s: %w", stream, err)
 }
