@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,8 +232,9 @@ func TestCommandErrors(t *testing.T) {
 		{name: "node nats and listen", args: []string{"node", "--name", "a", "--nats", "nats://x:1", "--listen", "127.0.0.1:1"}, wantCode: 2,
 			wantStderr: "--listen is for the embedded server"},
 		{name: "node negative canary", args: []string{"node", "--name", "a", "--canary-interval", "-1s"}, wantCode: 2, wantStderr: "--canary-interval -1s"},
-		{name: "node invalid subscribe pattern", args: []string{"node", "--name", "a", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-			"--data-dir", t.TempDir(), "--subscribe", "order.c*"}, wantCode: 2, wantStderr: `--subscribe "order.c*"`},
+		// Refused before any server starts: the busy port would fail the start.
+		{name: "node invalid subscribe pattern", args: []string{"node", "--name", "a", "--listen", busyPort(t), "--http", "127.0.0.1:0",
+			"--data-dir", t.TempDir(), "--subscribe", "order.*,order.c*"}, wantCode: 2, wantStderr: `node: --subscribe: invalid pattern "order.c*"`},
 		{name: "node bad log level", args: []string{"node", "--log-level", "loud"}, wantCode: 2, wantStderr: "must be debug, info, warn or error"},
 		{name: "node data dir unwritable", args: []string{"node", "--name", "a", "--data-dir", filepath.Join(file, "sub")}, wantCode: 1,
 			wantStderr: "--data-dir"},
@@ -348,5 +350,47 @@ func TestSubReplayStreamGone(t *testing.T) {
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("sub still running 2 minutes after its stream went away:\n%s", subErr.String())
+	}
+}
+
+// A node whose own subscriptions fail once it has started is closed
+// before Run returns: its NATS server no longer listens.
+func TestNodeClosedWhenCanarySubscribeFails(t *testing.T) {
+	var (
+		node      *cluster.Node
+		clientURL string
+		stderr    lockedBuffer
+	)
+	cmd := &NodeCommand{Stdout: io.Discard, Stderr: &stderr, LookupEnv: noEnv,
+		afterStart: func(n *cluster.Node) {
+			node, clientURL = n, n.ClientURL()
+			// A closed bus refuses every Subscribe, the canary's too.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := n.Bus().Close(ctx); err != nil {
+				t.Errorf("close the bus: %v", err)
+			}
+		}}
+	err := cmd.Run(t.Context(), []string{"--name", "n1", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--log-level", "error", "--canary-interval", "1s"})
+	if node == nil {
+		t.Fatalf("the node did not start: %v\n%s", err, stderr.String())
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = node.Close(ctx)
+	})
+	var report bytes.Buffer
+	if code := exitCode(err, &report); code != 1 || !strings.Contains(report.String(), "node: canary: ") {
+		t.Errorf("Run: %v, exit code %d; want 1 and a canary error", err, code)
+	}
+	u, perr := url.Parse(clientURL)
+	if perr != nil || u.Host == "" {
+		t.Fatalf("client URL %q: %v", clientURL, perr)
+	}
+	if conn, derr := net.DialTimeout("tcp", u.Host, 5*time.Second); derr == nil {
+		conn.Close()
+		t.Errorf("the node's NATS server still listens on %s after Run returned: the node was not closed", u.Host)
 	}
 }

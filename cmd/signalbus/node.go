@@ -44,6 +44,10 @@ type NodeCommand struct {
 	Stdout    io.Writer
 	Stderr    io.Writer
 	LookupEnv LookupEnv
+	// afterStart, when set, is called with the node as soon as it has
+	// started, before its --subscribe and canary subscriptions. Tests use
+	// it.
+	afterStart func(n *cluster.Node)
 	// started, when set, is called with the node and the HTTP address once
 	// both serve. Tests use it.
 	started func(n *cluster.Node, httpAddr string)
@@ -95,8 +99,9 @@ func (cfg *nodeConfig) register(fs *flag.FlagSet) {
 	cfg.log.register(fs)
 }
 
-// clusterConfig maps the flags to a cluster.Config; fs says which flags
-// were given, since --nats excludes the embedded server's flags.
+// clusterConfig maps the flags to a cluster.Config and checks the others,
+// so that every usage error comes before anything starts; fs says which
+// flags were given, since --nats excludes the embedded server's flags.
 func (cfg *nodeConfig) clusterConfig(fs *flag.FlagSet) (cluster.Config, error) {
 	if cfg.name == "" {
 		return cluster.Config{}, usageErrorf("node: --name is required (see 'signalbus help node')")
@@ -130,6 +135,15 @@ func (cfg *nodeConfig) clusterConfig(fs *flag.FlagSet) (cluster.Config, error) {
 	}
 	if cfg.sampleRatio > 1 {
 		return cluster.Config{}, usageErrorf("node: --sample-ratio %v: must be at most 1", cfg.sampleRatio)
+	}
+	if cfg.canaryInterval < 0 {
+		return cluster.Config{}, usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
+	}
+	// Before any server starts: a pattern the bus refuses is a usage error.
+	for _, pattern := range cfg.subscribe {
+		if err := bus.ValidatePattern(pattern); err != nil {
+			return cluster.Config{}, usageErrorf("node: --subscribe: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -195,9 +209,6 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.canaryInterval < 0 {
-		return usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
-	}
 	logger := cfg.log.logger(c.Stderr).With("node", cfg.name)
 	ccfg.Logger = logger
 	if err := checkDataDir(ccfg.DataDir); err != nil {
@@ -249,19 +260,20 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 		}
 		return fmt.Errorf("node: start: %w", err)
 	}
-	for _, pattern := range cfg.subscribe {
-		if _, err := n.Bus().Subscribe(pattern, sinkHandler(logger)); err != nil {
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
-			_ = n.Close(cctx)
-			cancel()
-			return usageErrorf("node: --subscribe %q: %v", pattern, err)
+	if c.afterStart != nil {
+		c.afterStart(n)
+	}
+	if err := subscribeSinks(n.Bus(), &cfg, logger); err != nil {
+		// The node is up: it is closed before the error is reported.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
+		defer cancel()
+		if cerr := n.Close(cctx); cerr != nil {
+			logger.Warn("close after a failed start", "error", cerr)
 		}
+		return fmt.Errorf("node: %w", err)
 	}
 	var canaryDone chan struct{}
 	if cfg.canaryInterval > 0 {
-		if _, err := n.Bus().Subscribe(canaryType, sinkHandler(logger)); err != nil {
-			return fmt.Errorf("node: canary: %w", err)
-		}
 		canaryDone = make(chan struct{})
 		go func() {
 			defer close(canaryDone)
@@ -295,6 +307,22 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("node: close: %w", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// subscribeSinks makes the node's own subscriptions: one per --subscribe
+// pattern and, with --canary-interval, one to the canary signals.
+func subscribeSinks(b *bus.Bus, cfg *nodeConfig, logger *slog.Logger) error {
+	for _, pattern := range cfg.subscribe {
+		if _, err := b.Subscribe(pattern, sinkHandler(logger)); err != nil {
+			return fmt.Errorf("--subscribe %q: %w", pattern, err)
+		}
+	}
+	if cfg.canaryInterval > 0 {
+		if _, err := b.Subscribe(canaryType, sinkHandler(logger)); err != nil {
+			return fmt.Errorf("canary: %w", err)
+		}
+	}
 	return nil
 }
 
