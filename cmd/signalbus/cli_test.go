@@ -394,3 +394,28 @@ func TestNodeClosedWhenCanarySubscribeFails(t *testing.T) {
 		t.Errorf("the node's NATS server still listens on %s after Run returned: the node was not closed", u.Host)
 	}
 }
+
+// The node's telemetry resource names the binary's version: target_info
+// on /metrics has service_version.
+func TestNodeServiceVersion(t *testing.T) {
+	_, addr := startNode(t)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `service_version="` + version() + `"`
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "target_info{") {
+			if !strings.Contains(line, want) {
+				t.Errorf("target_info has no %s: %s", want, line)
+			}
+			return
+		}
+	}
+	t.Errorf("no target_info on /metrics:\n%s", body)
+}

@@ -312,7 +312,7 @@ func (d *clusterDemo) startCluster(ctx context.Context) error {
 // startNode starts node i with its cluster port at addr (picked again if
 // another process took it meanwhile).
 func (d *clusterDemo) startNode(ctx context.Context, i int, n *demoNode, addr string) error {
-	prov, err := telemetry.New(ctx, telemetry.Config{ServiceName: "signalbus-demo", InstanceID: n.name, SampleRatio: 0.01, Logger: d.logger})
+	prov, err := telemetry.New(ctx, telemetry.Config{ServiceName: "signalbus-demo", ServiceVersion: version(), InstanceID: n.name, SampleRatio: 0.01, Logger: d.logger})
 	if err != nil {
 		return fmt.Errorf("%s: telemetry: %w", n.name, err)
 	}

@@ -217,7 +217,7 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	shutdownTelemetry, err := telemetry.Setup(ctx, telemetry.Config{
-		InstanceID: cfg.name, Registry: reg, OTLPEndpoint: cfg.otlpEndpoint, OTLPProtocol: cfg.otlpProtocol,
+		InstanceID: cfg.name, ServiceVersion: version(), Registry: reg, OTLPEndpoint: cfg.otlpEndpoint, OTLPProtocol: cfg.otlpProtocol,
 		OTLPInsecure: cfg.otlpInsecure, SampleRatio: cfg.sampleRatio, PyroscopeURL: cfg.pyroscopeURL, Logger: logger,
 	})
 	if err != nil {
