@@ -113,7 +113,7 @@ func delivery() board {
 					q: []query{orZero(rate("signalbus_dispatch_retries_total", sel(busNode), bySub), consumedPerSub).query()}},
 				{title: "Dead letters", unit: "mps", min: zero, desc: "Signals parked after their last attempt failed; zero until the first.",
 					q: []query{orZero(rate("signalbus_deadletter_messages_total", sel(busNode), bySub), consumedPerSub).query()}},
-				{title: "Dropped by reason", unit: "mps", min: zero, w: 24, desc: "Signals dropped: queue_full, poison, expired; zero until the first.",
+				{title: "Dropped by reason", unit: "mps", min: zero, w: 24, desc: "Signals not delivered: queue_full (its queue was full, under drop_oldest or reject), shutdown (still queued when the bus closed); zero until the first.",
 					q: []query{orZero(rate("signalbus_dispatch_dropped_total", sel(busNode), bySub+", reason"), consumedPerSub).query()}},
 			}},
 			{title: "Duration and queue", panels: []panel{
