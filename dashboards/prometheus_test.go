@@ -11,11 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // requireTool finds a binary of Debian's prometheus package. Without it the
@@ -129,14 +134,20 @@ func (p *process) tail() string {
 	return string(data)
 }
 
-// TestRealPrometheus runs Debian's Prometheus against three signalbus node
-// processes under signalbus pub load, and waits until every panel query of
-// every dashboard returns a non-empty result. It prints each panel's series
-// count.
+// TestRealPrometheus runs Debian's Prometheus, with the shipped
+// prometheus.yml and alerts.yml, against three signalbus node processes
+// under signalbus pub load. It drives the events a quiet cluster does not
+// have: a node stops and starts again (membership transitions), and a
+// signal id is stored twice (dedup hits). It waits until every panel query
+// of every dashboard returns a non-empty result, the panels of those events
+// show real series, no zero fill stands beside a real series of its group,
+// and every alerting rule evaluates. It prints each panel's series count,
+// and for a zero-filled one how many series are real and how many are the
+// zero fill.
 func TestRealPrometheus(t *testing.T) {
 	promBin := requireTool(t, "prometheus")
 	if testing.Short() {
-		t.Skip("-short: the real-Prometheus test starts four processes")
+		t.Skip("-short: the real-Prometheus test starts five processes")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "signalbus")
@@ -149,8 +160,7 @@ func TestRealPrometheus(t *testing.T) {
 
 	ports := freePorts(t, 10)
 	client, routes, httpPorts, promPort := ports[0:3], ports[3:6], ports[6:9], ports[9]
-	var nodes []*process
-	for i := range 3 {
+	startNode := func(i int, logName string) *process {
 		var peers []string
 		for j := range 3 {
 			if j != i {
@@ -167,100 +177,131 @@ func TestRealPrometheus(t *testing.T) {
 			"--http", fmt.Sprintf("127.0.0.1:%d", httpPorts[i]),
 			"--expected-size", "3",
 		}
-		nodes = append(nodes, start(t, dir, name, bin, append(args, nodeArgs...)...))
+		return start(t, dir, logName, bin, append(args, nodeArgs...)...)
+	}
+	var nodes []*process
+	for i := range 3 {
+		nodes = append(nodes, startNode(i, fmt.Sprintf("n%d", i+1)))
 	}
 
 	var scrape []string
 	for _, p := range httpPorts {
-		scrape = append(scrape, fmt.Sprintf("'127.0.0.1:%d'", p))
+		scrape = append(scrape, fmt.Sprintf("127.0.0.1:%d", p))
 	}
-	alerts, err := filepath.Abs("alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-rule_files: ['%s']
-scrape_configs:
-  - job_name: signalbus
-    static_configs:
-      - targets: [%s]
-`, alerts, strings.Join(scrape, ", "))
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	configPath := renderShippedConfig(t, dir, scrape)
 	prom := start(t, dir, "prometheus", promBin,
 		"--config.file="+configPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort))
 	api := fmt.Sprintf("http://127.0.0.1:%d", promPort)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	all := append(nodes, prom)
+	all := func() []*process { return append(slices.Clone(nodes), prom) }
+	var pub *process
 	failNow := func(format string, args ...any) {
 		t.Helper()
-		for _, p := range all {
+		procs := all()
+		if pub != nil {
+			procs = append(procs, pub)
+		}
+		for _, p := range procs {
 			t.Logf("--- %s log:\n%s", p.name, p.tail())
 		}
 		t.Fatalf(format, args...)
 	}
-
-	// The nodes form their cluster before pub can publish durably.
-	for _, p := range httpPorts {
-		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", p), all); err != nil {
-			failNow("node on :%d never ready: %v", p, err)
+	waitReady := func(i int) {
+		t.Helper()
+		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPorts[i]), all()); err != nil {
+			failNow("n%d never ready: %v", i+1, err)
 		}
 	}
-	pub := start(t, dir, "pub", bin, "pub",
-		"--nats", fmt.Sprintf("nats://127.0.0.1:%d", client[0]),
+
+	// The nodes form their cluster before pub can publish durably.
+	for i := range nodes {
+		waitReady(i)
+	}
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", client[0])
+	pub = start(t, dir, "pub", bin, "pub",
+		"--nats", natsURL,
 		"--type", "order.created", "--source", "/dashboards/prometheus-test",
 		"--data", `{"sku":"A-1","qty":1}`,
 		"--rate", "20", "--count", "1000000")
-	all = append(all, pub)
-
-	if err := waitHTTP(ctx, api+"/-/ready", all); err != nil {
+	if err := waitHTTP(ctx, api+"/-/ready", append(all(), pub)); err != nil {
 		failNow("prometheus never ready: %v", err)
+	}
+
+	// Transitions: n3 leaves (n1 and n2 count node_down) and comes back
+	// (node_up on every node, n3 a new process).
+	nodes[2].stop(t)
+	if nodes[2].err != nil {
+		failNow("n3: exit after SIGTERM: %v", nodes[2].err)
+	}
+	if err := waitSeries(ctx, api, `signalbus_cluster_transitions_total{event="node_down"}`, 2); err != nil {
+		failNow("n1 and n2 never counted n3 down: %v", err)
+	}
+	nodes[2] = startNode(2, "n3-restarted")
+	waitReady(2)
+
+	// Dedup hits: the stream drops an id it stored within its duplicate
+	// window before any node sees it, so the second copy of an id reaches
+	// the nodes only once that window has passed. The test shortens the
+	// window (nodes create the stream and never update it) and publishes
+	// the same id with signalbus pub until the stream stores it again.
+	if err := shortenDuplicateWindow(ctx, natsURL); err != nil {
+		failNow("%v", err)
+	}
+	if err := publishTwice(ctx, bin, natsURL); err != nil {
+		failNow("%v", err)
 	}
 
 	queries := targets(t)
 	sort.Slice(queries, func(i, j int) bool { return queries[i].String() < queries[j].String() })
-	counts := make([]int, len(queries))
+	fills := make([][]zeroFill, len(queries))
+	for i, q := range queries {
+		f, err := zeroFills(q.expr)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		fills[i] = f
+	}
+	var results []panelResult
 	for {
-		empty := 0
+		at := time.Now()
+		var problems []string
+		results = results[:0]
 		for i, q := range queries {
-			n, err := seriesCount(ctx, api, substitute(q.expr))
+			r, err := evaluate(ctx, api, q, fills[i], at)
 			if err != nil {
 				failNow("%s: %v", q, err)
 			}
-			counts[i] = n
-			if n == 0 {
-				empty++
-			}
+			results = append(results, r)
+			problems = append(problems, r.problems()...)
 		}
-		if empty == 0 {
+		rules, err := ruleProblems(ctx, api)
+		if err != nil {
+			failNow("rules: %v", err)
+		}
+		problems = append(problems, rules...)
+		if len(problems) == 0 {
 			break
 		}
-		for _, p := range all {
+		for _, p := range append(all(), pub) {
 			if p.exited() {
-				failNow("%s exited while %d panel queries were still empty", p.name, empty)
+				failNow("%s exited while: %s", p.name, strings.Join(problems, "; "))
 			}
 		}
 		select {
 		case <-ctx.Done():
-			for i, q := range queries {
-				if counts[i] == 0 {
-					t.Errorf("%s: no series: %s", q, substitute(q.expr))
-				}
+			for _, p := range problems {
+				t.Error(p)
 			}
-			failNow("%d of %d panel queries still empty", empty, len(queries))
+			failNow("%d problems left", len(problems))
 		case <-time.After(time.Second):
 		}
 	}
-	for i, q := range queries {
-		t.Logf("%-70s %3d series", q, counts[i])
+	for _, r := range results {
+		t.Log(r)
 	}
 
 	// Nodes end cleanly on SIGTERM: exit status 0.
@@ -277,6 +318,261 @@ scrape_configs:
 // own to the pub client's signals, and a canary publishing through each
 // node's bus, so that the publish and delivery panels have a path to show.
 var nodeArgs = []string{"--subscribe", "order.**", "--canary-interval", "250ms"}
+
+// mustBeReal are the zero-filled panels whose events the test drives, so
+// that each must show real series.
+var mustBeReal = map[string]bool{
+	"Transitions":                    true,
+	"Dedup hits":                     true,
+	"Duplicates per signal consumed": true,
+}
+
+// renderShippedConfig writes the shipped prometheus.yml into dir with the
+// test's scrape targets for the three documented ones and a 1 s scrape and
+// evaluation interval for the 15 s one (so that the 5 s rate window the
+// tests substitute spans several scrapes), and alerts.yml beside it, where
+// the config's relative rule_files entry finds it. Every substitution must
+// match exactly once: a test that could not render the shipped file would
+// prove nothing about it.
+func renderShippedConfig(t *testing.T, dir string, targets []string) string {
+	t.Helper()
+	shipped, err := os.ReadFile("prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := string(shipped)
+	subs := [][2]string{
+		{"scrape_interval: 15s", "scrape_interval: 1s"},
+		{"evaluation_interval: 15s", "evaluation_interval: 1s"},
+		{"- alerts.yml\n", "- alerts.yml\n"},
+	}
+	for i, target := range targets {
+		subs = append(subs, [2]string{fmt.Sprintf("- 127.0.0.1:%d\n", 9464+i), "- " + target + "\n"})
+	}
+	for _, s := range subs {
+		if n := strings.Count(config, s[0]); n != 1 {
+			t.Fatalf("shipped prometheus.yml has %q %d times, want once: update renderShippedConfig", s[0], n)
+		}
+		config = strings.Replace(config, s[0], s[1], 1)
+	}
+	alerts, err := os.ReadFile("alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), alerts, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// shortenDuplicateWindow sets the duplicate window of the signal stream
+// to 100 ms.
+func shortenDuplicateWindow(ctx context.Context, natsURL string) error {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	var names []string
+	for name := range js.StreamNames(ctx).Name() {
+		names = append(names, name)
+	}
+	if len(names) != 1 {
+		return fmt.Errorf("streams %v: want the one signal stream", names)
+	}
+	s, err := js.Stream(ctx, names[0])
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", names[0], err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Duplicates = 100 * time.Millisecond
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("stream %s: duplicate window: %w", names[0], err)
+	}
+	return nil
+}
+
+// publishTwice publishes one signal id with signalbus pub until the
+// stream has stored it twice, which it reports as acked and not a
+// duplicate.
+func publishTwice(ctx context.Context, bin, natsURL string) error {
+	line := `{"specversion":"1.0","id":"dashboards-duplicate","type":"order.created","source":"/dashboards/prometheus-test","datacontenttype":"application/json","data":{"sku":"A-1","qty":1}}` + "\n"
+	stored := 0
+	for stored < 2 {
+		cmd := exec.CommandContext(ctx, bin, "pub", "--nats", natsURL)
+		cmd.Stdin = strings.NewReader(line)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("pub of a duplicate: %w\n%s%s", err, out, stderr.Bytes())
+		}
+		switch {
+		case strings.Contains(string(out), " acked=1 duplicate=0 "):
+			stored++
+		case !strings.Contains(string(out), " acked=1 duplicate=1 "):
+			return fmt.Errorf("pub of a duplicate: unexpected summary %q", out)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the stream never stored the id a second time: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// waitSeries waits until expr has at least n series.
+func waitSeries(ctx context.Context, api, expr string, n int) error {
+	for {
+		got, err := instant(ctx, api, expr, time.Now())
+		if err != nil {
+			return err
+		}
+		if len(got) >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %d series, want %d: %w", expr, len(got), n, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// panelResult is what one panel query gave at one instant.
+type panelResult struct {
+	q      target
+	series int
+	fills  []fillResult
+}
+
+// fillResult splits the series of one zero fill into the real ones and
+// the zero ones; beside lists the zero series whose group has a real one.
+type fillResult struct {
+	real, zero int
+	beside     []string
+	masked     int // real series the or lost
+}
+
+func (r panelResult) String() string {
+	s := fmt.Sprintf("%-70s %3d series", r.q, r.series)
+	for _, f := range r.fills {
+		s += fmt.Sprintf(", %d real + %d zero-fill", f.real, f.zero)
+	}
+	return s
+}
+
+func (r panelResult) problems() []string {
+	var out []string
+	if r.series == 0 {
+		out = append(out, fmt.Sprintf("%s: no series: %s", r.q, substitute(r.q.expr)))
+	}
+	for _, f := range r.fills {
+		if len(f.beside) > 0 {
+			out = append(out, fmt.Sprintf("%s: zero fill beside a real series of its group: %v", r.q, f.beside))
+		}
+		if f.masked > 0 {
+			out = append(out, fmt.Sprintf("%s: %d real series missing from the filled result", r.q, f.masked))
+		}
+		if mustBeReal[r.q.panel] && f.real == 0 {
+			out = append(out, fmt.Sprintf("%s: only the zero fill, no real series yet", r.q))
+		}
+	}
+	return out
+}
+
+// evaluate runs a panel query and each of its zero fills (the whole or,
+// and its real side alone) at one instant.
+func evaluate(ctx context.Context, api string, q target, fills []zeroFill, at time.Time) (panelResult, error) {
+	series, err := instant(ctx, api, substitute(q.expr), at)
+	if err != nil {
+		return panelResult{}, err
+	}
+	r := panelResult{q: q, series: len(series)}
+	for _, f := range fills {
+		filled, err := instant(ctx, api, f.expr, at)
+		if err != nil {
+			return panelResult{}, err
+		}
+		real, err := instant(ctx, api, f.real, at)
+		if err != nil {
+			return panelResult{}, err
+		}
+		realSeries, realGroups := map[string]bool{}, map[string]bool{}
+		for _, m := range real {
+			realSeries[key(m, nil)] = true
+			realGroups[key(m, f.on)] = true
+		}
+		var fr fillResult
+		seen := 0
+		for _, m := range filled {
+			if realSeries[key(m, nil)] {
+				fr.real++
+				seen++
+				continue
+			}
+			fr.zero++
+			if realGroups[key(m, f.on)] {
+				fr.beside = append(fr.beside, key(m, nil))
+			}
+		}
+		fr.masked = len(realSeries) - seen
+		r.fills = append(r.fills, fr)
+	}
+	return r, nil
+}
+
+// key is a series' labels, or only those named in only, as one string.
+func key(m map[string]string, only []string) string {
+	var parts []string
+	for k, v := range m {
+		if only == nil || slices.Contains(only, k) {
+			parts = append(parts, k+"="+strconv.Quote(v))
+		}
+	}
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// ruleProblems are the loaded alerting rules that have not evaluated
+// cleanly, or a problem saying none are loaded.
+func ruleProblems(ctx context.Context, api string) ([]string, error) {
+	var data struct {
+		Groups []struct {
+			Rules []struct {
+				Name      string `json:"name"`
+				Health    string `json:"health"`
+				LastError string `json:"lastError"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := get(ctx, api+"/api/v1/rules", &data); err != nil {
+		return nil, err
+	}
+	var out []string
+	n := 0
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Health != "ok" {
+				out = append(out, fmt.Sprintf("alerts.yml: rule %s: health %q %s", r.Name, r.Health, r.LastError))
+			}
+		}
+	}
+	if n == 0 {
+		out = append(out, "alerts.yml: no rules loaded")
+	}
+	return out, nil
+}
 
 func waitHTTP(ctx context.Context, url string, procs []*process) error {
 	for {
@@ -305,36 +601,63 @@ func waitHTTP(ctx context.Context, url string, procs []*process) error {
 	}
 }
 
-// seriesCount runs an instant query and counts the series of its result.
-func seriesCount(ctx context.Context, api, expr string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+"/api/v1/query",
-		strings.NewReader(url.Values{"query": {expr}}.Encode()))
+// instant runs an instant query at a time and returns the labels of each
+// series of its result.
+func instant(ctx context.Context, api, expr string, at time.Time) ([]map[string]string, error) {
+	var data struct {
+		Result []struct {
+			Metric map[string]string `json:"metric"`
+		} `json:"result"`
+	}
+	form := url.Values{"query": {expr}, "time": {strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)}}
+	if err := post(ctx, api+"/api/v1/query", form, &data); err != nil {
+		return nil, fmt.Errorf("query %s: %w", expr, err)
+	}
+	out := make([]map[string]string, 0, len(data.Result))
+	for _, r := range data.Result {
+		out = append(out, r.Metric)
+	}
+	return out, nil
+}
+
+func post(ctx context.Context, u string, form url.Values, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return do(req, data)
+}
+
+func get(ctx context.Context, u string, data any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	return do(req, data)
+}
+
+// do sends a Prometheus API request and decodes the data of its answer.
+func do(req *http.Request, data any) error {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string            `json:"resultType"`
-			Result     []json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		return 0, err
+		return err
+	}
+	var body struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(buf.Bytes(), &body); err != nil {
-		return 0, fmt.Errorf("query %s: %w: %s", expr, err, buf.String())
+		return fmt.Errorf("%w: %s", err, buf.String())
 	}
 	if body.Status != "success" {
-		return 0, fmt.Errorf("query %s: %s", expr, body.Error)
+		return fmt.Errorf("%s: %s", resp.Status, body.Error)
 	}
-	return len(body.Data.Result), nil
+	return json.Unmarshal(body.Data, data)
 }
