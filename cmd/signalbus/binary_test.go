@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,4 +162,112 @@ func TestBinaryNodeSIGTERM(t *testing.T) {
 		t.Fatal("node did not exit after SIGTERM")
 	}
 	_ = io.Discard
+}
+
+// outputWatch collects what a process writes, never holding it up, and
+// tells waiters whenever more has come.
+type outputWatch struct {
+	lockedBuffer
+	more chan struct{}
+}
+
+func newOutputWatch() *outputWatch { return &outputWatch{more: make(chan struct{}, 1)} }
+
+func (w *outputWatch) Write(p []byte) (int, error) {
+	n, err := w.lockedBuffer.Write(p)
+	select {
+	case w.more <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+// waitFor waits until the output contains substr, or fails the test when
+// exited is closed or 60 s pass first.
+func (w *outputWatch) waitFor(t *testing.T, substr string, exited <-chan struct{}) {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for !strings.Contains(w.String(), substr) {
+		select {
+		case <-w.more:
+		case <-exited:
+			if !strings.Contains(w.String(), substr) {
+				t.Fatalf("the process exited before writing %q:\n%s", substr, w.String())
+			}
+		case <-timeout:
+			t.Fatalf("no %q after 60 s:\n%s", substr, w.String())
+		}
+	}
+}
+
+// A second signal while a node shuts down exits at once with code 130.
+// The shutdown is held up for good: the OTLP endpoint takes the telemetry
+// flush's export and never answers, and every timeout on the way
+// (--shutdown-timeout, the exporter's, the span processor's) is longer
+// than the test, so only the second signal can end the process.
+func TestBinaryNodeSecondSignal(t *testing.T) {
+	bin := signalbusBinary(t)
+	exports := make(chan struct{}, 1)
+	release := make(chan struct{})
+	otlp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case exports <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); otlp.Close() })
+
+	cmd := exec.Command(bin, "node", "--name", "n1", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--data-dir", t.TempDir(), "--log-format", "json", "--log-level", "debug",
+		"--otlp-endpoint", otlp.URL, "--otlp-insecure", "--canary-interval", "50ms", "--shutdown-timeout", "10m")
+	cmd.Env = cleanEnv("OTEL_EXPORTER_OTLP_TIMEOUT=600000", "OTEL_BSP_EXPORT_TIMEOUT=600000")
+	out := newOutputWatch()
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+
+	// A canary delivered: its spans end before the shutdown flushes them.
+	out.waitFor(t, `"type":"signalbus.canary"`, exited)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, `"msg":"stopped"`, exited)
+	select {
+	case <-exports: // the flush is under way, and stuck
+	case <-exited:
+		t.Fatalf("the node exited before it flushed its spans: %v\n%s", waitErr, out.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no OTLP export after 60 s:\n%s", out.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the node still runs 60 s after a second SIGTERM:\n%s", out.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(waitErr, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("after a second SIGTERM: %v, want exit code 130\n%s", waitErr, out.String())
+	}
+	if !strings.Contains(out.String(), "signalbus: second signal (terminated): exiting without finishing the shutdown\n") {
+		t.Errorf("no notice of the second signal on stderr:\n%s", out.String())
+	}
 }

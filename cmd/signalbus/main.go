@@ -13,14 +13,25 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// The first signal cancels ctx and commands wind down gracefully; from
-	// then on the default handling is back, so a second one kills a process
-	// stuck in its shutdown.
-	context.AfterFunc(ctx, stop)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go onSignals(sigs, cancel, os.Stderr, os.Exit)
 	err := NewMain().Run(ctx, os.Args[1:])
-	stop()
+	signal.Stop(sigs)
 	os.Exit(exitCode(err, os.Stderr))
+}
+
+// onSignals takes SIGINT and SIGTERM from sigs: the first cancels the
+// commands' ctx, and they wind down gracefully; the second exits at once
+// with code 130, for a process stuck in its shutdown. Both come on one
+// channel, so a second signal right after the first is not lost.
+func onSignals(sigs <-chan os.Signal, cancel context.CancelCauseFunc, stderr io.Writer, exit func(code int)) {
+	s := <-sigs
+	cancel(fmt.Errorf("%v signal received", s))
+	s = <-sigs
+	fmt.Fprintf(stderr, "signalbus: second signal (%v): exiting without finishing the shutdown\n", s)
+	exit(130)
 }
 
 // exitCode reports err on stderr, unless it was reported already, and

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -89,5 +91,26 @@ func TestExitCode(t *testing.T) {
 		if code := exitCode(tc.err, &report); code != tc.wantCode || report.String() != tc.wantReport {
 			t.Errorf("exitCode(%v) = %d, %q; want %d, %q", tc.err, code, report.String(), tc.wantCode, tc.wantReport)
 		}
+	}
+}
+
+// The first signal cancels; the second, even one sent before the first
+// was taken, exits with 130.
+func TestOnSignals(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	sigs <- os.Interrupt
+	sigs <- syscall.SIGTERM
+	ctx, cancel := context.WithCancelCause(t.Context())
+	var stderr bytes.Buffer
+	exited := make(chan int, 1)
+	onSignals(sigs, cancel, &stderr, func(code int) { exited <- code })
+	if code := <-exited; code != 130 {
+		t.Errorf("exit code %d, want 130", code)
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Errorf("ctx not canceled by the first signal: %v", ctx.Err())
+	}
+	if want := "signalbus: second signal (terminated): exiting without finishing the shutdown\n"; stderr.String() != want {
+		t.Errorf("stderr %q, want %q", stderr.String(), want)
 	}
 }

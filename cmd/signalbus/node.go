@@ -31,7 +31,8 @@ NATS deployment instead.
 
 On the first signal it shuts down cleanly: it drains what it holds into the
 bus and flushes its publishes (at most --shutdown-timeout), stops serving,
-flushes the telemetry and exits 0. A second signal exits at once.
+flushes the telemetry (at most --shutdown-timeout again) and exits 0. A
+second signal exits at once, with code 130.
 
 Example, the first of three nodes:
 
@@ -93,7 +94,7 @@ func (cfg *nodeConfig) register(fs *flag.FlagSet) {
 	fs.Float64Var(&cfg.sampleRatio, "sample-ratio", 0, "share of new traces sampled, 0-1; 0: all, negative: none")
 	fs.StringVar(&cfg.pyroscopeURL, "pyroscope-url", "", "Pyroscope server `URL` for continuous profiling; empty: off")
 	fs.BoolVar(&cfg.pprof, "pprof", false, "serve /debug/pprof on --http")
-	fs.Var(&cfg.shutdownTimeout, "shutdown-timeout", "how long the clean shutdown may take")
+	fs.Var(&cfg.shutdownTimeout, "shutdown-timeout", "how long each step of the clean shutdown may take: the drain, the telemetry flush")
 	fs.DurationVar(&cfg.canaryInterval, "canary-interval", 0, "publish a "+canaryType+" signal through the node's bus this often and subscribe to every node's, so that publish and delivery are measured end to end with no application; 0: off")
 	fs.Var(&cfg.subscribe, "subscribe", "`patterns`, comma-separated, the node itself subscribes to: each signal is logged at debug level and counted in the delivery metrics (a sink for trying a cluster out)")
 	cfg.log.register(fs)
@@ -224,7 +225,7 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 		return fmt.Errorf("node: telemetry: %w", err)
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
 		defer cancel()
 		if err := shutdownTelemetry(sctx); err != nil {
 			logger.Warn("telemetry shutdown", "error", err)
