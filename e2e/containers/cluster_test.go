@@ -1,0 +1,376 @@
+package containers_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/signalbus/signalbus/chaos"
+	"github.com/signalbus/signalbus/e2e/containers"
+)
+
+// partitioned is the gauge a node sets to 1 while it sees itself cut off
+// (telemetry/catalog).
+const partitioned = "signalbus_cluster_partitioned"
+
+// requireDocker skips the test when no Docker engine answers, unless
+// SIGNALBUS_E2E is set: then a missing engine is a failure.
+func requireDocker(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("docker", "info").CombinedOutput()
+	if err == nil {
+		return
+	}
+	if os.Getenv("SIGNALBUS_E2E") == "" {
+		t.Skipf("no Docker engine (docker info: %v); set SIGNALBUS_E2E=1 to make this a failure", err)
+	}
+	t.Fatalf("SIGNALBUS_E2E is set, but docker info fails: %v\n%s", err, out)
+}
+
+// testLogger writes the backend's log to the test's.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestCluster(t *testing.T) {
+	requireDocker(t)
+	const record = `{"op":"invoke"}` + "\n"
+	began := time.Now()
+	c := containers.StartT(t, containers.Spec{
+		Nodes:  3,
+		Mode:   "durable",
+		Files:  map[string][]byte{containers.DefaultRecordPath: []byte(record)},
+		Logger: testLogger(t),
+	}, 5*time.Minute)
+	t.Logf("3 durable nodes ready in %v", time.Since(began).Round(time.Millisecond))
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, c)
+		}
+	})
+
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.FailNow() // the cluster may be left faulted: the rest would mislead
+		}
+	}
+	step("RoutesThroughProxies", func(t *testing.T) {
+		if err := c.CheckRoutes(); err != nil {
+			t.Error(err)
+		}
+		if err := roundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	step("Isolate", func(t *testing.T) {
+		if err := c.Isolate(t.Context(), "n1"); err != nil {
+			t.Fatal(err)
+		}
+		waitGauge(t, c, "n1", partitioned, 1, 15*time.Second)
+		for _, other := range []string{"n2", "n3"} {
+			if v, err := gauge(t.Context(), c, other, partitioned); err != nil || v != 0 {
+				t.Errorf("%s, on the majority side: %s = %v, %v; want 0", other, partitioned, v, err)
+			}
+		}
+		if err := c.CheckRoutes(); err != nil {
+			t.Error(err)
+		}
+		if err := c.Heal(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		waitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
+		waitReady(t, c)
+	})
+	step("BlackHole", func(t *testing.T) {
+		if err := c.BlackHole(t.Context(), "n1", "n2"); err != nil {
+			t.Fatal(err)
+		}
+		waitUnreachable(t, c, "n1", "n2")
+		if err := roundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
+			t.Errorf("beside the black hole: %v", err)
+		}
+		if err := c.Heal(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, c)
+		if err := roundTrip(t.Context(), c, "n1", "n2", 20*time.Second); err != nil {
+			t.Errorf("after Heal: %v", err)
+		}
+	})
+	step("Slow", func(t *testing.T) {
+		const latency = 300 * time.Millisecond
+		if err := c.Slow(t.Context(), "n1", "n2", latency); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err := roundTrip(t.Context(), c, "n1", "n2", 20*time.Second)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A lower bound only: added latency can only make it longer.
+		if took < latency {
+			t.Errorf("a round trip over a link slowed by %v took %v", latency, took)
+		}
+		if err := c.Heal(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, c)
+	})
+	step("KillRestart", func(t *testing.T) {
+		oldHTTP := c.HTTPURL("n2")
+		if err := c.Kill(t.Context(), "n2"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := get(t.Context(), oldHTTP+"/readyz", 5*time.Second); err == nil {
+			t.Error("a killed node answers /readyz")
+		}
+		if err := c.Kill(t.Context(), "n2"); err != nil {
+			t.Errorf("Kill of a killed node: %v", err)
+		}
+		if err := c.Pause(t.Context(), "n2"); !errors.Is(err, chaos.ErrBadFault) {
+			t.Errorf("Pause of a killed node: %v, want chaos.ErrBadFault", err)
+		}
+		rc, err := c.Record(t.Context(), "n2")
+		if err != nil {
+			t.Fatalf("Record of a killed node: %v", err)
+		}
+		checkRecord(t, rc, record)
+		if err := c.Restart(t.Context(), "n2"); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, c)
+		if code, err := get(t.Context(), c.HTTPURL("n2")+"/readyz", 5*time.Second); err != nil || code != http.StatusOK {
+			t.Errorf("restarted n2 at %s: /readyz %d, %v", c.HTTPURL("n2"), code, err)
+		}
+		if err := roundTrip(t.Context(), c, "n2", "n1", 20*time.Second); err != nil {
+			t.Errorf("after Restart: %v", err)
+		}
+		if err := c.CheckRoutes(); err != nil {
+			t.Error(err)
+		}
+		// The handle stays good across restarts: kill it again.
+		if err := c.Restart(t.Context(), "n2"); err != nil {
+			t.Fatalf("Restart of a running node: %v", err)
+		}
+		waitReady(t, c)
+	})
+	step("Pause", func(t *testing.T) {
+		if err := c.Pause(t.Context(), "n3"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Pause(t.Context(), "n3"); err != nil {
+			t.Errorf("Pause of a paused node: %v", err)
+		}
+		// A frozen process keeps its sockets: a request times out
+		// rather than being refused.
+		if _, err := get(t.Context(), c.HTTPURL("n3")+"/healthz", 2*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("GET /healthz of a paused node: %v, want a timeout", err)
+		}
+		rc, err := c.Record(t.Context(), "n3")
+		if err != nil {
+			t.Fatalf("Record of a paused node: %v", err)
+		}
+		checkRecord(t, rc, record)
+		if err := c.Resume(t.Context(), "n3"); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, c)
+	})
+	step("Record", func(t *testing.T) {
+		rc, err := c.Record(t.Context(), "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkRecord(t, rc, record)
+		if _, err := c.Record(t.Context(), "n9"); !errors.Is(err, chaos.ErrUnknownNode) {
+			t.Errorf("Record of n9: %v, want chaos.ErrUnknownNode", err)
+		}
+	})
+}
+
+func checkRecord(t *testing.T, rc io.ReadCloser, want string) {
+	t.Helper()
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("record = %q, want %q", got, want)
+	}
+}
+
+func dumpLogs(t *testing.T, c *containers.Cluster) {
+	for _, n := range c.Nodes() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rc, err := c.Logs(ctx, n)
+		if err == nil {
+			data, _ := io.ReadAll(rc)
+			rc.Close()
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if len(lines) > 40 {
+				lines = lines[len(lines)-40:]
+			}
+			t.Logf("%s's log ends:\n%s", n, strings.Join(lines, "\n"))
+		}
+		cancel()
+	}
+}
+
+func waitReady(t *testing.T, c *containers.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get returns the status of a GET of url, bounded by timeout.
+func get(ctx context.Context, url string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		return 0, err
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// gauge returns the sum of the series of a gauge on node's /metrics.
+func gauge(ctx context.Context, c chaos.Cluster, node, name string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTPURL(node)+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	found, sum := false, 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		fields := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", name, line, err)
+		}
+		found, sum = true, sum+v
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("%s has no series %s", node, name)
+	}
+	return sum, nil
+}
+
+// waitGauge polls node's gauge until it is want, to a deadline.
+func waitGauge(t *testing.T, c chaos.Cluster, node, name string, want float64, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), within)
+	defer cancel()
+	var v float64
+	var err error
+	for ctx.Err() == nil {
+		if v, err = gauge(ctx, c, node, name); err == nil && v == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s's %s = %v (%v) after %v, want %v", node, name, v, err, within, want)
+}
+
+// connect connects to node's client port only: the servers advertise
+// their container addresses, which a client must not wander to.
+func connect(c chaos.Cluster, node string) (*nats.Conn, error) {
+	return nats.Connect(c.ClientURL(node), nats.Timeout(5*time.Second), nats.NoReconnect(), nats.IgnoreDiscoveredServers())
+}
+
+// roundTrip sends a request from a client of node from to a responder on
+// node to: the message crosses the route between them.
+func roundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout time.Duration) error {
+	resp, err := connect(c, to)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", to, err)
+	}
+	defer resp.Close()
+	subject := "containers.ping." + nats.NewInbox()[len(nats.InboxPrefix):]
+	if _, err := resp.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+		return err
+	}
+	if err := resp.Flush(); err != nil {
+		return err
+	}
+	req, err := connect(c, from)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", from, err)
+	}
+	defer req.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		// Interest crosses the route a moment after the subscription.
+		_, err := req.RequestWithContext(ctx, subject, []byte("ping"))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
+			return fmt.Errorf("request %s→%s: %w", from, to, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitUnreachable waits until a request from from to to fails.
+func waitUnreachable(t *testing.T, c chaos.Cluster, from, to string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if err := roundTrip(ctx, c, from, to, 2*time.Second); err != nil {
+			return
+		}
+	}
+	t.Fatalf("%s still reaches %s under the fault", from, to)
+}

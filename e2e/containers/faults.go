@@ -1,0 +1,267 @@
+package containers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/signalbus/signalbus/chaos"
+	"github.com/signalbus/signalbus/e2e/internal/netns"
+)
+
+// Partition cuts the links between nodes of different groups and restores
+// the links inside each group; a node in no group is cut from all. A node
+// in two groups is an ErrBadFault.
+func (c *Cluster) Partition(ctx context.Context, groups ...[]string) error {
+	group := make([]int, len(c.names))
+	for i := range group {
+		group[i] = -1 - i // alone
+	}
+	for g, members := range groups {
+		for _, name := range members {
+			i, err := c.index(name)
+			if err != nil {
+				return err
+			}
+			if group[i] >= 0 {
+				return fmt.Errorf("%w: %s is in two groups", chaos.ErrBadFault, name)
+			}
+			group[i] = g
+		}
+	}
+	c.mu.Lock()
+	for i := range c.nodes {
+		for j := i + 1; j < len(c.nodes); j++ {
+			c.setDownLocked(i, j, group[i] != group[j])
+		}
+	}
+	c.mu.Unlock()
+	c.log.Info("fault", "op", "partition", "groups", fmt.Sprint(groups))
+	return c.applyNet(ctx)
+}
+
+// Isolate cuts node from every other node.
+func (c *Cluster) Isolate(ctx context.Context, name string) error {
+	if _, err := c.index(name); err != nil {
+		return err
+	}
+	var rest []string
+	for _, n := range c.names {
+		if n != name {
+			rest = append(rest, n)
+		}
+	}
+	return c.Partition(ctx, []string{name}, rest)
+}
+
+// Bridge cuts a from b and restores both links to bridge; every other link
+// is left as it was.
+func (c *Cluster) Bridge(ctx context.Context, a, bridge, b string) error {
+	ia, err := c.index(a)
+	if err != nil {
+		return err
+	}
+	ib, err := c.index(b)
+	if err != nil {
+		return err
+	}
+	ibr, err := c.index(bridge)
+	if err != nil {
+		return err
+	}
+	if ia == ib || ia == ibr || ib == ibr {
+		return fmt.Errorf("%w: bridge %s–%s–%s needs three nodes", chaos.ErrBadFault, a, bridge, b)
+	}
+	c.mu.Lock()
+	c.setDownLocked(ia, ib, true)
+	c.setDownLocked(ia, ibr, false)
+	c.setDownLocked(ib, ibr, false)
+	c.mu.Unlock()
+	c.log.Info("fault", "op", "bridge", "a", a, "bridge", bridge, "b", b)
+	return c.applyNet(ctx)
+}
+
+// BlackHole drops every packet on the link between from and to, both
+// ways, without closing its connections.
+func (c *Cluster) BlackHole(ctx context.Context, from, to string) error {
+	i, j, err := c.pair(from, to)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.setDownLocked(i, j, true)
+	c.mu.Unlock()
+	c.log.Info("fault", "op", "blackhole", "from", from, "to", to)
+	return c.applyNet(ctx)
+}
+
+// Slow delays everything on the route link between from and to by
+// latency in each direction (a round trip by twice that), at the route
+// proxies; 0 removes the delay.
+func (c *Cluster) Slow(ctx context.Context, from, to string, latency time.Duration) error {
+	i, j, err := c.pair(from, to)
+	if err != nil {
+		return err
+	}
+	if latency < 0 {
+		return fmt.Errorf("%w: latency %v", chaos.ErrBadFault, latency)
+	}
+	c.mu.Lock()
+	k := key(i, j)
+	l := c.links[k]
+	l.latency = latency
+	c.links[k] = l
+	c.mu.Unlock()
+	c.log.Info("fault", "op", "slow", "from", from, "to", to, "latency", latency)
+	return c.applyNet(ctx)
+}
+
+// Heal undoes every network fault: it empties every node's rule chain
+// and takes the latency off every proxy. Paused and killed nodes stay so.
+func (c *Cluster) Heal(ctx context.Context) error {
+	c.mu.Lock()
+	clear(c.links)
+	c.mu.Unlock()
+	c.log.Info("heal")
+	return c.applyNet(ctx)
+}
+
+func (c *Cluster) pair(from, to string) (int, int, error) {
+	i, err := c.index(from)
+	if err != nil {
+		return 0, 0, err
+	}
+	j, err := c.index(to)
+	if err != nil {
+		return 0, 0, err
+	}
+	if i == j {
+		return 0, 0, fmt.Errorf("%w: a link from %s to itself", chaos.ErrBadFault, from)
+	}
+	return i, j, nil
+}
+
+func key(i, j int) [2]int {
+	if i > j {
+		i, j = j, i
+	}
+	return [2]int{i, j}
+}
+
+func (c *Cluster) setDownLocked(i, j int, down bool) {
+	k := key(i, j)
+	l := c.links[k]
+	l.down = down
+	c.links[k] = l
+}
+
+// dropsLocked are the packets node i's namespace drops: for every peer j
+// whose link is down, all traffic with j's address (were a route to
+// bypass the proxies), and i's side of the proxied link: its connections
+// to proxy [i][j] on the gateway. j drops its own side, proxy [j][i], in
+// its namespace.
+func (c *Cluster) dropsLocked(i int) []netns.Drop {
+	var drops []netns.Drop
+	for j, peer := range c.nodes {
+		if j == i || !c.links[key(i, j)].down {
+			continue
+		}
+		if peer.ip.IsValid() {
+			drops = append(drops, netns.Drop{Peer: peer.ip})
+		}
+		drops = append(drops, netns.Drop{Peer: c.gateway, Port: c.proxyPort(i, j)})
+	}
+	return drops
+}
+
+// applyNet puts the faults in force everywhere: every live node's rules
+// and every proxy's latency.
+func (c *Cluster) applyNet(ctx context.Context) error {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	c.mu.Lock()
+	for i := range c.nodes {
+		for j := range c.nodes {
+			if i != j {
+				c.proxies[i][j].SetLatency(c.links[key(i, j)].latency)
+			}
+		}
+	}
+	type job struct {
+		name  string
+		pid   int
+		drops []netns.Drop
+	}
+	var jobs []job
+	for i, n := range c.nodes {
+		if (n.state == running || n.state == paused) && n.pid > 0 {
+			jobs = append(jobs, job{n.name, n.pid, c.dropsLocked(i)})
+		}
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, j := range jobs {
+		if err := netns.Apply(ctx, j.pid, j.drops); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", j.name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("containers: network faults: %w", err)
+	}
+	return nil
+}
+
+// applyNode puts the faults in force in node i's namespace only.
+func (c *Cluster) applyNode(ctx context.Context, i int) error {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	c.mu.Lock()
+	pid, drops := c.nodes[i].pid, c.dropsLocked(i)
+	c.mu.Unlock()
+	if err := netns.Apply(ctx, pid, drops); err != nil {
+		return fmt.Errorf("containers: network faults of %s: %w", c.names[i], err)
+	}
+	return nil
+}
+
+// CheckRoutes checks, from every live node's own TCP table, that no route
+// bypasses the proxies: every route connection a node accepted comes
+// from the gateway (a proxy), and none goes straight to a peer's route
+// port. A route learnt from gossip would show here.
+func (c *Cluster) CheckRoutes() error {
+	c.mu.Lock()
+	type live struct {
+		name string
+		pid  int
+		ip   netip.Addr
+	}
+	var nodes []live
+	for _, n := range c.nodes {
+		if (n.state == running || n.state == paused) && n.pid > 0 {
+			nodes = append(nodes, live{n.name, n.pid, n.ip})
+		}
+	}
+	c.mu.Unlock()
+	var bad []string
+	for _, n := range nodes {
+		conns, err := netns.Established(n.pid)
+		if err != nil {
+			return fmt.Errorf("containers: routes of %s: %w", n.name, err)
+		}
+		for _, cn := range conns {
+			switch {
+			case cn.Local.Port() == RoutePort && cn.Remote.Addr() != c.gateway:
+				bad = append(bad, fmt.Sprintf("%s accepted a route from %s", n.name, cn.Remote))
+			case cn.Remote.Port() == RoutePort && cn.Remote.Addr() != n.ip:
+				bad = append(bad, fmt.Sprintf("%s dialled a route to %s directly", n.name, cn.Remote))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("containers: routes bypass the proxies: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
