@@ -46,6 +46,9 @@ var shippingRetry = bus.RetryPolicy{
 type DemoCommand struct {
 	Stdout io.Writer // the report
 	Stderr io.Writer // usage and the first few warnings
+	// LookupEnv reads the flags' SIGNALBUS_* variables; nil is
+	// os.LookupEnv.
+	LookupEnv LookupEnv
 
 	Rate     int           // signals published per second
 	Duration time.Duration // how long to publish
@@ -68,38 +71,30 @@ subscriptions:
 	                          3 times with backoff, then dead-letters
 
 Every second it prints a line read from the bus's OpenTelemetry metrics;
-at the end the totals, dead letters, the replay and a few spans.
-
-Flags:
-`
+at the end the totals, dead letters, the replay and a few spans.`
 
 // Run runs the cluster demo (ClusterDemoCommand) unless args ask for
 // -local; then it parses the flags and runs this demo. It returns once the bus has
 // drained and the report is written, about -duration after it starts; an
 // interrupt (ctx ending) stops the publishing early.
 func (c *DemoCommand) Run(ctx context.Context, args []string) error {
-	if !isLocalDemo(args) {
-		return (&ClusterDemoCommand{Stdout: c.Stdout, Stderr: c.Stderr}).Run(ctx, args)
+	if !isLocalDemo(args, c.LookupEnv) {
+		return (&ClusterDemoCommand{Stdout: c.Stdout, Stderr: c.Stderr, LookupEnv: c.LookupEnv}).Run(ctx, args)
 	}
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(c.Stderr)
-	fs.Bool("local", true, "run this in-process bus demo (without it: the three-node cluster demo)")
-	fs.IntVar(&c.Rate, "rate", 2000, "signals to publish per second")
-	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long to publish")
-	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order stream and of the flaky handler's failures")
-	fs.BoolVar(&c.Quiet, "quiet", false, "trace nothing and print no spans")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), demoUsage)
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	err := parseDemoFlags(args, c.Stderr, c.LookupEnv, demoUsage, true, func(fs *flag.FlagSet) {
+		fs.IntVar(&c.Rate, "rate", 2000, "signals to publish per second")
+		fs.DurationVar(&c.Duration, "duration", 5*time.Second, "how long to publish")
+		fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order stream and of the flaky handler's failures")
+		fs.BoolVar(&c.Quiet, "quiet", false, "trace nothing and print no spans")
+	})
+	if err != nil {
 		return err
 	}
 	switch {
 	case c.Rate < 1 || c.Rate > 1_000_000:
-		return usageErrorf("demo: -rate %d is outside 1…1000000", c.Rate)
+		return usageErrorf("demo: --rate %d is outside 1…1000000", c.Rate)
 	case c.Duration <= 0:
-		return usageErrorf("demo: -duration %v is not positive", c.Duration)
+		return usageErrorf("demo: --duration %v is not positive", c.Duration)
 	}
 	return c.run(ctx)
 }

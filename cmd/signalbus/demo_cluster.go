@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ const (
 type ClusterDemoCommand struct {
 	Stdout io.Writer // the story and the verdict
 	Stderr io.Writer // usage and the first few node warnings
+	// LookupEnv reads the flags' SIGNALBUS_* variables; nil is
+	// os.LookupEnv.
+	LookupEnv LookupEnv
 
 	Rate         int           // signals per second, over the three nodes
 	Duration     time.Duration // how long to publish
@@ -60,8 +64,8 @@ embedded nats-server on loopback, clustered by routes that all pass
 through fault proxies, in durable mode with a three-replica stream. Every
 node publishes order signals (order.created, order.paid, order.shipped,
 order.cancelled) and subscribes to order.**, recording every publish and
-delivery. After -isolate-at, n3 is cut off from the other two for
--isolate-for, then healed. Publishes go synchronously to the stream; a
+delivery. After --isolate-at, n3 is cut off from the other two for
+--isolate-for, then healed. Publishes go synchronously to the stream; a
 node that is partitioned, or whose publish times out, hands them to its
 outbox (PublishAsync), which sends them once the cluster is back.
 
@@ -74,57 +78,65 @@ reordered) and exits non-zero if anything was lost, duplicated or
 reordered. Each node serves /metrics, /healthz and /readyz meanwhile.
 
 The in-process bus demo (one bus, retries, dead letters, replay, spans)
-is 'signalbus demo --local'.
-
-Flags:
-`
+is 'signalbus demo --local'.`
 
 // Run parses the flags and runs the demo. It returns once the nodes are
 // closed: an error when the cluster could not start, or when the verdict
 // finds a signal lost, duplicated or reordered. An interrupt (ctx ending)
 // stops the publishing early and still gives the verdict.
 func (c *ClusterDemoCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(c.Stderr)
-	fs.Bool("local", false, "run the in-process bus demo instead (see 'signalbus demo --local -h')")
-	fs.IntVar(&c.Rate, "rate", 300, "signals to publish per second, over the three nodes")
-	fs.DurationVar(&c.Duration, "duration", 16*time.Second, "how long to publish")
-	fs.DurationVar(&c.IsolateAt, "isolate-at", 4*time.Second, "when, after publishing starts, to isolate n3")
-	fs.DurationVar(&c.IsolateFor, "isolate-for", 8*time.Second, "how long n3 stays isolated (0: no isolation)")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long to wait for every acked signal once publishing stops")
-	fs.IntVar(&c.HTTPBasePort, "http-base-port", 0, "serve node i's /metrics on 127.0.0.1:<port+i-1> (0: free ports, printed)")
-	fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order streams")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), clusterDemoUsage)
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
+	err := parseDemoFlags(args, c.Stderr, c.LookupEnv, clusterDemoUsage, false, func(fs *flag.FlagSet) {
+		fs.IntVar(&c.Rate, "rate", 300, "signals to publish per second, over the three nodes")
+		fs.DurationVar(&c.Duration, "duration", 16*time.Second, "how long to publish")
+		fs.DurationVar(&c.IsolateAt, "isolate-at", 4*time.Second, "when, after publishing starts, to isolate n3")
+		fs.DurationVar(&c.IsolateFor, "isolate-for", 8*time.Second, "how long n3 stays isolated (0: no isolation)")
+		fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long to wait for every acked signal once publishing stops")
+		fs.IntVar(&c.HTTPBasePort, "http-base-port", 0, "serve node i's /metrics on 127.0.0.1:<port+i-1> (0: free ports, printed)")
+		fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order streams")
+	})
+	if err != nil {
 		return err
 	}
 	switch {
 	case c.Rate < 1 || c.Rate > 100_000:
-		return usageErrorf("demo: -rate %d is outside 1…100000", c.Rate)
+		return usageErrorf("demo: --rate %d is outside 1…100000", c.Rate)
 	case c.Duration <= 0:
-		return usageErrorf("demo: -duration %v is not positive", c.Duration)
+		return usageErrorf("demo: --duration %v is not positive", c.Duration)
 	case c.IsolateAt < 0:
-		return usageErrorf("demo: -isolate-at %v is negative", c.IsolateAt)
+		return usageErrorf("demo: --isolate-at %v is negative", c.IsolateAt)
 	case c.IsolateFor < 0:
-		return usageErrorf("demo: -isolate-for %v is negative", c.IsolateFor)
+		return usageErrorf("demo: --isolate-for %v is negative", c.IsolateFor)
 	case c.IsolateFor > 0 && c.IsolateAt+c.IsolateFor > c.Duration:
-		return usageErrorf("demo: -isolate-at %v + -isolate-for %v ends after -duration %v: the heal must come while publishing",
+		return usageErrorf("demo: --isolate-at %v + --isolate-for %v ends after --duration %v: the heal must come while publishing",
 			c.IsolateAt, c.IsolateFor, c.Duration)
 	case c.DrainTimeout <= 0:
-		return usageErrorf("demo: -drain-timeout %v is not positive", c.DrainTimeout)
+		return usageErrorf("demo: --drain-timeout %v is not positive", c.DrainTimeout)
 	case c.HTTPBasePort < 0 || c.HTTPBasePort > 65535-clusterNodes:
-		return usageErrorf("demo: -http-base-port %d is outside 0…%d", c.HTTPBasePort, 65535-clusterNodes)
+		return usageErrorf("demo: --http-base-port %d is outside 0…%d", c.HTTPBasePort, 65535-clusterNodes)
 	}
 	return c.run(ctx)
 }
 
+// parseDemoFlags parses the flags of a demo, as newFlagSet and parseFlags
+// do every command's: --local, which picks the demo (local says whether
+// this is the in-process one; see isLocalDemo), and those register adds.
+func parseDemoFlags(args []string, stderr io.Writer, lookup LookupEnv, usage string, local bool, register func(fs *flag.FlagSet)) error {
+	fs := newFlagSet("demo", stderr, usage)
+	if local {
+		fs.Bool("local", true, "run this in-process bus demo (without it: the three-node cluster demo)")
+	} else {
+		fs.Bool("local", false, "run the in-process bus demo instead (see 'signalbus demo --local -h')")
+	}
+	register(fs)
+	return parseFlags(fs, args, lookup)
+}
+
 // isLocalDemo reports whether args ask for the in-process demo: a -local
-// or --local flag (true unless given =false) before any "--".
-func isLocalDemo(args []string) bool {
-	local := false
+// or --local flag (true unless given =false) before any "--", or, with
+// none, SIGNALBUS_LOCAL read with lookup (nil: os.LookupEnv) set true. A
+// variable that is no bool picks the cluster demo, whose flags report it.
+func isLocalDemo(args []string, lookup LookupEnv) bool {
+	local, given := false, false
 	for _, a := range args {
 		if a == "--" {
 			break
@@ -133,10 +145,19 @@ func isLocalDemo(args []string) bool {
 		if !strings.HasPrefix(a, "-") || name != "local" {
 			continue
 		}
-		local = true
+		local, given = true, true
 		if hasValue {
 			local, _ = strconv.ParseBool(value)
 		}
+	}
+	if given {
+		return local
+	}
+	if lookup == nil {
+		lookup = os.LookupEnv
+	}
+	if v, ok := lookup(envName("local")); ok {
+		local, _ = strconv.ParseBool(v)
 	}
 	return local
 }

@@ -170,7 +170,7 @@ func TestClusterDemoFlags(t *testing.T) {
 		{"duration", []string{"-duration", "0s"}, "-duration 0s is not positive"},
 		{"isolate-at", []string{"-isolate-at", "-1s"}, "-isolate-at -1s is negative"},
 		{"isolate-for", []string{"-isolate-for", "-1s"}, "-isolate-for -1s is negative"},
-		{"heal after the end", []string{"-duration", "5s", "-isolate-at", "3s", "-isolate-for", "3s"}, "ends after -duration 5s"},
+		{"heal after the end", []string{"-duration", "5s", "-isolate-at", "3s", "-isolate-for", "3s"}, "ends after --duration 5s"},
 		{"drain timeout", []string{"-drain-timeout", "0s"}, "-drain-timeout 0s is not positive"},
 		{"http base port", []string{"-http-base-port", "65534"}, "-http-base-port 65534 is outside 0…65532"},
 		{"local flag of the other demo", []string{"-quiet"}, "flag provided but not defined: -quiet"},
@@ -192,24 +192,71 @@ func TestClusterDemoFlags(t *testing.T) {
 func TestIsLocalDemo(t *testing.T) {
 	cases := []struct {
 		args []string
+		env  string // SIGNALBUS_LOCAL, unset when empty
 		want bool
 	}{
-		{nil, false},
-		{[]string{"-rate", "5"}, false},
-		{[]string{"--local"}, true},
-		{[]string{"-local"}, true},
-		{[]string{"-rate", "5", "--local"}, true},
-		{[]string{"--local=true"}, true},
-		{[]string{"--local=false"}, false},
-		{[]string{"-local=0"}, false},
-		{[]string{"--", "--local"}, false},
-		{[]string{"local"}, false},
-		{[]string{"--localx"}, false},
+		{nil, "", false},
+		{[]string{"-rate", "5"}, "", false},
+		{[]string{"--local"}, "", true},
+		{[]string{"-local"}, "", true},
+		{[]string{"-rate", "5", "--local"}, "", true},
+		{[]string{"--local=true"}, "", true},
+		{[]string{"--local=false"}, "", false},
+		{[]string{"-local=0"}, "", false},
+		{[]string{"--", "--local"}, "", false},
+		{[]string{"local"}, "", false},
+		{[]string{"--localx"}, "", false},
+		{nil, "true", true},
+		{nil, "false", false},
+		{nil, "maybe", false},
+		{[]string{"--local=false"}, "true", false},
+		{[]string{"--local"}, "false", true},
 	}
 	for _, tc := range cases {
-		if got := isLocalDemo(tc.args); got != tc.want {
-			t.Errorf("isLocalDemo(%q) = %v, want %v", tc.args, got, tc.want)
+		env := map[string]string{}
+		if tc.env != "" {
+			env["SIGNALBUS_LOCAL"] = tc.env
 		}
+		if got := isLocalDemo(tc.args, envOf(env)); got != tc.want {
+			t.Errorf("isLocalDemo(%q) with SIGNALBUS_LOCAL=%q = %v, want %v", tc.args, tc.env, got, tc.want)
+		}
+	}
+}
+
+// Both demos read their flags from SIGNALBUS_* variables too, as every
+// command does, and their help lists the variables.
+func TestDemoFlagsEnv(t *testing.T) {
+	cases := []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		wantCode int
+		want     string // in stderr
+	}{
+		{"help lists the variables", []string{"demo", "--help"}, nil, 0, "SIGNALBUS_ISOLATE_AT"},
+		{"local help lists the variables", []string{"demo", "--local", "--help"}, nil, 0, "SIGNALBUS_QUIET"},
+		{"a variable sets a flag", []string{"demo"}, map[string]string{"SIGNALBUS_RATE": "0"}, 2, "demo: --rate 0 is outside 1…100000\n"},
+		{"a bad variable", []string{"demo"}, map[string]string{"SIGNALBUS_DURATION": "soon"}, 2,
+			`SIGNALBUS_DURATION="soon": invalid value for --duration`},
+		{"a variable picks the local demo", []string{"demo"}, map[string]string{"SIGNALBUS_LOCAL": "true", "SIGNALBUS_RATE": "0"}, 2,
+			"demo: --rate 0 is outside 1…1000000\n"},
+		{"the flag wins over SIGNALBUS_LOCAL", []string{"demo", "--local=false"}, map[string]string{"SIGNALBUS_LOCAL": "true", "SIGNALBUS_RATE": "0"}, 2,
+			"demo: --rate 0 is outside 1…100000\n"},
+		{"SIGNALBUS_LOCAL not a bool", []string{"demo"}, map[string]string{"SIGNALBUS_LOCAL": "maybe"}, 2, `SIGNALBUS_LOCAL="maybe"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			m := &Main{Stdout: &out, Stderr: &errOut, LookupEnv: envOf(tc.env)}
+			err := m.Run(t.Context(), tc.args)
+			var report bytes.Buffer
+			if code := exitCode(err, &report); code != tc.wantCode {
+				t.Fatalf("exit code %d (err %v), want %d\n%s", code, err, tc.wantCode, errOut.String())
+			}
+			if msg := errOut.String() + report.String(); !strings.Contains(msg, tc.want) {
+				t.Errorf("stderr does not contain %q:\n%s", tc.want, msg)
+			}
+		})
 	}
 }
 

@@ -73,10 +73,11 @@ func usageErrorf(format string, args ...any) error {
 }
 
 // parseFlags parses args with fs, then the environment variables of the
-// flags not given (see parseArgs), and accepts no positional arguments.
-// The error is flag.ErrHelp for -h, otherwise a *UsageError.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	positional, err := parseArgs(fs, args, os.LookupEnv)
+// flags not given, read with lookup (see parseArgs), and accepts no
+// positional arguments. The error is flag.ErrHelp for -h, otherwise a
+// *UsageError.
+func parseFlags(fs *flag.FlagSet, args []string, lookup LookupEnv) error {
+	positional, err := parseArgs(fs, args, lookup)
 	if err != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	}
 	switch cmd {
 	case "demo":
-		return (&DemoCommand{Stdout: m.Stdout, Stderr: m.Stderr}).Run(ctx, args)
+		return (&DemoCommand{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}).Run(ctx, args)
 	case "node":
 		return (&NodeCommand{Stdout: m.Stdout, Stderr: m.Stderr, LookupEnv: m.LookupEnv}).Run(ctx, args)
 	case "pub":

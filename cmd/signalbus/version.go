@@ -26,7 +26,7 @@ type VersionCommand struct {
 // It takes no arguments.
 func (c *VersionCommand) Run(_ context.Context, args []string) error {
 	fs := newFlagSet("version", c.Stderr, "usage: signalbus version\n\nPrints the module version of the binary (devel for a build from a working\ntree), the commit it was built from, the Go version and the version of the\nembedded nats-server.")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, nil); err != nil {
 		return err
 	}
 	b := readBuild()
