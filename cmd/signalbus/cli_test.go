@@ -221,6 +221,9 @@ func TestCommandErrors(t *testing.T) {
 			wantStderr: "connect to NATS at " + dead},
 		{name: "pub bad stdin line", args: []string{"pub", "--nats", dead, "--connect-timeout", "1s"}, stdin: "{}\n", wantCode: 1,
 			wantStderr: "connect to NATS"},
+		{name: "pub bad prefix", args: []string{"pub", "--prefix", "app.*", "--type", "a"}, wantCode: 2,
+			wantStderr: `pub: --prefix "app.*" must be dot-separated segments of [A-Za-z0-9_-]`},
+		{name: "sub bad prefix", args: []string{"sub", "--prefix", "app..x", "a"}, wantCode: 2, wantStderr: `sub: --prefix "app..x" must be`},
 		{name: "sub no pattern", args: []string{"sub"}, wantCode: 2, wantStderr: "no PATTERN"},
 		{name: "sub invalid pattern", args: []string{"sub", "order.c*"}, wantCode: 2, wantStderr: "invalid pattern"},
 		{name: "sub bad since", args: []string{"sub", "--since", "yesterday", "a"}, wantCode: 2, wantStderr: `--since "yesterday"`},
@@ -418,4 +421,19 @@ func TestNodeServiceVersion(t *testing.T) {
 		}
 	}
 	t.Errorf("no target_info on /metrics:\n%s", body)
+}
+
+// pub and sub take the prefixes a node's --prefix takes; empty is the
+// default.
+func TestValidatePrefix(t *testing.T) {
+	for _, p := range []string{"signals", "my-app.v2", "a_b.c", ""} {
+		if err := validatePrefix(p); err != nil {
+			t.Errorf("validatePrefix(%q): %v", p, err)
+		}
+	}
+	for _, p := range []string{"a*", "a.**", "a..b", "a b", ".a", "a.", ">"} {
+		if err := validatePrefix(p); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("--prefix %q", p)) {
+			t.Errorf("validatePrefix(%q) = %v, want an error naming --prefix", p, err)
+		}
+	}
 }

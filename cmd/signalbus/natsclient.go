@@ -11,7 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/cluster"
 )
 
 // defaultNATSURL is where pub and sub connect unless told otherwise: a
@@ -46,13 +46,16 @@ func (c *clientFlags) validate(cmd string) error {
 	return nil
 }
 
-// validatePrefix checks a subject prefix as cluster.Config does: literal
-// dot-separated segments of [A-Za-z0-9_-].
+// validatePrefix checks a subject prefix by the rule of a node's
+// --prefix, cluster.Config.Validate's: a Config that differs from a valid
+// one in its Prefix alone fails on the Prefix or not at all.
 func validatePrefix(prefix string) error {
-	if err := bus.ValidatePattern(prefix); err != nil || strings.Contains(prefix, "*") {
-		return fmt.Errorf("--prefix %q must be dot-separated segments of [A-Za-z0-9_-]", prefix)
+	err := cluster.Config{Name: "client", Prefix: prefix}.Validate()
+	var cerr *cluster.ConfigError
+	if errors.As(err, &cerr) && cerr.Field == "Prefix" {
+		return fmt.Errorf("--prefix %q %w", prefix, cerr.Err)
 	}
-	return nil
+	return err
 }
 
 // connect dials NATS as a plain client named name: it neither heartbeats
