@@ -87,14 +87,11 @@ func (c *DemoCommand) Run(ctx context.Context, args []string) error {
 		fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order stream and of the flaky handler's failures")
 		fs.BoolVar(&c.Quiet, "quiet", false, "trace nothing and print no spans")
 	})
+	if err == nil {
+		err = checkPace(c.Rate, 1_000_000, c.Duration)
+	}
 	if err != nil {
 		return err
-	}
-	switch {
-	case c.Rate < 1 || c.Rate > 1_000_000:
-		return usageErrorf("demo: --rate %d is outside 1…1000000", c.Rate)
-	case c.Duration <= 0:
-		return usageErrorf("demo: --duration %v is not positive", c.Duration)
 	}
 	return c.run(ctx)
 }
@@ -144,15 +141,7 @@ func (c *DemoCommand) run(ctx context.Context) (err error) {
 		err = errors.Join(err, mp.Shutdown(sctx))
 	}()
 
-	d.warns = newSampledHandler(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{
-		Level: slog.LevelWarn,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}), shownWarns)
+	d.warns = newWarnHandler(c.Stderr, slog.LevelWarn)
 	logger := slog.New(d.warns)
 
 	d.bus, err = bus.New(
@@ -424,6 +413,21 @@ type sampledHandler struct {
 
 func newSampledHandler(h slog.Handler, limit int64) *sampledHandler {
 	return &sampledHandler{h: h, limit: limit, n: new(atomic.Int64)}
+}
+
+// newWarnHandler returns the demos' log handler: the first shownWarns
+// records at level or above go to w as text without their time, the rest
+// are only counted.
+func newWarnHandler(w io.Writer, level slog.Level) *sampledHandler {
+	return newSampledHandler(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}), shownWarns)
 }
 
 func (s *sampledHandler) Enabled(ctx context.Context, l slog.Level) bool { return s.h.Enabled(ctx, l) }

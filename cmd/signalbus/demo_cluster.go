@@ -94,14 +94,13 @@ func (c *ClusterDemoCommand) Run(ctx context.Context, args []string) error {
 		fs.IntVar(&c.HTTPBasePort, "http-base-port", 0, "serve node i's /metrics on 127.0.0.1:<port+i-1> (0: free ports, printed)")
 		fs.Uint64Var(&c.Seed, "seed", 1, "seed of the order streams")
 	})
+	if err == nil {
+		err = checkPace(c.Rate, 100_000, c.Duration)
+	}
 	if err != nil {
 		return err
 	}
 	switch {
-	case c.Rate < 1 || c.Rate > 100_000:
-		return usageErrorf("demo: --rate %d is outside 1…100000", c.Rate)
-	case c.Duration <= 0:
-		return usageErrorf("demo: --duration %v is not positive", c.Duration)
 	case c.IsolateAt < 0:
 		return usageErrorf("demo: --isolate-at %v is negative", c.IsolateAt)
 	case c.IsolateFor < 0:
@@ -129,6 +128,17 @@ func parseDemoFlags(args []string, stderr io.Writer, lookup LookupEnv, usage str
 	}
 	register(fs)
 	return parseFlags(fs, args, lookup)
+}
+
+// checkPace checks the --rate and --duration both demos have.
+func checkPace(rate, maxRate int, duration time.Duration) error {
+	switch {
+	case rate < 1 || rate > maxRate:
+		return usageErrorf("demo: --rate %d is outside 1…%d", rate, maxRate)
+	case duration <= 0:
+		return usageErrorf("demo: --duration %v is not positive", duration)
+	}
+	return nil
 }
 
 // isLocalDemo reports whether args ask for the in-process demo: a -local
@@ -247,15 +257,7 @@ func (d *clusterDemo) since() string {
 
 func (c *ClusterDemoCommand) run(ctx context.Context) (err error) {
 	d := &clusterDemo{cmd: c, out: c.Stdout, hist: loadtest.NewHistory()}
-	d.warns = newSampledHandler(slog.NewTextHandler(c.Stderr, &slog.HandlerOptions{
-		Level: slog.LevelError,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	}), shownWarns)
+	d.warns = newWarnHandler(c.Stderr, slog.LevelError)
 	d.logger = slog.New(d.warns)
 
 	began := time.Now()
@@ -403,12 +405,7 @@ func (d *clusterDemo) waitReady(ctx context.Context) error {
 	for i, n := range d.nodes {
 		wg.Go(func() {
 			for {
-				up := 0
-				for _, m := range n.node.Members() {
-					if m.State == cluster.Up {
-						up++
-					}
-				}
+				up := membersUp(n.node)
 				var err error
 				if up == clusterNodes {
 					probe, _ := bus.NewSignal("demo.probe", "/demo/"+n.name, nil)

@@ -32,26 +32,31 @@ func (d *clusterDemo) live(ctx context.Context) {
 				p99 = fmtLatency(window.Quantile(0.99))
 			}
 			d.printf("%-7s rate=%.0f/s p99=%-8s up=%s partitioned=%s outbox=%s dedup=%d held=%d acked=%d delivered=%d\n",
-				d.since(), rate, p99, d.membersUp(), d.partitioned(), d.outboxDepths(), d.sumStats(func(s cluster.Stats) int64 { return s.DedupHits }),
+				d.since(), rate, p99, d.upCounts(), d.partitioned(), d.outboxDepths(), d.sumStats(func(s cluster.Stats) int64 { return s.DedupHits }),
 				d.sumStats(func(s cluster.Stats) int64 { return s.Held }), cur.Acked, cur.Deliveries)
 			prev, prevAt = cur, now
 		}
 	}
 }
 
-// membersUp is how many members each node sees up: "3,3,1".
-func (d *clusterDemo) membersUp() string {
+// upCounts is how many members each node sees up: "3,3,1".
+func (d *clusterDemo) upCounts() string {
 	parts := make([]string, len(d.nodes))
 	for i, n := range d.nodes {
-		up := 0
-		for _, m := range n.node.Members() {
-			if m.State == cluster.Up {
-				up++
-			}
-		}
-		parts[i] = fmt.Sprint(up)
+		parts[i] = fmt.Sprint(membersUp(n.node))
 	}
 	return strings.Join(parts, ",")
+}
+
+// membersUp is how many members n sees up, itself included.
+func membersUp(n *cluster.Node) int {
+	up := 0
+	for _, m := range n.Members() {
+		if m.State == cluster.Up {
+			up++
+		}
+	}
+	return up
 }
 
 // partitioned names the nodes whose last partition signal said they are

@@ -10,30 +10,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/signalbus/signalbus/cluster"
 )
-
-// demoBuffer is a bytes.Buffer the demo writes to while the test reads.
-type demoBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *demoBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *demoBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	verdictOKRE   = regexp.MustCompile(`(?m)^verdict: OK \(lost 0, duplicated 0, reordered 0\)$`)
@@ -62,7 +43,7 @@ func TestClusterDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a three-node JetStream cluster through an isolation takes about 20 s")
 	}
-	var out demoBuffer
+	var out lockedBuffer
 	var stderr bytes.Buffer
 	m := &Main{Stdout: &out, Stderr: &stderr}
 	done := make(chan error, 1)
