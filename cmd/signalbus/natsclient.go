@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -27,12 +28,28 @@ type clientFlags struct {
 	log            logFlags
 }
 
-func (c *clientFlags) register(fs *flag.FlagSet) {
+// flagSet returns the flag set of the client command cmd (newFlagSet)
+// with these flags in it; the command adds its own.
+func (c *clientFlags) flagSet(cmd string, stderr io.Writer, usage string) *flag.FlagSet {
+	fs := newFlagSet(cmd, stderr, usage)
 	c.connectTimeout = positiveDuration(5 * time.Second)
 	fs.StringVar(&c.url, "nats", defaultNATSURL, "NATS server `URL`s, comma-separated (a node's --listen address)")
 	fs.StringVar(&c.prefix, "prefix", "signals", "subject `prefix` of the cluster: signals travel on <prefix>.<type> (a node's --prefix)")
 	fs.Var(&c.connectTimeout, "connect-timeout", "how long to try to reach NATS before giving up")
 	c.log.register(fs)
+	return fs
+}
+
+// dial connects the client command cmd to NATS as the flags say, as a
+// client named signalbus-<cmd>, and returns the connection with the
+// logger the flags describe, writing to stderr.
+func (c *clientFlags) dial(ctx context.Context, cmd string, stderr io.Writer) (*nats.Conn, *slog.Logger, error) {
+	logger := c.log.logger(stderr)
+	nc, err := connect(ctx, c.url, "signalbus-"+cmd, time.Duration(c.connectTimeout), logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return nc, logger, nil
 }
 
 // validate checks the flags that need more than their type.

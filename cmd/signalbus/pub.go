@@ -70,9 +70,8 @@ type pubConfig struct {
 
 // Run parses the flags, connects and publishes; see pubUsage.
 func (c *PubCommand) Run(ctx context.Context, args []string) error {
-	fs := newFlagSet("pub", c.Stderr, pubUsage)
 	var cfg pubConfig
-	cfg.client.register(fs)
+	fs := cfg.client.flagSet("pub", c.Stderr, pubUsage)
 	cfg.mode = newChoice("durable", "durable", "fast")
 	cfg.ackTimeout = positiveDuration(30 * time.Second)
 	fs.StringVar(&cfg.typ, "type", "", "signal `type` (order.created); none: read CloudEvents JSON lines from stdin")
@@ -97,11 +96,9 @@ func (c *PubCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger := cfg.client.log.logger(c.Stderr)
-
-	nc, err := connect(ctx, cfg.client.url, "signalbus-pub", time.Duration(cfg.client.connectTimeout), logger)
+	nc, logger, err := cfg.client.dial(ctx, fs.Name(), c.Stderr)
 	if err != nil {
-		return fmt.Errorf("pub: %w", err)
+		return err
 	}
 	defer nc.Close()
 	var s sender

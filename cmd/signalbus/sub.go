@@ -64,9 +64,8 @@ type subConfig struct {
 
 // Run parses the flags, subscribes and prints; see subUsage.
 func (c *SubCommand) Run(ctx context.Context, args []string) error {
-	fs := newFlagSet("sub", c.Stderr, subUsage)
 	var cfg subConfig
-	cfg.client.register(fs)
+	fs := cfg.client.flagSet("sub", c.Stderr, subUsage)
 	fs.StringVar(&cfg.group, "group", "", "NATS queue `group`: each signal goes to one sub of the group")
 	fs.StringVar(&cfg.since, "since", "", "replay the stream from a `time` (RFC 3339, or a duration ago: 10m)")
 	fs.BoolVar(&cfg.all, "all", false, "replay the whole stream first")
@@ -98,11 +97,9 @@ func (c *SubCommand) Run(ctx context.Context, args []string) error {
 			return usageErrorf("sub: %w", err)
 		}
 	}
-	logger := cfg.client.log.logger(c.Stderr)
-
-	nc, err := connect(ctx, cfg.client.url, "signalbus-sub", time.Duration(cfg.client.connectTimeout), logger)
+	nc, logger, err := cfg.client.dial(ctx, fs.Name(), c.Stderr)
 	if err != nil {
-		return fmt.Errorf("sub: %w", err)
+		return err
 	}
 	defer nc.Close()
 
