@@ -174,8 +174,10 @@ func TestDemoInterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("interrupted demo took %v to return", took)
+	// Not a timing bound: a demo that ignored the interrupt would run
+	// its whole minute.
+	if took := time.Since(start); took > 50*time.Second {
+		t.Errorf("interrupted demo took %v to return: it ran on past the interrupt", took)
 	}
 	if !strings.Contains(out, "interrupted at t=") {
 		t.Errorf("no interruption notice:\n%s", out)
