@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,9 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func newFakeClock() *fakeClock { return &fakeClock{t: epoch} }
 
 func (c *fakeClock) now() time.Time {
 	c.mu.Lock()
@@ -29,22 +32,49 @@ func (c *fakeClock) now() time.Time {
 	return c.t
 }
 
+// set makes the next reading ms milliseconds after the epoch.
+func (c *fakeClock) set(ms int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = epoch.Add(time.Duration(ms-1) * time.Millisecond)
+}
+
+// ms is the time ms milliseconds after the epoch.
+func ms(n int) time.Time { return epoch.Add(time.Duration(n) * time.Millisecond) }
+
 // A script step: "pub a x1 acked [type]" attempts signal x1 from
-// publisher a and records the outcome (acked, failed, pending, or
-// failed+acked for a retry that succeeds); "sub s1 order.**" registers a
-// subscriber; "got s1 x1 x2 …" delivers to s1 in that order. Types
-// default to order.created.
+// publisher a and records the outcome (acked, failed, info, pending, or
+// failed+acked for a retry that succeeds); "sub s1 order.** [node]"
+// registers a subscriber; "got s1 x1 x2 …" delivers to s1 in that order;
+// "at 100" makes the clock's next reading 100 ms after the epoch (each
+// reading advances it by 1 ms); "fault cut begin" and "fault cut end"
+// start and heal a fault window. Types default to order.created.
 type script []string
 
-func (sc script) run(t *testing.T) (*History, Verdict) {
+func (sc script) run(t *testing.T, opts ...CheckOption) (*History, Verdict) {
 	t.Helper()
-	h := NewHistory(WithClock(newFakeClock().now))
+	h := sc.history(t, NewHistory())
+	return h, h.Check(opts...)
+}
+
+// history plays the script into h, giving it a fakeClock.
+func (sc script) history(t *testing.T, h *History) *History {
+	t.Helper()
+	clock := newFakeClock()
+	h.clock = clock.now
 	subs := map[string]*Subscriber{}
+	heals := map[string]func(){}
 	for _, line := range sc {
 		f := strings.Fields(line)
 		switch f[0] {
 		case "sub":
-			s, err := h.Subscriber(f[1], f[2])
+			var s *Subscriber
+			var err error
+			if len(f) > 3 {
+				s, err = h.SubscriberOn(f[3], f[1], f[2])
+			} else {
+				s, err = h.Subscriber(f[1], f[2])
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +90,9 @@ func (sc script) run(t *testing.T) (*History, Verdict) {
 				case "acked":
 					op.Ack()
 				case "failed":
-					op.Fail(errors.New("timeout"))
+					op.Fail(errors.New("refused"))
+				case "info":
+					op.Info(errors.New("timeout"))
 				case "pending":
 				default:
 					t.Fatalf("bad outcome in %q", line)
@@ -70,11 +102,26 @@ func (sc script) run(t *testing.T) (*History, Verdict) {
 			for _, id := range f[2:] {
 				subs[f[1]].DeliverAt(id, h.now())
 			}
+		case "at":
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("bad step %q", line)
+			}
+			clock.set(n)
+		case "fault":
+			switch f[2] {
+			case "begin":
+				heals[f[1]] = h.StartFault(f[1])
+			case "end":
+				heals[f[1]]()
+			default:
+				t.Fatalf("bad step %q", line)
+			}
 		default:
 			t.Fatalf("bad step %q", line)
 		}
 	}
-	return h, h.Check()
+	return h
 }
 
 // counts is what a test expects of one subscriber (or of the sums, as
@@ -268,12 +315,12 @@ func TestCheck(t *testing.T) {
 func TestVerdictPublishersAndString(t *testing.T) {
 	_, v := script{"sub s1 order.**", "pub b y1 acked", "pub a x1 failed", "pub a x2 acked", "pub b y2 pending",
 		"got s1 y1 x2"}.run(t)
-	want := []PublisherVerdict{{"a", 2, 1, 1, 0}, {"b", 2, 1, 0, 1}}
+	want := []PublisherVerdict{{Name: "a", Attempted: 2, Acked: 1, Failed: 1}, {Name: "b", Attempted: 2, Acked: 1, Pending: 1}}
 	if !slices.Equal(v.Publishers, want) {
 		t.Errorf("publishers %+v, want %+v", v.Publishers, want)
 	}
 	s := v.String()
-	for _, part := range []string{"published 4 (acked 2, failed 1, pending 1)", "delivered s1=2", "lost 0, duplicated 0, reordered 0, unexpected 0, recovered 0", "latency p50 "} {
+	for _, part := range []string{"published 4 (acked 2, failed 1, info 0, pending 1)", "delivered s1=2", "lost 0, duplicated 0, reordered 0, unexpected 0, recovered 0", "latency p50 "} {
 		if !strings.Contains(s, part) {
 			t.Errorf("String() = %q, lacks %q", s, part)
 		}
@@ -292,11 +339,11 @@ func TestCheckLatency(t *testing.T) {
 	s2.DeliverAt("x", at.Add(30*time.Millisecond))
 	s2.DeliverAt("x", at.Add(time.Hour)) // a duplicate: not a latency
 	v := h.Check()
-	// The attempt was read one tick before at.
-	if n, lo, hi := v.Latency.Count(), v.Latency.Min(), v.Latency.Max(); n != 2 || lo != 11*time.Millisecond || hi != 31*time.Millisecond {
-		t.Errorf("latency count %d min %v max %v; want 2, 11ms, 31ms", n, lo, hi)
+	// The attempt was read two ticks before at (the ack read the other).
+	if n, lo, hi := v.Latency.Count(), v.Latency.Min(), v.Latency.Max(); n != 2 || lo != 12*time.Millisecond || hi != 32*time.Millisecond {
+		t.Errorf("latency count %d min %v max %v; want 2, 12ms, 32ms", n, lo, hi)
 	}
-	if p := h.Progress(); p.Latency.Count() != 2 || p.Latency.Max() != 31*time.Millisecond || p.Deliveries != 3 || p.Acked != 1 || p.Attempted != 1 {
+	if p := h.Progress(); p.Latency.Count() != 2 || p.Latency.Max() != 32*time.Millisecond || p.Deliveries != 3 || p.Acked != 1 || p.Attempted != 1 {
 		t.Errorf("progress %+v", p)
 	}
 }

@@ -2,7 +2,6 @@ package loadtest_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,8 +10,9 @@ import (
 )
 
 // A run in miniature: one publisher, two subscribers, a publish that
-// times out but is delivered anyway (recovered), and a subscriber that
-// misses an acked signal (lost).
+// times out (info) but is delivered anyway (recovered), after which the
+// publisher goes on as a new identity, and a subscriber that misses an
+// acked signal (lost).
 func Example() {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tick := 0
@@ -23,13 +23,13 @@ func Example() {
 
 	pub := h.Publisher("shop")
 	ok := func(context.Context, ...bus.Signal) error { return nil }
-	timeout := func(context.Context, ...bus.Signal) error { return errors.New("timeout") }
 	paid := bus.Signal{ID: "1", Type: "order.paid"}
 	created := bus.Signal{ID: "2", Type: "order.created"}
 	late := bus.Signal{ID: "3", Type: "order.paid"}
 	_ = pub.Publish(context.Background(), paid, ok)
 	_ = pub.Publish(context.Background(), created, ok)
-	_ = pub.Publish(context.Background(), late, timeout)
+	pub = pub.Attempt(&late).Info(context.DeadlineExceeded) // unknown: go on as shop/2
+	fmt.Println(pub.Name())
 
 	billing.Deliver(paid)
 	billing.Deliver(late)
@@ -41,7 +41,8 @@ func Example() {
 	fmt.Println(v)
 	fmt.Println(v.Subscribers[1].LostExamples)
 	// Output:
+	// shop/2
 	// false
-	// published 3 (acked 2, failed 1, pending 0); delivered billing=2 audit=2; lost 1, duplicated 0, reordered 0, unexpected 0, recovered 1; latency p50 3.01ms p99 5ms max 5ms
+	// published 3 (acked 2, failed 0, info 1, pending 0); delivered billing=2 audit=2; lost 1, duplicated 0, reordered 0, unexpected 0, recovered 1; lost prefix 0 middle 1 postfix 0, on node 0, in faults 0; latency p50 5.01ms p99 8ms max 8ms
 	// [shop#2 2]
 }
