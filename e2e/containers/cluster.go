@@ -9,7 +9,6 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,12 +45,12 @@ type Cluster struct {
 	labels map[string]string
 	log    *slog.Logger
 	names  []string
-	dir    string // the image's build context
 
-	docker  *testcontainers.DockerClient
-	net     *testcontainers.DockerNetwork
-	gateway netip.Addr // the host's address on net: where the proxies listen
-	image   string
+	docker   *testcontainers.DockerClient
+	net      *testcontainers.DockerNetwork
+	gateway  netip.Addr // the host's address on net: where the proxies listen
+	image    *Image
+	ownImage bool // built by Start: Close removes it
 
 	proxyCancel context.CancelFunc
 	proxies     [][]*faultproxy.Proxy // proxies[i][j], i ≠ j: node i's route to node j
@@ -98,6 +97,10 @@ type node struct {
 	httpURL    string
 	starts     int
 	lastChange time.Time
+	// guarded: the rules of the faults in force are in its namespace.
+	// Until they are (a node just started), the proxies of its down
+	// links drop everything too.
+	guarded bool
 }
 
 // Start builds the node image, starts spec's nodes and waits until every
@@ -147,14 +150,12 @@ func start(ctx context.Context, spec Spec, created func(testcontainers.Container
 		c.log.Warn("sweeping what earlier runs left", "error", err)
 	}
 
-	if c.dir, err = os.MkdirTemp("", "signalbus-e2e-"); err != nil {
-		return c, fmt.Errorf("containers: %w", err)
-	}
-	if err := buildContext(ctx, c.dir, spec.Binary); err != nil {
-		return c, err
-	}
-	if c.image, err = buildImage(ctx, c.dir, c.labels, io.Discard); err != nil {
-		return c, err
+	if c.image = spec.Image; c.image == nil {
+		if c.image, err = BuildImage(ctx, spec.Binary); err != nil {
+			return c, err
+		}
+		c.ownImage = true
+		c.log.Info("image built", "image", c.image.Tag(), "took", time.Since(began).Round(time.Millisecond))
 	}
 
 	nw, err := tcnetwork.New(ctx, tcnetwork.WithLabels(c.labels))
@@ -207,6 +208,7 @@ func start(ctx context.Context, spec Spec, created func(testcontainers.Container
 	if err := errors.Join(errs...); err != nil {
 		return c, err
 	}
+	c.log.Info("nodes started", "took", time.Since(began).Round(time.Millisecond))
 	if err := c.WaitReady(ctx); err != nil {
 		return c, err
 	}
@@ -291,7 +293,7 @@ func (c *Cluster) request(i int) testcontainers.GenericContainerRequest {
 	return testcontainers.GenericContainerRequest{
 		Logger: tcLogger{c.log},
 		ContainerRequest: testcontainers.ContainerRequest{
-			Image:          c.image,
+			Image:          c.image.Tag(),
 			Cmd:            c.args(i),
 			Env:            c.spec.Env,
 			Labels:         c.labels,
@@ -363,7 +365,7 @@ func (c *Cluster) started(ctx context.Context, i int, ctr testcontainers.Contain
 	if moved {
 		return c.applyNet(ctx) // its old address is in its peers' rules
 	}
-	return c.applyNode(ctx, i)
+	return c.applyRules(ctx, []int{i})
 }
 
 // mappedURL is scheme://127.0.0.1:<host port> for the container port.
@@ -497,8 +499,9 @@ func (c *Cluster) kill(ctx context.Context, i int) error {
 		return fmt.Errorf("containers: kill %s: waiting for it to stop: %w", n.name, err)
 	}
 	c.mu.Lock()
-	n.state, n.pid = killed, 0
+	n.state, n.pid, n.guarded = killed, 0, false
 	n.lastChange = time.Now()
+	c.applyProxiesLocked()
 	c.mu.Unlock()
 	// Refused at once, as a dead process's port is, rather than dialled
 	// to an address nobody holds.
@@ -635,8 +638,8 @@ func getOK(ctx context.Context, hc *http.Client, url string) error {
 	return nil
 }
 
-// Close removes the cluster's containers, network and image and stops
-// its proxies. It returns ctx.Err() if ctx ends first; calling it again
+// Close removes the cluster's containers and network, and its image
+// unless it came from Spec.Image, and stops its proxies. It returns ctx.Err() if ctx ends first; calling it again
 // does nothing.
 func (c *Cluster) Close(ctx context.Context) error {
 	c.mu.Lock()
@@ -659,8 +662,8 @@ func (c *Cluster) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("remove network: %w", err))
 		}
 	}
-	if c.image != "" && c.docker != nil {
-		if _, err := c.docker.ImageRemove(ctx, c.image, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil && !notFound(err) {
+	if c.ownImage {
+		if err := c.image.Remove(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("remove image: %w", err))
 		}
 	}
@@ -683,9 +686,6 @@ func (c *Cluster) Close(ctx context.Context) error {
 	}
 	if c.docker != nil {
 		_ = c.docker.Close()
-	}
-	if c.dir != "" {
-		_ = os.RemoveAll(c.dir)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("containers: close: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/signalbus/signalbus/chaos"
+	"github.com/signalbus/signalbus/chaos/chaostest"
 	"github.com/signalbus/signalbus/e2e/containers"
 )
 
@@ -54,14 +55,16 @@ func (w tWriter) Write(p []byte) (int, error) {
 func TestCluster(t *testing.T) {
 	requireDocker(t)
 	const record = `{"op":"invoke"}` + "\n"
+	img := image(t)
 	began := time.Now()
 	c := containers.StartT(t, containers.Spec{
+		Image:  img,
 		Nodes:  3,
 		Mode:   "durable",
 		Files:  map[string][]byte{containers.DefaultRecordPath: []byte(record)},
 		Logger: testLogger(t),
 	}, 5*time.Minute)
-	t.Logf("3 durable nodes ready in %v", time.Since(began).Round(time.Millisecond))
+	t.Logf("3 durable nodes ready in %v (the image built before)", time.Since(began).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpLogs(t, c)
@@ -194,6 +197,45 @@ func TestCluster(t *testing.T) {
 		if err := c.Resume(t.Context(), "n3"); err != nil {
 			t.Fatal(err)
 		}
+		if err := c.Resume(t.Context(), "n3"); err != nil {
+			t.Errorf("Resume of a running node: %v", err)
+		}
+		waitReady(t, c)
+	})
+	step("KillPaused", func(t *testing.T) {
+		if err := c.Pause(t.Context(), "n3"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(t.Context(), "n3"); err != nil {
+			t.Fatalf("Kill of a paused node: %v", err)
+		}
+		if _, err := get(t.Context(), c.HTTPURL("n3")+"/healthz", 5*time.Second); err == nil {
+			t.Error("a killed node answers /healthz")
+		}
+		if err := c.Restart(t.Context(), "n3"); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, c)
+	})
+	step("RestartIntoPartition", func(t *testing.T) {
+		// A node killed, then cut off while down, comes back cut off.
+		if err := c.Kill(t.Context(), "n1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Isolate(t.Context(), "n1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Restart(t.Context(), "n1"); err != nil {
+			t.Fatal(err)
+		}
+		waitGauge(t, c, "n1", partitioned, 1, 30*time.Second)
+		if err := roundTrip(t.Context(), c, "n1", "n2", 3*time.Second); err == nil {
+			t.Error("restarted into isolation, n1 reaches n2")
+		}
+		if err := c.Heal(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		waitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
 		waitReady(t, c)
 	})
 	step("Record", func(t *testing.T) {
@@ -373,4 +415,17 @@ func waitUnreachable(t *testing.T, c chaos.Cluster, from, to string) {
 		}
 	}
 	t.Fatalf("%s still reaches %s under the fault", from, to)
+}
+
+// TestConformance: the container backend passes the suite every backend
+// passes.
+func TestConformance(t *testing.T) {
+	requireDocker(t)
+	c := containers.StartT(t, containers.Spec{Image: image(t), Logger: testLogger(t)}, 5*time.Minute)
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLogs(t, c)
+		}
+	})
+	chaostest.Run(t, chaostest.Backend{Cluster: c, WaitReady: c.WaitReady})
 }

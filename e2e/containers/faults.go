@@ -178,53 +178,76 @@ func (c *Cluster) dropsLocked(i int) []netns.Drop {
 }
 
 // applyNet puts the faults in force everywhere: every live node's rules
-// and every proxy's latency.
+// and every proxy.
 func (c *Cluster) applyNet(ctx context.Context) error {
-	c.netMu.Lock()
-	defer c.netMu.Unlock()
 	c.mu.Lock()
-	for i := range c.nodes {
-		for j := range c.nodes {
-			if i != j {
-				c.proxies[i][j].SetLatency(c.links[key(i, j)].latency)
-			}
-		}
-	}
-	type job struct {
-		name  string
-		pid   int
-		drops []netns.Drop
-	}
-	var jobs []job
+	var all []int
 	for i, n := range c.nodes {
 		if (n.state == running || n.state == paused) && n.pid > 0 {
-			jobs = append(jobs, job{n.name, n.pid, c.dropsLocked(i)})
+			all = append(all, i)
 		}
 	}
 	c.mu.Unlock()
+	return c.applyRules(ctx, all)
+}
+
+// applyRules replaces the rules in the namespaces of the nodes idx with
+// those of the faults in force, then sets every proxy.
+func (c *Cluster) applyRules(ctx context.Context, idx []int) error {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	type job struct {
+		i     int
+		pid   int
+		drops []netns.Drop
+	}
+	c.mu.Lock()
+	jobs := make([]job, len(idx))
+	for k, i := range idx {
+		jobs[k] = job{i, c.nodes[i].pid, c.dropsLocked(i)}
+	}
+	c.mu.Unlock()
 	var errs []error
-	for _, j := range jobs {
+	done := make([]bool, len(jobs))
+	for k, j := range jobs {
 		if err := netns.Apply(ctx, j.pid, j.drops); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", j.name, err))
+			errs = append(errs, fmt.Errorf("%s: %w", c.names[j.i], err))
+			continue
+		}
+		done[k] = true
+	}
+	c.mu.Lock()
+	for k, j := range jobs {
+		// Unless it was killed meanwhile, which clears it.
+		if n := c.nodes[j.i]; n.pid == j.pid {
+			n.guarded = done[k]
 		}
 	}
+	c.applyProxiesLocked()
+	c.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("containers: network faults: %w", err)
 	}
 	return nil
 }
 
-// applyNode puts the faults in force in node i's namespace only.
-func (c *Cluster) applyNode(ctx context.Context, i int) error {
-	c.netMu.Lock()
-	defer c.netMu.Unlock()
-	c.mu.Lock()
-	pid, drops := c.nodes[i].pid, c.dropsLocked(i)
-	c.mu.Unlock()
-	if err := netns.Apply(ctx, pid, drops); err != nil {
-		return fmt.Errorf("containers: network faults of %s: %w", c.names[i], err)
+// applyProxiesLocked sets every route proxy's latency, and black-holes
+// those of a down link with an end whose rules are not in place yet.
+func (c *Cluster) applyProxiesLocked() {
+	for i, n := range c.nodes {
+		for j, peer := range c.nodes {
+			if i == j {
+				continue
+			}
+			p, l := c.proxies[i][j], c.links[key(i, j)]
+			p.SetLatency(l.latency)
+			if l.down && (!n.guarded || !peer.guarded) {
+				p.Blackhole()
+			} else {
+				p.Restore()
+			}
+		}
 	}
-	return nil
 }
 
 // CheckRoutes checks, from every live node's own TCP table, that no route

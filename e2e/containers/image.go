@@ -124,6 +124,43 @@ func checkStatic(path string) error {
 	return nil
 }
 
+// Image is a node image, which clusters may share (Spec.Image) so that it
+// is built once for many.
+type Image struct {
+	tag string
+	run string // its LabelRun
+}
+
+// BuildImage builds a node image from binary, a static signalbus binary
+// (empty: one built from the module, as for Spec.Binary). The caller
+// removes it with Remove once no cluster uses it.
+func BuildImage(ctx context.Context, binary string) (*Image, error) {
+	setupEnv()
+	dir, err := os.MkdirTemp("", "signalbus-e2e-")
+	if err != nil {
+		return nil, fmt.Errorf("containers: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	if err := buildContext(ctx, dir, binary); err != nil {
+		return nil, err
+	}
+	run := newRunID()
+	tag, err := buildImage(ctx, dir, labels(run), io.Discard)
+	if err != nil {
+		// A build that failed half-way may have left layers.
+		return nil, errors.Join(err, sweepRun(context.WithoutCancel(ctx), run))
+	}
+	return &Image{tag: tag, run: run}, nil
+}
+
+// Tag is the image's reference, signalbus-e2e:<id>.
+func (im *Image) Tag() string { return im.tag }
+
+// Remove removes the image. Its clusters must be closed first.
+func (im *Image) Remove(ctx context.Context) error {
+	return sweepRun(ctx, im.run)
+}
+
 // buildImage builds the node image from dir, tagged signalbus-e2e:<run>
 // and labelled, and returns its tag.
 func buildImage(ctx context.Context, dir string, labels map[string]string, logw io.Writer) (string, error) {

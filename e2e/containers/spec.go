@@ -38,9 +38,13 @@ type Spec struct {
 	Files map[string][]byte
 	// RecordPath is the file Record returns. Default DefaultRecordPath.
 	RecordPath string
-	// Binary is the signalbus binary the image is built from; it must be
-	// statically linked. Empty: one is built from the signalbus module
-	// found above the working directory, with CGO_ENABLED=0.
+	// Image is the node image to run, shared with other clusters; Close
+	// leaves it. Nil: Start builds one from Binary and Close removes it.
+	Image *Image
+	// Binary is the signalbus binary the image is built from, when Image
+	// is nil; it must be statically linked. Empty: one is built from the
+	// signalbus module found above the working directory, with
+	// CGO_ENABLED=0.
 	Binary string
 	// Logger gets the backend's log: every fault and heal at info level,
 	// testcontainers' messages at debug level. Default: discarded.

@@ -105,8 +105,42 @@ func Sweep(ctx context.Context) error {
 
 // SweepStale removes every labelled container, network and image whose
 // owner process has ended: what an interrupted run left. Start calls it.
+// What has no owner label is left alone: a build still in progress.
 func SweepStale(ctx context.Context) error {
-	return sweep(ctx, func(l map[string]string) bool { return !ownerAlive(l[LabelOwner]) })
+	return sweep(ctx, func(l map[string]string) bool {
+		o, ok := l[LabelOwner]
+		return ok && !ownerAlive(o)
+	})
+}
+
+// Resource is a container, network or image the backend made.
+type Resource struct {
+	Kind string // "container", "network" or "image"
+	ID   string
+	Name string // the container's or network's name, the image's first tag
+}
+
+func (r Resource) String() string { return r.Kind + " " + r.Name }
+
+// Owner is the LabelOwner value of this process's resources.
+func Owner() string { return owner() }
+
+// Leftovers lists the containers, networks and images this process made
+// and has not removed: none once every Cluster is closed and every Image
+// removed. Tests check it at the end, as goleak does for goroutines.
+func Leftovers(ctx context.Context) ([]Resource, error) {
+	setupEnv()
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("containers: docker client: %w", err)
+	}
+	defer cli.Close()
+	var left []Resource
+	err = visit(ctx, cli, func(l map[string]string) bool { return l[LabelOwner] == owner() }, func(r Resource) error {
+		left = append(left, r)
+		return nil
+	})
+	return left, err
 }
 
 // sweepRun removes what one run made.
@@ -123,18 +157,44 @@ func sweep(ctx context.Context, match func(labels map[string]string) bool) error
 		return fmt.Errorf("containers: docker client: %w", err)
 	}
 	defer cli.Close()
+	err = visit(ctx, cli, match, func(r Resource) error {
+		var err error
+		switch r.Kind {
+		case "container":
+			_, err = cli.ContainerRemove(ctx, r.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+		case "network":
+			_, err = cli.NetworkRemove(ctx, r.ID, client.NetworkRemoveOptions{})
+		case "image":
+			_, err = cli.ImageRemove(ctx, r.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+		}
+		if err != nil && !notFound(err) {
+			return fmt.Errorf("remove %s: %w", r, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("containers: sweep: %w", err)
+	}
+	return nil
+}
+
+// visit calls f with every labelled container, then network, then image
+// that match selects, and returns every error joined.
+func visit(ctx context.Context, cli *testcontainers.DockerClient, match func(labels map[string]string) bool, f func(Resource) error) error {
 	filter := client.Filters{}.Add("label", LabelRun)
 	var errs []error
 	ctrs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filter})
 	if err != nil {
-		return fmt.Errorf("containers: sweep: list containers: %w", err)
-	}
-	for _, c := range ctrs.Items {
-		if !match(c.Labels) {
-			continue
-		}
-		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !notFound(err) {
-			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
+		errs = append(errs, fmt.Errorf("list containers: %w", err))
+	} else {
+		for _, c := range ctrs.Items {
+			if match(c.Labels) {
+				name := c.ID
+				if len(c.Names) > 0 {
+					name = strings.TrimPrefix(c.Names[0], "/")
+				}
+				errs = append(errs, f(Resource{"container", c.ID, name}))
+			}
 		}
 	}
 	nets, err := cli.NetworkList(ctx, client.NetworkListOptions{Filters: filter})
@@ -142,29 +202,26 @@ func sweep(ctx context.Context, match func(labels map[string]string) bool) error
 		errs = append(errs, fmt.Errorf("list networks: %w", err))
 	} else {
 		for _, n := range nets.Items {
-			if !match(n.Labels) {
-				continue
-			}
-			if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !notFound(err) {
-				errs = append(errs, fmt.Errorf("remove network %s: %w", n.Name, err))
+			if match(n.Labels) {
+				errs = append(errs, f(Resource{"network", n.ID, n.Name}))
 			}
 		}
 	}
-	imgs, err := cli.ImageList(ctx, client.ImageListOptions{All: true, Filters: filter})
+	// Top-level images only: each label of a build is a layer of its
+	// own, and removing the image removes those untagged parents.
+	imgs, err := cli.ImageList(ctx, client.ImageListOptions{Filters: filter})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("list images: %w", err))
 	} else {
 		for _, im := range imgs.Items {
-			if !match(im.Labels) {
-				continue
-			}
-			if _, err := cli.ImageRemove(ctx, im.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil && !notFound(err) {
-				errs = append(errs, fmt.Errorf("remove image %s: %w", im.ID, err))
+			if match(im.Labels) {
+				name := im.ID
+				if len(im.RepoTags) > 0 {
+					name = im.RepoTags[0]
+				}
+				errs = append(errs, f(Resource{"image", im.ID, name}))
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("containers: sweep: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
