@@ -76,15 +76,9 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	nodes   []*node
-	links   map[[2]int]link // network faults, by pair of node indexes (low, high)
+	links   *chaos.Links // network faults
 	closed  bool
 	proxies []*faultproxy.Proxy // every proxy, for Close
-}
-
-// link is the network fault on the link between two nodes.
-type link struct {
-	down    bool // black-holed (partition, isolate, bridge, BlackHole)
-	latency time.Duration
 }
 
 // node is one node and its proxies.
@@ -118,10 +112,11 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{cfg: cfg, logger: logger, ctx: context.WithoutCancel(ctx), links: map[[2]int]link{}}
+	c := &Cluster{cfg: cfg, logger: logger, ctx: context.WithoutCancel(ctx)}
 	for i := range cfg.Nodes {
 		c.names = append(c.names, "n"+strconv.Itoa(i+1))
 	}
+	c.links = chaos.NewLinks(c.names)
 	ok := false
 	defer func() {
 		if !ok {
@@ -334,12 +329,7 @@ func (c *Cluster) Node(name string) *cluster.Node {
 	return nil
 }
 
-func (c *Cluster) index(name string) (int, error) {
-	if i := slices.Index(c.names, name); i >= 0 {
-		return i, nil
-	}
-	return -1, fmt.Errorf("%w: %q (the nodes are %s)", chaos.ErrUnknownNode, name, strings.Join(c.names, ", "))
-}
+func (c *Cluster) index(name string) (int, error) { return c.links.Index(name) }
 
 // ClientURL is a proxy in front of node's NATS client port: stable across
 // restarts.
@@ -488,144 +478,44 @@ func (c *Cluster) setPaused(name string, paused bool) error {
 // Partition black-holes the links between nodes of different groups; a
 // node in no group is cut from all.
 func (c *Cluster) Partition(_ context.Context, groups ...[]string) error {
-	group := make([]int, len(c.names))
-	for i := range group {
-		group[i] = -1 - i // alone
-	}
-	for g, members := range groups {
-		for _, name := range members {
-			i, err := c.index(name)
-			if err != nil {
-				return err
-			}
-			if group[i] >= 0 {
-				return fmt.Errorf("%w: %s is in two groups", chaos.ErrBadFault, name)
-			}
-			group[i] = g
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := range c.nodes {
-		for j := i + 1; j < len(c.nodes); j++ {
-			l := c.links[[2]int{i, j}]
-			l.down = group[i] != group[j]
-			c.links[[2]int{i, j}] = l
-		}
-	}
-	c.applyAllLocked()
-	return nil
+	return c.changeLinks(func(l *chaos.Links) error { return l.Partition(groups...) })
 }
 
 // Isolate cuts the node from every other.
-func (c *Cluster) Isolate(ctx context.Context, name string) error {
-	if _, err := c.index(name); err != nil {
-		return err
-	}
-	var rest []string
-	for _, n := range c.names {
-		if n != name {
-			rest = append(rest, n)
-		}
-	}
-	return c.Partition(ctx, []string{name}, rest)
+func (c *Cluster) Isolate(_ context.Context, name string) error {
+	return c.changeLinks(func(l *chaos.Links) error { return l.Isolate(name) })
 }
 
 // Bridge cuts a from b; both keep bridge, and every other link is as it
 // was.
 func (c *Cluster) Bridge(_ context.Context, a, bridge, b string) error {
-	ia, err := c.index(a)
-	if err != nil {
-		return err
-	}
-	ib, err := c.index(b)
-	if err != nil {
-		return err
-	}
-	ibr, err := c.index(bridge)
-	if err != nil {
-		return err
-	}
-	if ia == ib || ia == ibr || ib == ibr {
-		return fmt.Errorf("%w: bridge %s–%s–%s needs three nodes", chaos.ErrBadFault, a, bridge, b)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.setDownLocked(ia, ib, true)
-	c.setDownLocked(ia, ibr, false)
-	c.setDownLocked(ib, ibr, false)
-	c.applyAllLocked()
-	return nil
+	return c.changeLinks(func(l *chaos.Links) error { return l.Bridge(a, bridge, b) })
 }
 
 // BlackHole drops everything on the link between from and to.
 func (c *Cluster) BlackHole(_ context.Context, from, to string) error {
-	i, j, err := c.pair(from, to)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.setDownLocked(i, j, true)
-	c.applyAllLocked()
-	return nil
+	return c.changeLinks(func(l *chaos.Links) error { return l.BlackHole(from, to) })
 }
 
 // Slow delays traffic both ways on the link between from and to.
 func (c *Cluster) Slow(_ context.Context, from, to string, latency time.Duration) error {
-	i, j, err := c.pair(from, to)
-	if err != nil {
-		return err
-	}
-	if latency < 0 {
-		return fmt.Errorf("%w: latency %v", chaos.ErrBadFault, latency)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	k := key(i, j)
-	l := c.links[k]
-	l.latency = latency
-	c.links[k] = l
-	c.applyAllLocked()
-	return nil
+	return c.changeLinks(func(l *chaos.Links) error { return l.Slow(from, to, latency) })
 }
 
 // Heal undoes every network fault.
 func (c *Cluster) Heal(context.Context) error {
+	return c.changeLinks(func(l *chaos.Links) error { l.Heal(); return nil })
+}
+
+// changeLinks changes the link faults and applies them.
+func (c *Cluster) changeLinks(change func(*chaos.Links) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	clear(c.links)
+	if err := change(c.links); err != nil {
+		return err
+	}
 	c.applyAllLocked()
 	return nil
-}
-
-func (c *Cluster) pair(from, to string) (int, int, error) {
-	i, err := c.index(from)
-	if err != nil {
-		return 0, 0, err
-	}
-	j, err := c.index(to)
-	if err != nil {
-		return 0, 0, err
-	}
-	if i == j {
-		return 0, 0, fmt.Errorf("%w: a link from %s to itself", chaos.ErrBadFault, from)
-	}
-	return i, j, nil
-}
-
-func key(i, j int) [2]int {
-	if i > j {
-		i, j = j, i
-	}
-	return [2]int{i, j}
-}
-
-func (c *Cluster) setDownLocked(i, j int, down bool) {
-	k := key(i, j)
-	l := c.links[k]
-	l.down = down
-	c.links[k] = l
 }
 
 // applyAllLocked sets every proxy to what the faults and pauses make it.
@@ -645,10 +535,10 @@ func (c *Cluster) applyAllLocked() {
 			if j == i {
 				continue
 			}
-			l := c.links[key(i, j)]
+			l := c.links.Link(i, j)
 			p := nd.routes[j]
-			p.SetLatency(l.latency)
-			if l.down || nd.paused || (peer.n != nil && peer.paused) {
+			p.SetLatency(l.Latency)
+			if l.Down || nd.paused || (peer.n != nil && peer.paused) {
 				p.Blackhole()
 			} else {
 				p.Restore()
@@ -710,7 +600,7 @@ func (c *Cluster) clearFaultsLocked() {
 	for _, nd := range c.nodes {
 		nd.paused = false
 	}
-	clear(c.links)
+	c.links.Heal()
 	c.applyAllLocked()
 }
 
