@@ -194,6 +194,13 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("Record of a paused node: %v", err)
 		}
 		checkRecord(t, rc, record)
+		// Rules go into a frozen node's namespace too.
+		if err := c.BlackHole(t.Context(), "n1", "n3"); err != nil {
+			t.Errorf("BlackHole of a paused node's link: %v", err)
+		}
+		if err := c.Heal(t.Context()); err != nil {
+			t.Errorf("Heal with a paused node: %v", err)
+		}
 		if err := c.Resume(t.Context(), "n3"); err != nil {
 			t.Fatal(err)
 		}
@@ -428,4 +435,44 @@ func TestConformance(t *testing.T) {
 		}
 	})
 	chaostest.Run(t, chaostest.Backend{Cluster: c, WaitReady: c.WaitReady})
+}
+
+// TestFastModeArgsEnv: fast mode, and a node's extra arguments and
+// environment reach it.
+func TestFastModeArgsEnv(t *testing.T) {
+	requireDocker(t)
+	c := containers.StartT(t, containers.Spec{
+		Image: image(t),
+		Nodes: 2,
+		Mode:  "fast",
+		Args: func(name string) []string {
+			if name == "n1" {
+				return []string{"--log-level", "warn"}
+			}
+			return nil
+		},
+		Env:    map[string]string{"SIGNALBUS_LOG_FORMAT": "json"},
+		Logger: testLogger(t),
+	}, 3*time.Minute)
+	if err := roundTrip(t.Context(), c, "n1", "n2", 10*time.Second); err != nil {
+		t.Error(err)
+	}
+	logs := func(node string) string {
+		rc, err := c.Logs(t.Context(), node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		data, _ := io.ReadAll(rc)
+		return string(data)
+	}
+	if l := logs("n2"); !strings.Contains(l, `"msg":"node started"`) || !strings.Contains(l, `"mode":"fast"`) {
+		t.Errorf("n2's log has no JSON 'node started' in fast mode:\n%s", l)
+	}
+	if l := logs("n1"); strings.Contains(l, `"msg":"node started"`) {
+		t.Errorf("n1, given --log-level warn, logs at info:\n%s", l)
+	}
+	if err := c.CheckRoutes(); err != nil {
+		t.Error(err)
+	}
 }
