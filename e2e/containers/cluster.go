@@ -59,14 +59,8 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	nodes  []*node
-	links  map[[2]int]link // network faults, by pair of node indexes (low, high)
+	links  *chaos.Links // the network faults in force
 	closed bool
-}
-
-// link is the network fault on the link between two nodes.
-type link struct {
-	down    bool // every packet dropped (Partition, Isolate, Bridge, BlackHole)
-	latency time.Duration
 }
 
 // state is what the backend made of a node's container.
@@ -122,12 +116,12 @@ func start(ctx context.Context, spec Spec, created func(testcontainers.Container
 	run := newRunID()
 	c = &Cluster{
 		spec: spec, run: run, labels: labels(run), log: spec.Logger.With("run", run),
-		links: map[[2]int]link{},
 	}
 	for i := range spec.Nodes {
 		c.names = append(c.names, nodeName(i))
 		c.nodes = append(c.nodes, &node{name: nodeName(i)})
 	}
+	c.links = chaos.NewLinks(c.names)
 	defer func() {
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)

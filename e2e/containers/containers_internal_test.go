@@ -82,7 +82,8 @@ func TestOwner(t *testing.T) {
 
 // TestBadInput checks what is refused before any container is touched.
 func TestBadInput(t *testing.T) {
-	c := &Cluster{names: []string{"n1", "n2", "n3"}, links: map[[2]int]link{}}
+	names := []string{"n1", "n2", "n3"}
+	c := &Cluster{names: names, links: chaos.NewLinks(names)}
 	ctx := t.Context()
 	for name, err := range map[string]error{
 		"Kill":      c.Kill(ctx, "nope"),

@@ -16,146 +16,54 @@ import (
 // the links inside each group; a node in no group is cut from all. A node
 // in two groups is an ErrBadFault.
 func (c *Cluster) Partition(ctx context.Context, groups ...[]string) error {
-	group := make([]int, len(c.names))
-	for i := range group {
-		group[i] = -1 - i // alone
-	}
-	for g, members := range groups {
-		for _, name := range members {
-			i, err := c.index(name)
-			if err != nil {
-				return err
-			}
-			if group[i] >= 0 {
-				return fmt.Errorf("%w: %s is in two groups", chaos.ErrBadFault, name)
-			}
-			group[i] = g
-		}
-	}
-	c.mu.Lock()
-	for i := range c.nodes {
-		for j := i + 1; j < len(c.nodes); j++ {
-			c.setDownLocked(i, j, group[i] != group[j])
-		}
-	}
-	c.mu.Unlock()
-	c.log.Info("fault", "op", "partition", "groups", fmt.Sprint(groups))
-	return c.applyNet(ctx)
+	return c.fault(ctx, func(l *chaos.Links) error { return l.Partition(groups...) },
+		"op", "partition", "groups", fmt.Sprint(groups))
 }
 
 // Isolate cuts node from every other node.
 func (c *Cluster) Isolate(ctx context.Context, name string) error {
-	if _, err := c.index(name); err != nil {
-		return err
-	}
-	var rest []string
-	for _, n := range c.names {
-		if n != name {
-			rest = append(rest, n)
-		}
-	}
-	return c.Partition(ctx, []string{name}, rest)
+	return c.fault(ctx, func(l *chaos.Links) error { return l.Isolate(name) }, "op", "isolate", "node", name)
 }
 
 // Bridge cuts a from b and restores both links to bridge; every other link
 // is left as it was.
 func (c *Cluster) Bridge(ctx context.Context, a, bridge, b string) error {
-	ia, err := c.index(a)
-	if err != nil {
-		return err
-	}
-	ib, err := c.index(b)
-	if err != nil {
-		return err
-	}
-	ibr, err := c.index(bridge)
-	if err != nil {
-		return err
-	}
-	if ia == ib || ia == ibr || ib == ibr {
-		return fmt.Errorf("%w: bridge %s–%s–%s needs three nodes", chaos.ErrBadFault, a, bridge, b)
-	}
-	c.mu.Lock()
-	c.setDownLocked(ia, ib, true)
-	c.setDownLocked(ia, ibr, false)
-	c.setDownLocked(ib, ibr, false)
-	c.mu.Unlock()
-	c.log.Info("fault", "op", "bridge", "a", a, "bridge", bridge, "b", b)
-	return c.applyNet(ctx)
+	return c.fault(ctx, func(l *chaos.Links) error { return l.Bridge(a, bridge, b) },
+		"op", "bridge", "a", a, "bridge", bridge, "b", b)
 }
 
 // BlackHole drops every packet on the link between from and to, both
 // ways, without closing its connections.
 func (c *Cluster) BlackHole(ctx context.Context, from, to string) error {
-	i, j, err := c.pair(from, to)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.setDownLocked(i, j, true)
-	c.mu.Unlock()
-	c.log.Info("fault", "op", "blackhole", "from", from, "to", to)
-	return c.applyNet(ctx)
+	return c.fault(ctx, func(l *chaos.Links) error { return l.BlackHole(from, to) },
+		"op", "blackhole", "from", from, "to", to)
 }
 
 // Slow delays everything on the route link between from and to by
 // latency in each direction (a round trip by twice that), at the route
 // proxies; 0 removes the delay.
 func (c *Cluster) Slow(ctx context.Context, from, to string, latency time.Duration) error {
-	i, j, err := c.pair(from, to)
-	if err != nil {
-		return err
-	}
-	if latency < 0 {
-		return fmt.Errorf("%w: latency %v", chaos.ErrBadFault, latency)
-	}
-	c.mu.Lock()
-	k := key(i, j)
-	l := c.links[k]
-	l.latency = latency
-	c.links[k] = l
-	c.mu.Unlock()
-	c.log.Info("fault", "op", "slow", "from", from, "to", to, "latency", latency)
-	return c.applyNet(ctx)
+	return c.fault(ctx, func(l *chaos.Links) error { return l.Slow(from, to, latency) },
+		"op", "slow", "from", from, "to", to, "latency", latency)
 }
 
 // Heal undoes every network fault: it empties every node's rule chain
 // and takes the latency off every proxy. Paused and killed nodes stay so.
 func (c *Cluster) Heal(ctx context.Context) error {
+	return c.fault(ctx, func(l *chaos.Links) error { l.Heal(); return nil }, "op", "heal")
+}
+
+// fault changes the link faults with change, logs it and puts the result
+// in force.
+func (c *Cluster) fault(ctx context.Context, change func(*chaos.Links) error, attrs ...any) error {
 	c.mu.Lock()
-	clear(c.links)
+	err := change(c.links)
 	c.mu.Unlock()
-	c.log.Info("heal")
+	if err != nil {
+		return err
+	}
+	c.log.Info("fault", attrs...)
 	return c.applyNet(ctx)
-}
-
-func (c *Cluster) pair(from, to string) (int, int, error) {
-	i, err := c.index(from)
-	if err != nil {
-		return 0, 0, err
-	}
-	j, err := c.index(to)
-	if err != nil {
-		return 0, 0, err
-	}
-	if i == j {
-		return 0, 0, fmt.Errorf("%w: a link from %s to itself", chaos.ErrBadFault, from)
-	}
-	return i, j, nil
-}
-
-func key(i, j int) [2]int {
-	if i > j {
-		i, j = j, i
-	}
-	return [2]int{i, j}
-}
-
-func (c *Cluster) setDownLocked(i, j int, down bool) {
-	k := key(i, j)
-	l := c.links[k]
-	l.down = down
-	c.links[k] = l
 }
 
 // dropsLocked are the packets node i's namespace drops: for every peer j
@@ -166,7 +74,7 @@ func (c *Cluster) setDownLocked(i, j int, down bool) {
 func (c *Cluster) dropsLocked(i int) []netns.Drop {
 	var drops []netns.Drop
 	for j, peer := range c.nodes {
-		if j == i || !c.links[key(i, j)].down {
+		if j == i || !c.links.Link(i, j).Down {
 			continue
 		}
 		if peer.ip.IsValid() {
@@ -239,9 +147,9 @@ func (c *Cluster) applyProxiesLocked() {
 			if i == j {
 				continue
 			}
-			p, l := c.proxies[i][j], c.links[key(i, j)]
-			p.SetLatency(l.latency)
-			if l.down && (!n.guarded || !peer.guarded) {
+			p, l := c.proxies[i][j], c.links.Link(i, j)
+			p.SetLatency(l.Latency)
+			if l.Down && (!n.guarded || !peer.guarded) {
 				p.Blackhole()
 			} else {
 				p.Restore()
