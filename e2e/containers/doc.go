@@ -42,8 +42,9 @@
 // every packet to and from a cut peer's address and from and to the
 // proxy ports of its side of the link. Packets vanish, nothing is
 // refused, so peers see timeouts. Heal empties the chain. A restarted
-// node gets the rules of the faults in force as soon as it starts (after
-// its process has started, so a few packets may pass first).
+// node gets the rules of the faults in force as soon as its process
+// runs; until they are in, the route proxies of its down links drop
+// everything, so nothing crosses a cut link meanwhile.
 //
 // Pause and Resume use the engine's pause (the process is frozen, its
 // sockets stay open). Kill sends SIGKILL; Restart starts the same
