@@ -67,6 +67,23 @@ func (j *Journal) Windows() []Window {
 	return slices.Clone(j.windows)
 }
 
+// Down returns the nodes a fault left killed or paused: what a recovery
+// restarts and resumes.
+func (j *Journal) Down() (killed, paused []string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for key := range j.open {
+		if node, ok := strings.CutPrefix(key, "kill "); ok {
+			killed = append(killed, node)
+		} else if node, ok := strings.CutPrefix(key, "pause "); ok {
+			paused = append(paused, node)
+		}
+	}
+	slices.Sort(killed)
+	slices.Sort(paused)
+	return killed, paused
+}
+
 // do runs call and records it. opens names the window it opens ("" for
 // none), closes the one it closes.
 func (j *Journal) do(op string, nodes []string, desc, opens, closes string, call func() error) error {

@@ -43,10 +43,18 @@ func TestJournalRecordsWindows(t *testing.T) {
 		func() error { return j.Resume(ctx, "n2") },
 		func() error { return j.Restart(ctx, "n3") },
 	}
-	for _, step := range steps {
+	for i, step := range steps {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
+		if i == 4 { // after the kill of n3, n2 still paused
+			if killed, paused := j.Down(); !slices.Equal(killed, []string{"n3"}) || !slices.Equal(paused, []string{"n2"}) {
+				t.Errorf("Down = %v, %v; want [n3], [n2]", killed, paused)
+			}
+		}
+	}
+	if killed, paused := j.Down(); len(killed) != 0 || len(paused) != 0 {
+		t.Errorf("after every recovery, Down = %v, %v", killed, paused)
 	}
 	want := []string{"isolate n1", "slow n2 n3", "pause n2", "heal", "kill n3", "resume n2", "restart n3"}
 	if !slices.Equal(inner.got, want) {

@@ -933,6 +933,13 @@ func (p *pendingSetups) done() {
 	}
 }
 
+// pending returns how many setups are under way.
+func (p *pendingSetups) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
 // wait returns once none is pending, or ctx's error.
 func (p *pendingSetups) wait(ctx context.Context) error {
 	p.mu.Lock()

@@ -33,6 +33,7 @@ const readyStreamTimeout = 2 * time.Second
 
 // Readiness reports each condition the node needs to serve, keyed by
 // name: "nats" (connected to NATS), "stream" (durable mode only: the
+// consumers of its named subscriptions and groups are created, and the
 // stream answers an info request within ctx) and "membership" (not
 // partitioned). A nil value is ready. It is what a load balancer's
 // readiness probe asks, so it never blocks beyond ctx (2 s when ctx has
@@ -69,6 +70,10 @@ func (n *Node) streamReady(ctx context.Context) error {
 	case <-n.dur.ready:
 	default:
 		return fmt.Errorf("%w: stream %s and the node's consumer are not created yet", ErrStreamNotReady, wire.StreamName(n.cfg.Prefix))
+	}
+	if n := n.dur.setups.pending(); n > 0 {
+		// Until their consumers exist, what is published passes them by.
+		return fmt.Errorf("%w: the consumers of %d subscriptions are not created yet", ErrStreamNotReady, n)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,6 +23,24 @@ func TestReadinessOfAHealthyDurableNode(t *testing.T) {
 			t.Fatalf("durable node never ready: %v", checks)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNotReadyWhileSubscriptionConsumersAreMade: until the consumer of a
+// named subscription exists, what is published passes it by, so the
+// node is not ready. (The setup is held here by counting one more, as a
+// subscription being attached does.)
+func TestNotReadyWhileSubscriptionConsumersAreMade(t *testing.T) {
+	n := startNode(t, Config{Name: "ready3", NoSync: true})
+	waitDurableReady(t, n)
+	n.dur.setups.add()
+	err := n.Readiness(context.Background())[ReadyStream]
+	if !errors.Is(err, ErrStreamNotReady) || !strings.Contains(err.Error(), "consumers of 1 subscriptions") {
+		t.Errorf("with a consumer being made, stream check = %v, want ErrStreamNotReady naming it", err)
+	}
+	n.dur.setups.done()
+	if err := n.Readiness(context.Background())[ReadyStream]; err != nil {
+		t.Errorf("once made, stream check = %v", err)
 	}
 }
 

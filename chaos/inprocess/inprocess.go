@@ -54,7 +54,10 @@ type Config struct {
 	Configure func(name string, cfg *cluster.Config)
 	// Start, if set, starts the node's App each time the node starts;
 	// start is 1 at the first start, 2 after one restart, and so on.
-	Start func(ctx context.Context, name string, start int, n *cluster.Node) (App, error)
+	Start func(ctx context.Context, c *Cluster, name string, start int, n *cluster.Node) (App, error)
+	// RecordFile is the name, in a node's folder, of the record its App
+	// writes and Record reads (see RecordPath).
+	RecordFile string
 	// Logger receives the nodes' logs. Default: a logger that discards.
 	Logger *slog.Logger
 }
@@ -252,7 +255,7 @@ func (c *Cluster) start(ctx context.Context, i int) (err error) {
 	c.mu.Unlock()
 	var app App
 	if c.cfg.Start != nil {
-		if app, err = c.cfg.Start(ctx, nd.name, start, n); err != nil {
+		if app, err = c.cfg.Start(ctx, c, nd.name, start, n); err != nil {
 			return fmt.Errorf("%s: start its app: %w", nd.name, err)
 		}
 	}
@@ -547,10 +550,21 @@ func (c *Cluster) applyAllLocked() {
 	}
 }
 
-// Record is not kept by this backend: an in-process App records where
-// its caller tells it.
-func (c *Cluster) Record(context.Context, string) (io.ReadCloser, error) {
-	return nil, fmt.Errorf("inprocess: %w: an in-process App writes its record where its Start puts it", errors.ErrUnsupported)
+// Record opens the node's Config.RecordFile in its folder.
+func (c *Cluster) Record(_ context.Context, name string) (io.ReadCloser, error) {
+	if _, err := c.index(name); err != nil {
+		return nil, err
+	}
+	if c.cfg.RecordFile == "" {
+		return nil, errors.New("inprocess: Config.RecordFile is not set")
+	}
+	return os.Open(c.RecordPath(name))
+}
+
+// RecordPath is where node's App is to write its record: Config.RecordFile
+// in the node's folder.
+func (c *Cluster) RecordPath(name string) string {
+	return filepath.Join(c.cfg.Dir, name, c.cfg.RecordFile)
 }
 
 // Close stops every node (draining: the test is over) and proxy.
@@ -604,4 +618,7 @@ func (c *Cluster) clearFaultsLocked() {
 	c.applyAllLocked()
 }
 
-var _ chaos.Cluster = (*Cluster)(nil)
+var (
+	_ chaos.Cluster  = (*Cluster)(nil)
+	_ chaos.Recorder = (*Cluster)(nil)
+)
