@@ -229,19 +229,25 @@ func recoverAll(ctx context.Context, j *chaos.Journal, arm *armer) error {
 	return errors.Join(errs...)
 }
 
-// drain reads the nodes' records until every delivery owed has come or
+// drain reads the nodes' records until every delivery owed has come,
+// none has come for DrainStall (what fast mode lost never comes), or
 // limit has passed, and returns the last history read.
 func drain(ctx context.Context, b Backend, limit time.Duration, logger *slog.Logger) (*loadtest.History, error) {
 	deadline := time.Now().Add(limit)
+	best, since := -1, time.Now()
 	for {
 		h, err := readAll(ctx, b)
 		if err != nil {
 			return nil, err
 		}
 		missing := h.Missing()
-		if missing == 0 || time.Now().After(deadline) {
+		if best < 0 || missing < best {
+			best, since = missing, time.Now()
+		}
+		stalled := time.Since(since) >= DrainStall
+		if missing == 0 || stalled || time.Now().After(deadline) {
 			if missing > 0 {
-				logger.Warn("drain limit reached", "missing", missing)
+				logger.Warn("drain ended with deliveries owed", "missing", missing, "stalled", stalled)
 			}
 			return h, nil
 		}
@@ -250,6 +256,9 @@ func drain(ctx context.Context, b Backend, limit time.Duration, logger *slog.Log
 		}
 	}
 }
+
+// DrainStall ends a drain in which no owed delivery came for this long.
+const DrainStall = 15 * time.Second
 
 // readAll merges every node's record.
 func readAll(ctx context.Context, b Backend) (*loadtest.History, error) {

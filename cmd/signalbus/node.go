@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/signalbus/signalbus/bus"
+	"github.com/signalbus/signalbus/chaos/scenario"
 	"github.com/signalbus/signalbus/cluster"
 	"github.com/signalbus/signalbus/telemetry"
 )
@@ -66,7 +67,17 @@ type nodeConfig struct {
 	sampleRatio                                            float64
 	shutdownTimeout                                        positiveDuration
 	canaryInterval                                         time.Duration
+	e2e                                                    e2eFlags
 	log                                                    logFlags
+}
+
+// e2eFlags run the chaos harness's agent in the node (see package
+// chaos/scenario): the service a user would embed, which publishes
+// through the node and records every attempt, outcome and delivery.
+type e2eFlags struct {
+	record      string
+	rate        float64
+	slowHandler time.Duration
 }
 
 func (cfg *nodeConfig) register(fs *flag.FlagSet) {
@@ -97,6 +108,9 @@ func (cfg *nodeConfig) register(fs *flag.FlagSet) {
 	fs.Var(&cfg.shutdownTimeout, "shutdown-timeout", "how long each step of the clean shutdown may take: the drain, the telemetry flush")
 	fs.DurationVar(&cfg.canaryInterval, "canary-interval", 0, "publish a "+canaryType+" signal through the node's bus this often and subscribe to every node's, so that publish and delivery are measured end to end with no application; 0: off")
 	fs.Var(&cfg.subscribe, "subscribe", "`patterns`, comma-separated, the node itself subscribes to: each signal is logged at debug level and counted in the delivery metrics (a sink for trying a cluster out)")
+	fs.StringVar(&cfg.e2e.record, "e2e-record", "", "for make e2e: run the chaos agent, recording to this `file` (appended to across restarts); empty: off")
+	fs.Float64Var(&cfg.e2e.rate, "e2e-rate", 0, "for make e2e: signals per second the agent publishes once ordered (default 40)")
+	fs.DurationVar(&cfg.e2e.slowHandler, "e2e-slow-handler", 0, "for make e2e: how long the agent's handler takes per signal")
 	cfg.log.register(fs)
 }
 
@@ -136,6 +150,9 @@ func (cfg *nodeConfig) clusterConfig(fs *flag.FlagSet) (cluster.Config, error) {
 	}
 	if cfg.sampleRatio > 1 {
 		return cluster.Config{}, usageErrorf("node: --sample-ratio %v: must be at most 1", cfg.sampleRatio)
+	}
+	if cfg.e2e.rate < 0 || cfg.e2e.slowHandler < 0 {
+		return cluster.Config{}, usageErrorf("node: --e2e-rate and --e2e-slow-handler must not be negative")
 	}
 	if cfg.canaryInterval < 0 {
 		return cluster.Config{}, usageErrorf("node: --canary-interval %v: must not be negative", cfg.canaryInterval)
@@ -273,6 +290,20 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 		}
 		return fmt.Errorf("node: %w", err)
 	}
+	var agent *scenario.Agent
+	if cfg.e2e.record != "" {
+		agent, err = scenario.StartAgent(ctx, n, scenario.AgentConfig{
+			Node: cfg.name, Record: cfg.e2e.record, Rate: cfg.e2e.rate, SlowHandler: cfg.e2e.slowHandler, Logger: logger,
+		})
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
+			defer cancel()
+			if cerr := n.Close(cctx); cerr != nil {
+				logger.Warn("close after a failed start", "error", cerr)
+			}
+			return fmt.Errorf("node: --e2e-record: %w", err)
+		}
+	}
 	var canaryDone chan struct{}
 	if cfg.canaryInterval > 0 {
 		canaryDone = make(chan struct{})
@@ -304,6 +335,11 @@ func (c *NodeCommand) Run(ctx context.Context, args []string) error {
 	logger.Info("shutting down", "timeout", time.Duration(cfg.shutdownTimeout))
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(cfg.shutdownTimeout))
 	defer cancel()
+	if agent != nil {
+		if err := agent.Close(closeCtx); err != nil {
+			logger.Warn("e2e agent close", "error", err)
+		}
+	}
 	if err := n.Close(closeCtx); err != nil {
 		return fmt.Errorf("node: close: %w", err)
 	}
