@@ -73,8 +73,12 @@ func TestBatchesFlushOnSizeAndClose(t *testing.T) {
 				}
 			}
 			checkSequence(t, box.wait(t, 20)[:20], 0, 20)
-			if d := n.out.depth(); d != 5 {
-				t.Errorf("outbox depth %d after two full batches, want the 5 lingering", d)
+			// A batch can be delivered before its ack settles in the
+			// outbox: wait for the settling, to a deadline.
+			for deadline := time.Now().Add(20 * time.Second); n.out.depth() != 5; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("outbox depth %d after two full batches, want the 5 lingering", n.out.depth())
+				}
 			}
 			if err := n.Close(ctx); err != nil { // would fail at ctx's deadline if Close lingered
 				t.Fatal(err)
