@@ -119,15 +119,15 @@ func testIsolate(t *testing.T, b Backend) {
 	if err := c.Isolate(ctx, n[0]); err != nil {
 		t.Fatal(err)
 	}
-	waitGauge(t, c, n[0], "signalbus_cluster_partitioned", 1, PartitionVisibleWithin)
+	WaitGauge(t, c, n[0], "signalbus_cluster_partitioned", 1, PartitionVisibleWithin)
 	waitReadyz(t, c, n[0], http.StatusServiceUnavailable, PartitionVisibleWithin)
 	for _, other := range n[1:] {
-		if v, err := gauge(ctx, c, other, "signalbus_cluster_partitioned"); err != nil || v != 0 {
+		if v, err := Gauge(ctx, c, other, "signalbus_cluster_partitioned"); err != nil || v != 0 {
 			t.Errorf("%s, on the majority side: partitioned = %v, %v; want 0", other, v, err)
 		}
 	}
 	restore(t, b)
-	waitGauge(t, c, n[0], "signalbus_cluster_partitioned", 0, PartitionVisibleWithin)
+	WaitGauge(t, c, n[0], "signalbus_cluster_partitioned", 0, PartitionVisibleWithin)
 }
 
 func testPartition(t *testing.T, b Backend) {
@@ -138,7 +138,7 @@ func testPartition(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	last := n[len(n)-1]
-	waitGauge(t, c, last, "signalbus_cluster_partitioned", 1, PartitionVisibleWithin)
+	WaitGauge(t, c, last, "signalbus_cluster_partitioned", 1, PartitionVisibleWithin)
 	restore(t, b)
 }
 
@@ -149,15 +149,15 @@ func testBridge(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	// n[0] and n[2] no longer talk; each still has a majority through n[1].
-	waitUnreachable(t, c, n[0], n[2])
-	if err := roundTrip(ctx, c, n[0], n[1], 10*time.Second); err != nil {
+	WaitUnreachable(t, c, n[0], n[2])
+	if err := RoundTrip(ctx, c, n[0], n[1], 10*time.Second); err != nil {
 		t.Errorf("through the bridge %s–%s: %v", n[0], n[1], err)
 	}
-	if err := roundTrip(ctx, c, n[2], n[1], 10*time.Second); err != nil {
+	if err := RoundTrip(ctx, c, n[2], n[1], 10*time.Second); err != nil {
 		t.Errorf("through the bridge %s–%s: %v", n[2], n[1], err)
 	}
 	restore(t, b)
-	if err := roundTrip(ctx, c, n[0], n[2], 10*time.Second); err != nil {
+	if err := RoundTrip(ctx, c, n[0], n[2], 10*time.Second); err != nil {
 		t.Errorf("after Heal, %s–%s: %v", n[0], n[2], err)
 	}
 }
@@ -168,12 +168,12 @@ func testBlackHole(t *testing.T, b Backend) {
 	if err := c.BlackHole(ctx, n[0], n[1]); err != nil {
 		t.Fatal(err)
 	}
-	waitUnreachable(t, c, n[0], n[1])
-	if err := roundTrip(ctx, c, n[0], n[2], 10*time.Second); err != nil {
+	WaitUnreachable(t, c, n[0], n[1])
+	if err := RoundTrip(ctx, c, n[0], n[2], 10*time.Second); err != nil {
 		t.Errorf("beside the black hole, %s–%s: %v", n[0], n[2], err)
 	}
 	restore(t, b)
-	if err := roundTrip(ctx, c, n[0], n[1], 10*time.Second); err != nil {
+	if err := RoundTrip(ctx, c, n[0], n[1], 10*time.Second); err != nil {
 		t.Errorf("after Heal, %s–%s: %v", n[0], n[1], err)
 	}
 }
@@ -193,7 +193,7 @@ func testSlow(t *testing.T, b Backend) {
 	var took time.Duration
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		err := roundTrip(ctx, c, n[0], n[1], 10*time.Second)
+		err := RoundTrip(ctx, c, n[0], n[1], 10*time.Second)
 		took = time.Since(start)
 		if err == nil {
 			break
@@ -224,7 +224,7 @@ func testPause(t *testing.T, b Backend) {
 		t.Errorf("GET /healthz of a paused node: %v, want a timeout", err)
 	}
 	// Its peers see it go.
-	waitGauge(t, c, n[0], `signalbus_cluster_members{state="up"}`, float64(len(n)-1), PartitionVisibleWithin)
+	WaitGauge(t, c, n[0], `signalbus_cluster_members{state="up"}`, float64(len(n)-1), PartitionVisibleWithin)
 	if err := c.Resume(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func testKillRestart(t *testing.T, b Backend) {
 		nc.Close()
 		t.Errorf("a killed node takes a NATS connection")
 	}
-	waitGauge(t, c, n[0], `signalbus_cluster_members{state="up"}`, float64(len(n)-1), PartitionVisibleWithin)
+	WaitGauge(t, c, n[0], `signalbus_cluster_members{state="up"}`, float64(len(n)-1), PartitionVisibleWithin)
 	if err := c.Restart(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func testKillRestart(t *testing.T, b Backend) {
 		t.Fatalf("after Restart: %v", err)
 	}
 	waitReadyz(t, c, victim, http.StatusOK, 30*time.Second)
-	if err := roundTrip(ctx, c, victim, n[0], 10*time.Second); err != nil {
+	if err := RoundTrip(ctx, c, victim, n[0], 10*time.Second); err != nil {
 		t.Errorf("after Restart, %s–%s: %v", victim, n[0], err)
 	}
 	restore(t, b)
@@ -280,10 +280,10 @@ func get(ctx context.Context, url string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// gauge returns the value of a gauge on node's /metrics: name is a family
+// Gauge returns the value of a gauge on node's /metrics: name is a family
 // name, optionally with one label matcher ("signalbus_cluster_members
 // {state=\"up\"}"); the sum if several series match.
-func gauge(ctx context.Context, c chaos.Cluster, node, name string) (float64, error) {
+func Gauge(ctx context.Context, c chaos.Cluster, node, name string) (float64, error) {
 	family, matcher, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
 	probe, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -326,13 +326,14 @@ func gauge(ctx context.Context, c chaos.Cluster, node, name string) (float64, er
 	return sum, nil
 }
 
-func waitGauge(t *testing.T, c chaos.Cluster, node, name string, want float64, within time.Duration) {
+// WaitGauge waits, to within, until node's gauge (as Gauge names it) is want.
+func WaitGauge(t *testing.T, c chaos.Cluster, node, name string, want float64, within time.Duration) {
 	t.Helper()
 	ctx := deadline(t, within)
 	var v float64
 	var err error
 	for ctx.Err() == nil {
-		if v, err = gauge(ctx, c, node, name); err == nil && v == want {
+		if v, err = Gauge(ctx, c, node, name); err == nil && v == want {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -354,11 +355,11 @@ func waitReadyz(t *testing.T, c chaos.Cluster, node string, want int, within tim
 	t.Fatalf("%s's /readyz = %d (%v) after %v, want %d", node, code, err, within, want)
 }
 
-// roundTrip sends a request from a client of node from to a responder on
+// RoundTrip sends a request from a client of node from to a responder on
 // node to and waits for the reply: the message crosses the cluster link
 // between them.
-func roundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout time.Duration) error {
-	resp, err := nats.Connect(c.ClientURL(to), nats.Timeout(5*time.Second), nats.NoReconnect())
+func RoundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout time.Duration) error {
+	resp, err := nats.Connect(c.ClientURL(to), nats.Timeout(5*time.Second), nats.NoReconnect(), nats.IgnoreDiscoveredServers())
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", to, err)
 	}
@@ -370,7 +371,7 @@ func roundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout ti
 	if err := resp.Flush(); err != nil {
 		return err
 	}
-	req, err := nats.Connect(c.ClientURL(from), nats.Timeout(5*time.Second), nats.NoReconnect())
+	req, err := nats.Connect(c.ClientURL(from), nats.Timeout(5*time.Second), nats.NoReconnect(), nats.IgnoreDiscoveredServers())
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", from, err)
 	}
@@ -392,14 +393,14 @@ func roundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout ti
 	}
 }
 
-// waitUnreachable waits until a request from from to to fails: interest
+// WaitUnreachable waits until a request from from to to fails: interest
 // already known on both sides may let the first few through before the
 // fault is in place everywhere.
-func waitUnreachable(t *testing.T, c chaos.Cluster, from, to string) {
+func WaitUnreachable(t *testing.T, c chaos.Cluster, from, to string) {
 	t.Helper()
 	ctx := deadline(t, 30*time.Second)
 	for ctx.Err() == nil {
-		if err := roundTrip(ctx, c, from, to, 2*time.Second); err != nil {
+		if err := RoundTrip(ctx, c, from, to, 2*time.Second); err != nil {
 			return
 		}
 	}

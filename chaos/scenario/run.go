@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/signalbus/signalbus/chaos"
 	"github.com/signalbus/signalbus/cluster"
+	"github.com/signalbus/signalbus/cluster/client"
 	"github.com/signalbus/signalbus/loadtest"
 )
 
@@ -146,7 +148,7 @@ func Run(ctx context.Context, s Scenario, start Start, opts Options) (Result, er
 		return fail(err)
 	}
 
-	faults := &Faults{Cluster: &rearming{Journal: journal, arm: arm}, Rand: rand.New(rand.NewPCG(seed, seed>>1|1)), Prefix: spec.prefix()}
+	faults := &Faults{Cluster: &rearming{Journal: journal, arm: arm}, Rand: rand.New(rand.NewPCG(seed, seed>>1|1)), Prefix: client.DefaultPrefix} // the nodes run with the default prefix
 	faultCtx, cancel := context.WithTimeout(ctx, ph.FaultLimit)
 	faultErr := s.Faults(faultCtx, faults)
 	cancel()
@@ -201,8 +203,6 @@ func Run(ctx context.Context, s Scenario, start Start, opts Options) (Result, er
 // flight when a link is cut, and the routes' reconnection after a heal,
 // may lose what fast mode does not keep.
 const FastGrace = 5 * time.Second
-
-func (s Spec) prefix() string { return "" }
 
 func waitReady(ctx context.Context, b Backend, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
@@ -273,20 +273,9 @@ func readAll(ctx context.Context, b Backend) (*loadtest.History, error) {
 		if err != nil {
 			return nil, fmt.Errorf("record of %s: %w", n, err)
 		}
-		readers = append(readers, &byteReader{data: data})
+		readers = append(readers, bytes.NewReader(data))
 	}
 	return loadtest.ReadHistory(readers...)
-}
-
-type byteReader struct{ data []byte }
-
-func (r *byteReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.data)
-	r.data = r.data[n:]
-	return n, nil
 }
 
 // armer sends the agents their order.

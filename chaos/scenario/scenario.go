@@ -64,6 +64,17 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// hold injects a fault, keeps it for d, and undoes it.
+func hold(ctx context.Context, d time.Duration, inject, undo func() error) error {
+	if err := inject(); err != nil {
+		return err
+	}
+	if err := Sleep(ctx, d); err != nil {
+		return err
+	}
+	return undo()
+}
+
 // Leader returns the node leading the durable stream, asked of the nodes
 // in turn until one answers (a cut-off node may not).
 func (f *Faults) Leader(ctx context.Context) (string, error) {
@@ -142,13 +153,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Kill(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 8*time.Second); err != nil {
-				return err
-			}
-			return f.Restart(ctx, victim)
+			return hold(ctx, 8*time.Second,
+				func() error { return f.Kill(ctx, victim) },
+				func() error { return f.Restart(ctx, victim) })
 		},
 	},
 	{
@@ -159,13 +166,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Kill(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, electionTimeout); err != nil {
-				return err
-			}
-			return f.Restart(ctx, victim)
+			return hold(ctx, electionTimeout,
+				func() error { return f.Kill(ctx, victim) },
+				func() error { return f.Restart(ctx, victim) })
 		},
 	},
 	{
@@ -177,13 +180,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Isolate(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, electionTimeout+5*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, electionTimeout+5*time.Second,
+				func() error { return f.Isolate(ctx, victim) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{
@@ -194,13 +193,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Isolate(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 12*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, 12*time.Second,
+				func() error { return f.Isolate(ctx, victim) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{
@@ -208,13 +203,9 @@ var All = []Scenario{
 		Does: "cut n1 from n3 while n2 sees both (Jepsen's bridge): two overlapping majorities, one leader",
 		Faults: func(ctx context.Context, f *Faults) error {
 			n := f.Nodes()
-			if err := f.Bridge(ctx, n[0], n[1], n[2]); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 12*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, 12*time.Second,
+				func() error { return f.Bridge(ctx, n[0], n[1], n[2]) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{
@@ -249,13 +240,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Pause(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, electionTimeout+2*time.Second); err != nil {
-				return err
-			}
-			return f.Resume(ctx, victim)
+			return hold(ctx, electionTimeout+2*time.Second,
+				func() error { return f.Pause(ctx, victim) },
+				func() error { return f.Resume(ctx, victim) })
 		},
 	},
 	{
@@ -279,13 +266,9 @@ var All = []Scenario{
 		SlowConsumer: 5 * time.Millisecond,
 		Faults: func(ctx context.Context, f *Faults) error {
 			n := f.Nodes()
-			if err := f.Slow(ctx, n[0], n[1], 200*time.Millisecond); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 12*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, 12*time.Second,
+				func() error { return f.Slow(ctx, n[0], n[1], 200*time.Millisecond) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{
@@ -297,13 +280,9 @@ var All = []Scenario{
 			if err != nil {
 				return err
 			}
-			if err := f.Isolate(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 12*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, 12*time.Second,
+				func() error { return f.Isolate(ctx, victim) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{
@@ -313,13 +292,9 @@ var All = []Scenario{
 		Short: true,
 		Faults: func(ctx context.Context, f *Faults) error {
 			victim := f.Nodes()[f.Rand.IntN(len(f.Nodes()))]
-			if err := f.Isolate(ctx, victim); err != nil {
-				return err
-			}
-			if err := Sleep(ctx, 8*time.Second); err != nil {
-				return err
-			}
-			return f.Heal(ctx)
+			return hold(ctx, 8*time.Second,
+				func() error { return f.Isolate(ctx, victim) },
+				func() error { return f.Heal(ctx) })
 		},
 	},
 	{

@@ -1,7 +1,6 @@
 package containers_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,12 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/signalbus/signalbus/chaos"
 	"github.com/signalbus/signalbus/chaos/chaostest"
@@ -80,7 +76,7 @@ func TestCluster(t *testing.T) {
 		if err := c.CheckRoutes(); err != nil {
 			t.Error(err)
 		}
-		if err := roundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
+		if err := chaostest.RoundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
 			t.Error(err)
 		}
 	})
@@ -88,9 +84,9 @@ func TestCluster(t *testing.T) {
 		if err := c.Isolate(t.Context(), "n1"); err != nil {
 			t.Fatal(err)
 		}
-		waitGauge(t, c, "n1", partitioned, 1, 15*time.Second)
+		chaostest.WaitGauge(t, c, "n1", partitioned, 1, 15*time.Second)
 		for _, other := range []string{"n2", "n3"} {
-			if v, err := gauge(t.Context(), c, other, partitioned); err != nil || v != 0 {
+			if v, err := chaostest.Gauge(t.Context(), c, other, partitioned); err != nil || v != 0 {
 				t.Errorf("%s, on the majority side: %s = %v, %v; want 0", other, partitioned, v, err)
 			}
 		}
@@ -100,22 +96,22 @@ func TestCluster(t *testing.T) {
 		if err := c.Heal(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		waitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
+		chaostest.WaitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
 		waitReady(t, c)
 	})
 	step("BlackHole", func(t *testing.T) {
 		if err := c.BlackHole(t.Context(), "n1", "n2"); err != nil {
 			t.Fatal(err)
 		}
-		waitUnreachable(t, c, "n1", "n2")
-		if err := roundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
+		chaostest.WaitUnreachable(t, c, "n1", "n2")
+		if err := chaostest.RoundTrip(t.Context(), c, "n1", "n3", 10*time.Second); err != nil {
 			t.Errorf("beside the black hole: %v", err)
 		}
 		if err := c.Heal(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 		waitReady(t, c)
-		if err := roundTrip(t.Context(), c, "n1", "n2", 20*time.Second); err != nil {
+		if err := chaostest.RoundTrip(t.Context(), c, "n1", "n2", 20*time.Second); err != nil {
 			t.Errorf("after Heal: %v", err)
 		}
 	})
@@ -125,7 +121,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		err := roundTrip(t.Context(), c, "n1", "n2", 20*time.Second)
+		err := chaostest.RoundTrip(t.Context(), c, "n1", "n2", 20*time.Second)
 		took := time.Since(start)
 		if err != nil {
 			t.Fatal(err)
@@ -165,7 +161,7 @@ func TestCluster(t *testing.T) {
 		if code, err := get(t.Context(), c.HTTPURL("n2")+"/readyz", 5*time.Second); err != nil || code != http.StatusOK {
 			t.Errorf("restarted n2 at %s: /readyz %d, %v", c.HTTPURL("n2"), code, err)
 		}
-		if err := roundTrip(t.Context(), c, "n2", "n1", 20*time.Second); err != nil {
+		if err := chaostest.RoundTrip(t.Context(), c, "n2", "n1", 20*time.Second); err != nil {
 			t.Errorf("after Restart: %v", err)
 		}
 		if err := c.CheckRoutes(); err != nil {
@@ -235,14 +231,14 @@ func TestCluster(t *testing.T) {
 		if err := c.Restart(t.Context(), "n1"); err != nil {
 			t.Fatal(err)
 		}
-		waitGauge(t, c, "n1", partitioned, 1, 30*time.Second)
-		if err := roundTrip(t.Context(), c, "n1", "n2", 3*time.Second); err == nil {
+		chaostest.WaitGauge(t, c, "n1", partitioned, 1, 30*time.Second)
+		if err := chaostest.RoundTrip(t.Context(), c, "n1", "n2", 3*time.Second); err == nil {
 			t.Error("restarted into isolation, n1 reaches n2")
 		}
 		if err := c.Heal(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		waitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
+		chaostest.WaitGauge(t, c, "n1", partitioned, 0, 15*time.Second)
 		waitReady(t, c)
 	})
 	step("Record", func(t *testing.T) {
@@ -314,116 +310,6 @@ func get(ctx context.Context, url string, timeout time.Duration) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// gauge returns the sum of the series of a gauge on node's /metrics.
-func gauge(ctx context.Context, c chaos.Cluster, node, name string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.HTTPURL(node)+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	found, sum := false, 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		fields := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", name, line, err)
-		}
-		found, sum = true, sum+v
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	if !found {
-		return 0, fmt.Errorf("%s has no series %s", node, name)
-	}
-	return sum, nil
-}
-
-// waitGauge polls node's gauge until it is want, to a deadline.
-func waitGauge(t *testing.T, c chaos.Cluster, node, name string, want float64, within time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), within)
-	defer cancel()
-	var v float64
-	var err error
-	for ctx.Err() == nil {
-		if v, err = gauge(ctx, c, node, name); err == nil && v == want {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s's %s = %v (%v) after %v, want %v", node, name, v, err, within, want)
-}
-
-// connect connects to node's client port only: the servers advertise
-// their container addresses, which a client must not wander to.
-func connect(c chaos.Cluster, node string) (*nats.Conn, error) {
-	return nats.Connect(c.ClientURL(node), nats.Timeout(5*time.Second), nats.NoReconnect(), nats.IgnoreDiscoveredServers())
-}
-
-// roundTrip sends a request from a client of node from to a responder on
-// node to: the message crosses the route between them.
-func roundTrip(ctx context.Context, c chaos.Cluster, from, to string, timeout time.Duration) error {
-	resp, err := connect(c, to)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", to, err)
-	}
-	defer resp.Close()
-	subject := "containers.ping." + nats.NewInbox()[len(nats.InboxPrefix):]
-	if _, err := resp.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
-		return err
-	}
-	if err := resp.Flush(); err != nil {
-		return err
-	}
-	req, err := connect(c, from)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", from, err)
-	}
-	defer req.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		// Interest crosses the route a moment after the subscription.
-		_, err := req.RequestWithContext(ctx, subject, []byte("ping"))
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
-			return fmt.Errorf("request %s→%s: %w", from, to, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// waitUnreachable waits until a request from from to to fails.
-func waitUnreachable(t *testing.T, c chaos.Cluster, from, to string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		if err := roundTrip(ctx, c, from, to, 2*time.Second); err != nil {
-			return
-		}
-	}
-	t.Fatalf("%s still reaches %s under the fault", from, to)
-}
-
 // TestConformance: the container backend passes the suite every backend
 // passes.
 func TestConformance(t *testing.T) {
@@ -454,7 +340,7 @@ func TestFastModeArgsEnv(t *testing.T) {
 		Env:    map[string]string{"SIGNALBUS_LOG_FORMAT": "json"},
 		Logger: testLogger(t),
 	}, 3*time.Minute)
-	if err := roundTrip(t.Context(), c, "n1", "n2", 10*time.Second); err != nil {
+	if err := chaostest.RoundTrip(t.Context(), c, "n1", "n2", 10*time.Second); err != nil {
 		t.Error(err)
 	}
 	logs := func(node string) string {
