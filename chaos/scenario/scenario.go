@@ -145,9 +145,12 @@ var All = []Scenario{
 		},
 	},
 	{
-		Name:  "kill-follower",
-		Does:  "SIGKILL a stream follower, restart it on its store: acked signals survive, the restarted node catches up",
-		Short: true,
+		Name: "kill-follower",
+		Does: "SIGKILL a stream follower, restart it on its store: acked signals survive, the restarted node catches up",
+		// Not in the short set: the killed node's handler may see again
+		// what it handled and had not acked (guarantees.md's at-least-once
+		// across a crash), which the checker does not yet tell from
+		// other duplicates.
 		Faults: func(ctx context.Context, f *Faults) error {
 			victim, err := f.Follower(ctx)
 			if err != nil {
